@@ -1,0 +1,13 @@
+//! sop-console: a keyboard-first omnichannel chat hub for Zalo Official Accounts.
+//!
+//! Layers, bottom up: `model` (domain types), `routing` (pure distribution engine), `store`
+//! (durable key-value storage), `wire` (what crosses the network), `zalo` (the Zalo protocol);
+//! on top, independent of each other: `server` (the hub), `sim` (the Zalo simulator) and
+//! `console` (the TUI).
+
+pub mod config;
+pub mod model;
+pub mod routing;
+pub mod server;
+pub mod store;
+pub mod wire;

@@ -1,0 +1,55 @@
+//! Text hygiene at every boundary: NFC normalisation and making customer text harmless
+//! for a terminal.
+
+use unicode_normalization::UnicodeNormalization;
+
+/// NFC-normalises text; Zalo counts the 2,000-character limit on NFC text.
+pub fn nfc(s: &str) -> String {
+    s.nfc().collect()
+}
+
+pub fn char_count(s: &str) -> usize {
+    s.chars().count()
+}
+
+/// Replaces control characters (C0, C1, DEL, ESC sequences' introducers) and bidi overrides with
+/// visible stand-ins so customer text can never drive the terminal. Newlines and tabs become spaces
+/// unless `keep_newlines`.
+pub fn sanitize_for_terminal(s: &str, keep_newlines: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.nfc() {
+        match c {
+            '\n' if keep_newlines => out.push('\n'),
+            '\n' | '\r' | '\t' => out.push(' '),
+            '\u{1b}' => out.push('␛'),
+            '\0' => out.push('␀'),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => out.push('�'),
+            '\u{80}'..='\u{9f}' => out.push('�'),
+            // Bidi embedding/override/isolate controls could reorder the rest of the line.
+            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nfd_vietnamese_becomes_nfc() {
+        let nfd = "Tie\u{302}\u{301}ng Vie\u{323}\u{302}t";
+        assert_eq!(nfc(nfd), "Tiếng Việt");
+        assert_eq!(char_count(&nfc(nfd)), 10);
+    }
+
+    #[test]
+    fn escapes_and_controls_are_neutralised() {
+        let hostile = "a\u{1b}[2J\u{1b}]52;c;evil\u{7}b\0c\u{9b}d\u{202e}e";
+        let clean = sanitize_for_terminal(hostile, false);
+        assert!(!clean.chars().any(|c| c.is_control()), "{clean:?}");
+        assert!(clean.starts_with("a␛[2J"));
+        assert!(clean.ends_with("de"));
+    }
+}

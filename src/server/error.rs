@@ -1,0 +1,80 @@
+//! API errors: every failure is a JSON body `{"error": {"code", "message"}}` with a fitting status.
+
+use super::hub::HubError;
+use crate::wire::{ErrorBody, ErrorDetail};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub detail: ErrorDetail,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            detail: ErrorDetail {
+                code: code.to_string(),
+                message: message.into(),
+                winner: None,
+                rule: None,
+            },
+        }
+    }
+    pub fn unauthorized(message: &str) -> ApiError {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+    pub fn forbidden(message: &str) -> ApiError {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::NOT_FOUND, "not_found", message)
+    }
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+    pub fn unprocessable(message: impl Into<String>) -> ApiError {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid", message)
+    }
+}
+
+impl From<HubError> for ApiError {
+    fn from(e: HubError) -> ApiError {
+        match e {
+            HubError::NotFound(m) => ApiError::not_found(m),
+            HubError::Forbidden(m) => ApiError::forbidden(&m),
+            HubError::Invalid(m) => ApiError::unprocessable(m),
+            HubError::Conflict {
+                code,
+                message,
+                winner,
+                rule,
+            } => ApiError {
+                status: StatusCode::CONFLICT,
+                detail: ErrorDetail {
+                    code: code.to_string(),
+                    message,
+                    winner,
+                    rule,
+                },
+            },
+            HubError::Internal(e) => {
+                tracing::error!("internal error: {e:#}");
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; see the hub's log",
+                )
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(ErrorBody { error: self.detail })).into_response()
+    }
+}

@@ -1,0 +1,832 @@
+//! Conversations and messages: inbound intake, claim, reply, transfer, release, done, read.
+
+use super::*;
+use crate::wire::{self, OutboundAttachment, ReplyInput, View};
+use std::sync::atomic::Ordering;
+
+/// One message arriving from Zalo (webhook or history sync), already parsed.
+#[derive(Debug, Clone)]
+pub struct Inbound {
+    pub connection_id: ConnectionId,
+    pub customer_user_id: String,
+    /// `Outbound` for staff replies typed in Zalo's OA manager and for the OA's own history rows.
+    pub direction: Direction,
+    pub sender_name: String,
+    pub zalo_msg_id: Option<String>,
+    pub kind: MessageKind,
+    pub text: String,
+    pub attachments: Vec<Attachment>,
+    pub quote_msg_id: Option<String>,
+    pub at: Ms,
+    pub origin: Origin,
+    pub raw: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Ingested {
+    New {
+        conversation: Conversation,
+        message: Message,
+    },
+    /// Already stored under the same (connection, Zalo msg_id).
+    Duplicate { message_id: MessageId },
+}
+
+/// A reply waiting to be sent through Zalo.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OutboundJob {
+    pub message_id: MessageId,
+    pub conversation_id: ConversationId,
+    pub attempts: u32,
+    pub next_attempt_at: Ms,
+    pub attachment: Option<OutboundAttachment>,
+}
+
+fn message_seq(id: &str) -> u64 {
+    id.trim_start_matches('m').parse().unwrap_or(0)
+}
+
+impl Hub {
+    /// Stores an inbound message, creates or updates its conversation, routes it and emits events.
+    /// Idempotent by (connection, Zalo msg_id).
+    pub async fn ingest(&self, msg: Inbound) -> HubResult<Ingested> {
+        let metrics = self.metrics.clone();
+        let store = self.store.clone();
+        let r = self
+            .write(|st, tx| ingest(st, tx, &*store, msg, &metrics))
+            .await?;
+        Ok(r)
+    }
+
+    /// Compare-and-set claim: succeeds only while the conversation waits for a member.
+    pub async fn claim(&self, who: &Account, conv_id: &str) -> HubResult<Conversation> {
+        let r = self
+            .write(|st, tx| claim(st, tx, who, conv_id, AssignReason::Claim))
+            .await;
+        let counter = match &r {
+            Ok(_) => &self.metrics.claims_won,
+            Err(HubError::Conflict { .. }) => &self.metrics.claims_lost,
+            Err(_) => return r,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        r
+    }
+
+    /// Queues a reply (claiming an unclaimed conversation first). The same client key twice
+    /// returns the first message and sends once.
+    pub async fn reply(
+        &self,
+        who: &Account,
+        conv_id: &str,
+        input: ReplyInput,
+    ) -> HubResult<Message> {
+        let store = self.store.clone();
+        let r = self
+            .write(|st, tx| reply(st, tx, &*store, who, conv_id, input))
+            .await?;
+        self.outbox_ready.notify_one();
+        Ok(r)
+    }
+
+    pub async fn transfer(
+        &self,
+        who: &Account,
+        conv_id: &str,
+        to: &str,
+    ) -> HubResult<Conversation> {
+        self.write(|st, tx| {
+            let mut conv = conversation_for_action(st, who, conv_id)?;
+            let target = st
+                .find_account(to)
+                .cloned()
+                .ok_or_else(|| HubError::Invalid(format!("unknown account {to}")))?;
+            let conn = &st.connections[&conv.connection_id];
+            if !target.is_admin() && !routing::is_eligible(st.page_of(conn), &target.id) {
+                return Err(HubError::Invalid(format!(
+                    "{} is not a member of this page's rule and cannot take its conversations",
+                    target.username
+                )));
+            }
+            let before = st.conversation_audience(&conv);
+            State::assign(
+                &mut conv,
+                Some(target.id.clone()),
+                ConvState::Assigned,
+                Some(who.id.clone()),
+                AssignReason::Transfer,
+                now_ms(),
+            );
+            st.put_conversation(tx, conv.clone(), before);
+            Ok(conv)
+        })
+        .await
+    }
+
+    /// Gives a conversation back: round robin passes it to the next available member, self-claim
+    /// puts it back in the unclaimed queue.
+    pub async fn release(&self, who: &Account, conv_id: &str) -> HubResult<Conversation> {
+        self.write(|st, tx| {
+            let mut conv = conversation_for_action(st, who, conv_id)?;
+            let conn = st.connections[&conv.connection_id].clone();
+            if conn.chat_mode == ChatMode::OnlyMe {
+                return Err(HubError::Conflict {
+                    code: "only_me_page",
+                    message: "this page is \"Chỉ mình tôi\" (only me): its conversations always belong to its connector".into(),
+                    winner: None,
+                    rule: None,
+                });
+            }
+            let now = now_ms();
+            let releaser = conv.assignee.clone();
+            let next = st.rule_of_connection(&conn.id).and_then(|rule| match rule.method {
+                Method::RoundRobin => routing::next_round_robin(&rule.members, rule.cursor.as_deref(), &|m| {
+                    Some(m) != releaser.as_deref() && st.is_available(m)
+                }),
+                Method::SelfClaim => None,
+            });
+            let before = st.conversation_audience(&conv);
+            match next {
+                Some(to) => {
+                    State::assign(&mut conv, Some(to.clone()), ConvState::Assigned, Some(who.id.clone()), AssignReason::Release, now);
+                    if let Some(rule_id) = conn.rule_id.as_deref() {
+                        st.set_rule_cursor(tx, rule_id, to);
+                    }
+                }
+                None => State::assign(&mut conv, None, ConvState::Unclaimed, Some(who.id.clone()), AssignReason::Release, now),
+            }
+            st.put_conversation(tx, conv.clone(), before);
+            Ok(conv)
+        })
+        .await
+    }
+
+    pub async fn mark_done(&self, who: &Account, conv_id: &str) -> HubResult<Conversation> {
+        self.write(|st, tx| {
+            let mut conv = conversation_for_action(st, who, conv_id)?;
+            let before = st.conversation_audience(&conv);
+            conv.status = ConvStatus::Done;
+            st.put_conversation(tx, conv.clone(), before);
+            Ok(conv)
+        })
+        .await
+    }
+
+    pub async fn mark_read(&self, who: &Account, conv_id: &str) -> HubResult<Conversation> {
+        self.write(|st, tx| {
+            let mut conv = visible_conversation(st, who, conv_id)?;
+            if conv.unread.remove(&who.id).is_some() {
+                let before = st.conversation_audience(&conv);
+                st.put_conversation(tx, conv.clone(), before);
+            }
+            Ok(conv)
+        })
+        .await
+    }
+
+    /// Updates the customer's profile (from Zalo's user/detail).
+    pub async fn set_customer(&self, conv_id: &str, customer: Customer) -> HubResult<()> {
+        self.write(|st, tx| {
+            let mut conv =
+                st.conversations.get(conv_id).cloned().ok_or_else(|| {
+                    HubError::NotFound(format!("conversation {conv_id} not found"))
+                })?;
+            if conv.customer != customer {
+                conv.customer = customer;
+                let before = st.conversation_audience(&conv);
+                st.put_conversation(tx, conv, before);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    pub fn get_conversation(&self, who: &Account, conv_id: &str) -> HubResult<Conversation> {
+        self.read(|st| visible_conversation(st, who, conv_id))
+    }
+
+    pub fn list_conversations(
+        &self,
+        who: &Account,
+        view: View,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> HubResult<wire::Page<Conversation>> {
+        if view == View::All && !who.is_admin() {
+            return Err(HubError::Forbidden("the All view is for admins".into()));
+        }
+        let limit = limit.clamp(1, 500);
+        self.read(|st| {
+            let mut rows: Vec<((i64, &str), &Conversation)> = st
+                .conversations
+                .values()
+                .filter(|c| in_view(st, who, view, c))
+                .map(|c| (sort_key(view, c), c))
+                .collect();
+            rows.sort_by(|a, b| a.0.cmp(&b.0));
+            let after = match cursor {
+                Some(c) => Some(parse_cursor(c)?),
+                None => None,
+            };
+            let start = match &after {
+                Some((k, id)) => {
+                    rows.partition_point(|(key, _)| (key.0, key.1) <= (*k, id.as_str()))
+                }
+                None => 0,
+            };
+            let page: Vec<Conversation> = rows[start..]
+                .iter()
+                .take(limit)
+                .map(|(_, c)| (*c).clone())
+                .collect();
+            let next_cursor = (start + page.len() < rows.len())
+                .then(|| {
+                    page.last().map(|c| {
+                        let (k, id) = sort_key(view, c);
+                        format!("{k}:{id}")
+                    })
+                })
+                .flatten();
+            Ok(wire::Page {
+                items: page,
+                next_cursor,
+            })
+        })
+    }
+
+    pub fn counts(&self, who: &Account) -> wire::Counts {
+        self.read(|st| {
+            let count = |v| {
+                st.conversations
+                    .values()
+                    .filter(|c| in_view(st, who, v, c))
+                    .count()
+            };
+            wire::Counts {
+                mine: count(View::Mine),
+                unclaimed: count(View::Unclaimed),
+                all: if who.is_admin() {
+                    st.conversations.len()
+                } else {
+                    0
+                },
+            }
+        })
+    }
+
+    /// Messages older than `before` (a message id), newest `limit`, returned oldest first.
+    pub fn list_messages(
+        &self,
+        who: &Account,
+        conv_id: &str,
+        before: Option<&str>,
+        limit: usize,
+    ) -> HubResult<wire::Page<Message>> {
+        self.get_conversation(who, conv_id)?;
+        let limit = limit.clamp(1, 500);
+        let prefix = format!("msg/{conv_id}/");
+        let end = match before {
+            Some(b) => key_msg(conv_id, message_seq(b)).into_bytes(),
+            None => prefix_end(prefix.as_bytes()),
+        };
+        let rows = self
+            .store
+            .range(prefix.as_bytes(), &end, true, limit + 1)
+            .map_err(HubError::Internal)?;
+        let more = rows.len() > limit;
+        let mut items: Vec<Message> = rows
+            .into_iter()
+            .take(limit)
+            .map(|(_, v)| serde_json::from_slice(&v))
+            .collect::<Result<_, _>>()
+            .map_err(|e| HubError::Internal(e.into()))?;
+        items.reverse();
+        let next_cursor = if more {
+            items.first().map(|m| m.id.clone())
+        } else {
+            None
+        };
+        Ok(wire::Page { items, next_cursor })
+    }
+
+    pub fn message(&self, id: &str) -> HubResult<Message> {
+        let conv: Option<String> = self.store.get_json(&format!("mref/{id}"))?;
+        let conv = conv.ok_or_else(|| HubError::NotFound(format!("message {id} not found")))?;
+        self.store
+            .get_json(&key_msg(&conv, message_seq(id)))?
+            .ok_or_else(|| HubError::NotFound(format!("message {id} not found")))
+    }
+
+    /// Replies waiting to be sent, oldest first.
+    pub fn outbound_jobs(&self) -> HubResult<Vec<OutboundJob>> {
+        Ok(self.store.scan_json("job/")?)
+    }
+
+    pub async fn reschedule_job(&self, job: OutboundJob) -> HubResult<()> {
+        self.write(|_, tx| {
+            tx.batch.put_json(format!("job/{}", job.message_id), &job);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Records the outcome of a send: `Ok(zalo_msg_id)` or `Err((code, reason))`.
+    pub async fn finish_job(
+        &self,
+        message_id: &str,
+        outcome: Result<String, (i64, String)>,
+    ) -> HubResult<Message> {
+        let store = self.store.clone();
+        let r = self
+            .write(|st, tx| {
+                let mut msg = load_message(&*store, message_id)?;
+                let conn_id = st
+                    .conversations
+                    .get(&msg.conversation_id)
+                    .map(|c| c.connection_id.clone())
+                    .unwrap_or_default();
+                match &outcome {
+                    Ok(zalo_id) => {
+                        msg.zalo_msg_id = Some(zalo_id.clone());
+                        // A delivery receipt may have overtaken the send's response.
+                        if msg.delivery.is_none_or(|d| d < Delivery::Sent) {
+                            msg.delivery = Some(Delivery::Sent);
+                        }
+                        tx.batch
+                            .put_json(format!("zmid/{conn_id}/{zalo_id}"), &msg.id);
+                    }
+                    Err((code, reason)) => {
+                        msg.delivery = Some(Delivery::Failed);
+                        msg.error_code = Some(*code);
+                        msg.error_reason = Some(reason.clone());
+                    }
+                }
+                tx.batch.delete(format!("job/{message_id}"));
+                put_message(st, tx, &msg);
+                Ok(msg)
+            })
+            .await?;
+        let c = if outcome.is_ok() {
+            &self.metrics.outbound_sent
+        } else {
+            &self.metrics.outbound_failed
+        };
+        c.fetch_add(1, Ordering::Relaxed);
+        Ok(r)
+    }
+
+    /// Applies a delivery receipt (delivered / seen) to the message Zalo knows by `zalo_msg_id`.
+    /// States only move forward. Returns false when no such message is known.
+    pub async fn update_delivery(
+        &self,
+        conn_id: &str,
+        zalo_msg_id: &str,
+        state: Delivery,
+    ) -> HubResult<bool> {
+        let store = self.store.clone();
+        self.write(|st, tx| {
+            let Some(id) = store.get_json::<String>(&format!("zmid/{conn_id}/{zalo_msg_id}"))?
+            else {
+                return Ok(false);
+            };
+            let mut msg = load_message(&*store, &id)?;
+            if msg.direction == Direction::Outbound
+                && msg
+                    .delivery
+                    .is_some_and(|d| d < state && d != Delivery::Failed)
+            {
+                msg.delivery = Some(state);
+                put_message(st, tx, &msg);
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    /// Finds the outbound message a Zalo `oa_send_*` echo is about: by msg_id, or else the newest
+    /// reply in that conversation with the same text that has no Zalo id yet (the echo overtook
+    /// the send's response).
+    pub fn match_echo(
+        &self,
+        conn_id: &str,
+        user_id: &str,
+        zalo_msg_id: &str,
+        text: &str,
+    ) -> HubResult<Option<MessageId>> {
+        if let Some(id) = self
+            .store
+            .get_json::<String>(&format!("zmid/{conn_id}/{zalo_msg_id}"))?
+        {
+            return Ok(Some(id));
+        }
+        let Some(conv_id) = self.read(|st| {
+            st.by_customer
+                .get(&(conn_id.to_string(), user_id.to_string()))
+                .cloned()
+        }) else {
+            return Ok(None);
+        };
+        let page = self.store.range(
+            format!("msg/{conv_id}/").as_bytes(),
+            &prefix_end(format!("msg/{conv_id}/").as_bytes()),
+            true,
+            20,
+        )?;
+        for (_, v) in page {
+            let m: Message =
+                serde_json::from_slice(&v).map_err(|e| HubError::Internal(e.into()))?;
+            if m.direction == Direction::Outbound
+                && m.client_key.is_some()
+                && m.zalo_msg_id.is_none()
+                && m.text == text
+            {
+                return Ok(Some(m.id));
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn load_message(store: &dyn Store, id: &str) -> HubResult<Message> {
+    let conv: String = store
+        .get_json(&format!("mref/{id}"))?
+        .ok_or_else(|| HubError::NotFound(format!("message {id} not found")))?;
+    store
+        .get_json(&key_msg(&conv, message_seq(id)))?
+        .ok_or_else(|| HubError::NotFound(format!("message {id} not found")))
+}
+
+fn put_message(st: &State, tx: &mut Tx, msg: &Message) {
+    tx.batch
+        .put_json(key_msg(&msg.conversation_id, message_seq(&msg.id)), msg);
+    tx.batch
+        .put_json(format!("mref/{}", msg.id), &msg.conversation_id);
+    let audience = st
+        .conversations
+        .get(&msg.conversation_id)
+        .map(|c| st.conversation_audience(c))
+        .unwrap_or_default();
+    tx.emit(
+        EventBody::Message {
+            message: msg.clone(),
+        },
+        audience,
+    );
+}
+
+fn in_view(st: &State, who: &Account, view: View, c: &Conversation) -> bool {
+    match view {
+        View::Mine => c.assignee.as_deref() == Some(who.id.as_str()),
+        View::Unclaimed => {
+            c.state == ConvState::Unclaimed
+                && c.status == ConvStatus::Open
+                && st.may_see_conversation(who, c)
+        }
+        View::All => who.is_admin(),
+    }
+}
+
+/// Mine and All: most recent activity first. Unclaimed: longest waiting first.
+fn sort_key(view: View, c: &Conversation) -> (i64, &str) {
+    match view {
+        View::Unclaimed => (c.waiting_since.unwrap_or(c.created_at), c.id.as_str()),
+        _ => (-c.last_activity_at, c.id.as_str()),
+    }
+}
+
+fn parse_cursor(c: &str) -> HubResult<(i64, String)> {
+    let (k, id) = c
+        .split_once(':')
+        .ok_or_else(|| HubError::Invalid(format!("bad cursor {c:?}")))?;
+    let k = k
+        .parse()
+        .map_err(|_| HubError::Invalid(format!("bad cursor {c:?}")))?;
+    Ok((k, id.to_string()))
+}
+
+fn not_found(conv_id: &str) -> HubError {
+    HubError::NotFound(format!("conversation {conv_id} not found"))
+}
+
+/// A conversation the account may see; others do not exist for it.
+fn visible_conversation(st: &State, who: &Account, conv_id: &str) -> HubResult<Conversation> {
+    match st.conversations.get(conv_id) {
+        Some(c) if st.may_see_conversation(who, c) => Ok(c.clone()),
+        _ => Err(not_found(conv_id)),
+    }
+}
+
+/// Transfer, release and done are for the assignee and admins.
+fn conversation_for_action(st: &State, who: &Account, conv_id: &str) -> HubResult<Conversation> {
+    let conv = visible_conversation(st, who, conv_id)?;
+    if who.is_admin() || conv.assignee.as_deref() == Some(who.id.as_str()) {
+        Ok(conv)
+    } else {
+        Err(HubError::Forbidden(
+            "only the assignee or an admin may do this; claim the conversation first".into(),
+        ))
+    }
+}
+
+fn claim(
+    st: &mut State,
+    tx: &mut Tx,
+    who: &Account,
+    conv_id: &str,
+    reason: AssignReason,
+) -> HubResult<Conversation> {
+    let conv = st
+        .conversations
+        .get(conv_id)
+        .ok_or_else(|| not_found(conv_id))?;
+    let conn = &st.connections[&conv.connection_id];
+    let eligible = who.is_admin() || routing::is_eligible(st.page_of(conn), &who.id);
+    if !eligible {
+        return Err(not_found(conv_id));
+    }
+    let claimable = conv.state == ConvState::Unclaimed
+        || (who.is_admin() && conv.state == ConvState::Unattended);
+    if !claimable {
+        if conv.assignee.as_deref() == Some(who.id.as_str()) {
+            return Ok(conv.clone());
+        }
+        let winner = conv
+            .assignee
+            .as_deref()
+            .and_then(|a| st.accounts.get(a))
+            .cloned();
+        let message = match &winner {
+            Some(w) => format!("already claimed by {} ({})", w.name, w.username),
+            None => "this conversation is not waiting to be claimed".to_string(),
+        };
+        return Err(HubError::Conflict {
+            code: "already_claimed",
+            message,
+            winner,
+            rule: None,
+        });
+    }
+    let mut conv = conv.clone();
+    let before = st.conversation_audience(&conv);
+    State::assign(
+        &mut conv,
+        Some(who.id.clone()),
+        ConvState::Assigned,
+        Some(who.id.clone()),
+        reason,
+        now_ms(),
+    );
+    st.put_conversation(tx, conv.clone(), before);
+    Ok(conv)
+}
+
+fn reply(
+    st: &mut State,
+    tx: &mut Tx,
+    store: &dyn Store,
+    who: &Account,
+    conv_id: &str,
+    input: ReplyInput,
+) -> HubResult<Message> {
+    let key = input.client_key.trim();
+    if key.is_empty() || key.len() > 128 {
+        return Err(HubError::Invalid(
+            "client_key must be 1-128 characters".into(),
+        ));
+    }
+    if let Some(id) = store.get_json::<String>(&format!("ckey/{}/{key}", who.id))? {
+        return load_message(store, &id);
+    }
+    let text = crate::model::text::nfc(&input.text);
+    let chars = crate::model::text::char_count(&text);
+    if chars > MAX_TEXT_CHARS {
+        return Err(HubError::Invalid(format!(
+            "text is {chars} characters; Zalo accepts at most {MAX_TEXT_CHARS} (Tin nhắn dài quá {MAX_TEXT_CHARS} ký tự)"
+        )));
+    }
+    if text.trim().is_empty() && input.attachment.is_none() {
+        return Err(HubError::Invalid(
+            "a reply needs text or an attachment".into(),
+        ));
+    }
+    if let Some(a) = &input.attachment {
+        use base64::Engine;
+        if base64::engine::general_purpose::STANDARD
+            .decode(&a.content_base64)
+            .is_err()
+        {
+            return Err(HubError::Invalid(
+                "attachment content_base64 is not valid base64".into(),
+            ));
+        }
+    }
+    let mut conv = match st.conversations.get(conv_id) {
+        Some(c)
+            if c.state == ConvState::Unclaimed
+                || (who.is_admin() && c.state == ConvState::Unattended) =>
+        {
+            claim(st, tx, who, conv_id, AssignReason::Reply)?
+        }
+        _ => conversation_for_action(st, who, conv_id)?,
+    };
+    if conv.assignee.as_deref() != Some(who.id.as_str()) && !who.is_admin() {
+        return Err(HubError::Forbidden(
+            "only the assignee or an admin may reply".into(),
+        ));
+    }
+    let now = now_ms();
+    let id = st.next_id('m');
+    let kind = match input.attachment.as_ref().map(|a| a.kind) {
+        Some(wire::OutboundKind::Image) => MessageKind::Image,
+        Some(wire::OutboundKind::Gif) => MessageKind::Gif,
+        Some(wire::OutboundKind::File) => MessageKind::File,
+        None => MessageKind::Text,
+    };
+    let msg = Message {
+        id: id.clone(),
+        conversation_id: conv.id.clone(),
+        direction: Direction::Outbound,
+        sender: who.id.clone(),
+        sender_name: who.name.clone(),
+        kind,
+        text: text.clone(),
+        attachments: input
+            .attachment
+            .iter()
+            .map(|a| Attachment {
+                kind: kind.as_str().into(),
+                url: String::new(),
+                name: a.name.clone(),
+                size: None,
+            })
+            .collect(),
+        zalo_msg_id: None,
+        quote_msg_id: input.quote_msg_id.clone(),
+        client_key: Some(key.to_string()),
+        delivery: Some(Delivery::Pending),
+        error_code: None,
+        error_reason: None,
+        created_at: now,
+        raw: None,
+    };
+    tx.batch.put_json(format!("ckey/{}/{key}", who.id), &id);
+    tx.batch.put_json(
+        format!("job/{id}"),
+        &OutboundJob {
+            message_id: id.clone(),
+            conversation_id: conv.id.clone(),
+            attempts: 0,
+            next_attempt_at: now,
+            attachment: input.attachment,
+        },
+    );
+    put_message(st, tx, &msg);
+    let before = st.conversation_audience(&conv);
+    conv.last_activity_at = now;
+    conv.preview = preview_of(&msg);
+    conv.unread.remove(&who.id);
+    st.put_conversation(tx, conv, before);
+    Ok(msg)
+}
+
+pub(crate) fn preview_of(m: &Message) -> String {
+    let body = if m.text.is_empty() {
+        format!("[{}]", m.kind.as_str())
+    } else {
+        m.text.clone()
+    };
+    body.chars().take(120).collect()
+}
+
+fn ingest(
+    st: &mut State,
+    tx: &mut Tx,
+    store: &dyn Store,
+    msg: Inbound,
+    metrics: &Metrics,
+) -> HubResult<Ingested> {
+    let Some(conn) = st.connections.get(&msg.connection_id).cloned() else {
+        return Err(HubError::NotFound(format!(
+            "connection {} not found",
+            msg.connection_id
+        )));
+    };
+    if let Some(zid) = &msg.zalo_msg_id {
+        if let Some(existing) = store.get_json::<String>(&format!("zmid/{}/{zid}", conn.id))? {
+            metrics.webhooks_duplicate.fetch_add(1, Ordering::Relaxed);
+            return Ok(Ingested::Duplicate {
+                message_id: existing,
+            });
+        }
+    }
+    let now = now_ms();
+    let key = (conn.id.clone(), msg.customer_user_id.clone());
+    let existing = st
+        .by_customer
+        .get(&key)
+        .and_then(|id| st.conversations.get(id))
+        .cloned();
+    let is_new = existing.is_none();
+    let mut conv = match existing {
+        Some(c) => c,
+        None => {
+            let id = st.next_id('c');
+            Conversation {
+                id,
+                connection_id: conn.id.clone(),
+                customer: Customer {
+                    user_id: msg.customer_user_id.clone(),
+                    display_name: if msg.direction == Direction::Inbound
+                        && !msg.sender_name.is_empty()
+                    {
+                        msg.sender_name.clone()
+                    } else {
+                        String::new()
+                    },
+                    avatar: String::new(),
+                    fetched_at: 0,
+                },
+                assignee: None,
+                state: ConvState::Unattended,
+                status: ConvStatus::Open,
+                origin: msg.origin,
+                last_interaction_at: None,
+                last_activity_at: msg.at,
+                waiting_since: None,
+                unread: BTreeMap::new(),
+                preview: String::new(),
+                assignments: vec![],
+                created_at: now,
+            }
+        }
+    };
+    let before = if is_new {
+        vec![]
+    } else {
+        st.conversation_audience(&conv)
+    };
+    let live = msg.origin == Origin::Live;
+    if msg.direction == Direction::Inbound {
+        conv.last_interaction_at = Some(conv.last_interaction_at.unwrap_or(0).max(msg.at));
+        if live {
+            if conv.status == ConvStatus::Done {
+                conv.status = ConvStatus::Open;
+            }
+            let page = st.page_of(&conn);
+            let keeps = routing::keeps_assignee(page, &conv);
+            if !keeps {
+                st.route(tx, &mut conv, now, metrics);
+            }
+            for who in watchers(st, &conv) {
+                *conv.unread.entry(who).or_default() += 1;
+            }
+        }
+    }
+    let message = Message {
+        id: st.next_id('m'),
+        conversation_id: conv.id.clone(),
+        direction: msg.direction,
+        sender: match msg.direction {
+            Direction::Inbound => msg.customer_user_id.clone(),
+            Direction::Outbound => OA_MANAGER_SENDER.to_string(),
+        },
+        sender_name: msg.sender_name,
+        kind: msg.kind,
+        text: crate::model::text::nfc(&msg.text),
+        attachments: msg.attachments,
+        zalo_msg_id: msg.zalo_msg_id.clone(),
+        quote_msg_id: msg.quote_msg_id,
+        client_key: None,
+        delivery: (msg.direction == Direction::Outbound).then_some(Delivery::Sent),
+        error_code: None,
+        error_reason: None,
+        created_at: msg.at,
+        raw: msg.raw,
+    };
+    if msg.at >= conv.last_activity_at || is_new {
+        conv.last_activity_at = conv.last_activity_at.max(msg.at);
+        conv.preview = preview_of(&message);
+    }
+    if let Some(zid) = &msg.zalo_msg_id {
+        tx.batch
+            .put_json(format!("zmid/{}/{zid}", conn.id), &message.id);
+    }
+    st.put_conversation(tx, conv.clone(), before);
+    put_message(st, tx, &message);
+    if live {
+        let mut c = conn;
+        c.last_event_at = Some(now);
+        st.put_connection_quietly(tx, c);
+    }
+    Ok(Ingested::New {
+        conversation: conv,
+        message,
+    })
+}
+
+/// Who gets an unread mark for a new inbound message: the assignee, or whoever may claim it.
+fn watchers(st: &State, conv: &Conversation) -> Vec<AccountId> {
+    match &conv.assignee {
+        Some(a) => vec![a.clone()],
+        None => st.conversation_audience(conv),
+    }
+}

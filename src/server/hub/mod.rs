@@ -1,0 +1,684 @@
+//! The hub's core: the in-memory view of every account, connection, rule and conversation, kept
+//! in step with the durable store. Every change runs under one lock, is written as one atomic
+//! batch together with its events, and is acknowledged only once the group commit made it durable.
+
+use crate::model::*;
+use crate::routing::{self, Page};
+use crate::store::{prefix_end, Batch, GroupCommit, Store, StoreExt};
+use crate::wire::{ConnectionView, Event, EventBody, RuleRef};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::{broadcast, Notify};
+
+mod admin;
+mod conversations;
+mod metrics;
+
+pub use conversations::{Inbound, Ingested};
+pub use metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{message}")]
+    Conflict {
+        code: &'static str,
+        message: String,
+        winner: Option<Account>,
+        rule: Option<RuleRef>,
+    },
+    /// Well-formed but unacceptable input (422).
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type HubResult<T> = Result<T, HubError>;
+
+/// Audience marker: every account may receive the event.
+pub const EVERYONE: &str = "*";
+
+/// An event as the log keeps it: with the accounts (besides admins) allowed to receive it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredEvent {
+    pub event: Event,
+    pub audience: Vec<AccountId>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Counters {
+    account: u64,
+    connection: u64,
+    rule: u64,
+    conversation: u64,
+    message: u64,
+    seq: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Credential {
+    account_id: AccountId,
+    token_hash: String,
+}
+
+pub struct State {
+    accounts: BTreeMap<AccountId, Account>,
+    credentials: HashMap<AccountId, String>,
+    token_index: HashMap<String, AccountId>,
+    connections: BTreeMap<ConnectionId, Connection>,
+    rules: BTreeMap<RuleId, Rule>,
+    conversations: HashMap<ConversationId, Conversation>,
+    by_customer: HashMap<(ConnectionId, String), ConversationId>,
+    counters: Counters,
+    oldest_seq: u64,
+}
+
+/// The writes and events of one change.
+#[derive(Default)]
+pub struct Tx {
+    batch: Batch,
+    events: Vec<(EventBody, Vec<AccountId>)>,
+}
+
+impl Tx {
+    fn emit(&mut self, body: EventBody, audience: Vec<AccountId>) {
+        self.events.push((body, audience));
+    }
+}
+
+pub struct Hub {
+    state: Mutex<State>,
+    store: Arc<dyn Store>,
+    commit: GroupCommit<Arc<StoredEvent>>,
+    live: broadcast::Sender<Arc<StoredEvent>>,
+    published: Arc<AtomicU64>,
+    retention: u64,
+    pub metrics: Arc<Metrics>,
+    /// Woken when an outbound reply is queued (the Zalo sender listens).
+    pub outbox_ready: Arc<Notify>,
+}
+
+fn key_conv(id: &str) -> String {
+    format!("conv/{id}")
+}
+fn key_msg(conv: &str, n: u64) -> String {
+    format!("msg/{conv}/{n:020}")
+}
+fn key_evt(seq: u64) -> String {
+    format!("evt/{seq:020}")
+}
+
+pub fn hash_token(token: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(token.as_bytes()))
+}
+
+fn new_token() -> String {
+    format!("sop_{}", hex::encode(rand::random::<[u8; 24]>()))
+}
+
+impl Hub {
+    /// Loads the hub's state from the store and starts its group-commit flusher.
+    /// `retention` is how many events the log keeps for reconnecting consoles.
+    pub fn open(store: Arc<dyn Store>, retention: u64) -> anyhow::Result<Arc<Hub>> {
+        let mut st = State {
+            accounts: BTreeMap::new(),
+            credentials: HashMap::new(),
+            token_index: HashMap::new(),
+            connections: BTreeMap::new(),
+            rules: BTreeMap::new(),
+            conversations: HashMap::new(),
+            by_customer: HashMap::new(),
+            counters: store.get_json("meta/counters")?.unwrap_or_default(),
+            oldest_seq: 0,
+        };
+        for a in store.scan_json::<Account>("acct/")? {
+            st.accounts.insert(a.id.clone(), a);
+        }
+        for c in store.scan_json::<Credential>("cred/")? {
+            st.token_index
+                .insert(c.token_hash.clone(), c.account_id.clone());
+            st.credentials.insert(c.account_id, c.token_hash);
+        }
+        for c in store.scan_json::<Connection>("conn/")? {
+            st.connections.insert(c.id.clone(), c);
+        }
+        for r in store.scan_json::<Rule>("rule/")? {
+            st.rules.insert(r.id.clone(), r);
+        }
+        for c in store.scan_json::<Conversation>("conv/")? {
+            st.by_customer.insert(
+                (c.connection_id.clone(), c.customer.user_id.clone()),
+                c.id.clone(),
+            );
+            st.conversations.insert(c.id.clone(), c);
+        }
+        let first = store.range(b"evt/", &prefix_end(b"evt/"), false, 1)?;
+        st.oldest_seq = match first.first() {
+            Some((_, v)) => serde_json::from_slice::<StoredEvent>(v)?.event.seq,
+            None => st.counters.seq + 1,
+        };
+        let head = st.counters.seq;
+
+        let (live, _) = broadcast::channel(4096);
+        let published = Arc::new(AtomicU64::new(head));
+        let metrics = Arc::new(Metrics::default());
+        let publish = {
+            let live = live.clone();
+            let published = published.clone();
+            let metrics = metrics.clone();
+            move |events: Vec<Arc<StoredEvent>>| {
+                for e in events {
+                    // Advance `published` before sending: a stream that subscribes and then reads
+                    // `published` either replays this event from the store or receives it live.
+                    published.store(e.event.seq, Ordering::SeqCst);
+                    metrics.events_total.fetch_add(1, Ordering::Relaxed);
+                    let _ = live.send(e);
+                }
+            }
+        };
+        let commit = GroupCommit::start(store.clone(), publish);
+        tracing::info!(
+            accounts = st.accounts.len(),
+            connections = st.connections.len(),
+            rules = st.rules.len(),
+            conversations = st.conversations.len(),
+            head,
+            "hub state loaded"
+        );
+        Ok(Arc::new(Hub {
+            state: Mutex::new(st),
+            store,
+            commit,
+            live,
+            published,
+            retention: retention.max(1),
+            metrics,
+            outbox_ready: Arc::new(Notify::new()),
+        }))
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Runs one change under the lock and returns once it is durable.
+    pub async fn write<R>(
+        &self,
+        f: impl FnOnce(&mut State, &mut Tx) -> HubResult<R>,
+    ) -> HubResult<R> {
+        let (r, ticket) = self.write_locked(f)?;
+        self.commit.wait(ticket).await?;
+        Ok(r)
+    }
+
+    /// `write` for command-line tools that run without an async runtime.
+    pub fn write_blocking<R>(
+        &self,
+        f: impl FnOnce(&mut State, &mut Tx) -> HubResult<R>,
+    ) -> HubResult<R> {
+        let (r, ticket) = self.write_locked(f)?;
+        self.commit.wait_blocking(ticket)?;
+        Ok(r)
+    }
+
+    fn write_locked<R>(
+        &self,
+        f: impl FnOnce(&mut State, &mut Tx) -> HubResult<R>,
+    ) -> HubResult<(R, u64)> {
+        let mut st = self.state.lock();
+        let mut tx = Tx::default();
+        let r = f(&mut st, &mut tx)?;
+        // Even a change with nothing to write waits for the flush: an idempotent repeat must not be
+        // acknowledged before the original is durable.
+        let now = now_ms();
+        let mut events = Vec::with_capacity(tx.events.len());
+        for (body, audience) in tx.events.drain(..) {
+            st.counters.seq += 1;
+            let stored = Arc::new(StoredEvent {
+                event: Event {
+                    seq: st.counters.seq,
+                    at: now,
+                    body,
+                },
+                audience,
+            });
+            tx.batch.put_json(key_evt(stored.event.seq), &*stored);
+            events.push(stored);
+        }
+        if !tx.batch.is_empty() {
+            tx.batch.put_json("meta/counters", &st.counters);
+            self.trim_log(&mut st, &mut tx.batch);
+            self.store.apply(tx.batch).map_err(HubError::Internal)?;
+        }
+        let ticket = self.commit.record(events);
+        Ok((r, ticket))
+    }
+
+    /// Drops the oldest events beyond the retention, a chunk at a time.
+    fn trim_log(&self, st: &mut State, batch: &mut Batch) {
+        let keep_from = st.counters.seq.saturating_sub(self.retention) + 1;
+        if keep_from <= st.oldest_seq || keep_from - st.oldest_seq < 256.min(self.retention) {
+            return;
+        }
+        for seq in st.oldest_seq..keep_from {
+            batch.delete(key_evt(seq));
+        }
+        st.oldest_seq = keep_from;
+    }
+
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&self.state.lock())
+    }
+
+    /// Flushes everything and stops the flusher (graceful shutdown).
+    pub fn shutdown(&self) {
+        self.commit.shutdown();
+    }
+
+    // ----- the event log, for the stream -----
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<StoredEvent>> {
+        self.live.subscribe()
+    }
+    /// Highest sequence number already published live (and durable).
+    pub fn published_seq(&self) -> u64 {
+        self.published.load(Ordering::SeqCst)
+    }
+    pub fn oldest_seq(&self) -> u64 {
+        self.state.lock().oldest_seq
+    }
+    /// Events with `after < seq <= upto`, oldest first, at most `limit`.
+    pub fn read_events(
+        &self,
+        after: u64,
+        upto: u64,
+        limit: usize,
+    ) -> anyhow::Result<Vec<Arc<StoredEvent>>> {
+        if upto <= after {
+            return Ok(vec![]);
+        }
+        let rows = self.store.range(
+            key_evt(after + 1).as_bytes(),
+            key_evt(upto + 1).as_bytes(),
+            false,
+            limit,
+        )?;
+        rows.into_iter()
+            .map(|(_, v)| Ok(Arc::new(serde_json::from_slice(&v)?)))
+            .collect()
+    }
+
+    pub fn authenticate(&self, token: &str) -> Option<Account> {
+        let st = self.state.lock();
+        let id = st.token_index.get(&hash_token(token))?;
+        st.accounts.get(id).cloned()
+    }
+}
+
+/// Who may see what (DESIGN §3 "Visibility").
+impl State {
+    pub fn account(&self, id: &str) -> Option<&Account> {
+        self.accounts.get(id)
+    }
+    pub fn accounts(&self) -> impl Iterator<Item = &Account> {
+        self.accounts.values()
+    }
+    pub fn connection(&self, id: &str) -> Option<&Connection> {
+        self.connections.get(id)
+    }
+    pub fn connections(&self) -> impl Iterator<Item = &Connection> {
+        self.connections.values()
+    }
+    pub fn connection_by_oa(&self, oa_id: &str) -> Option<&Connection> {
+        self.connections.values().find(|c| c.oa_id == oa_id)
+    }
+    pub fn rule(&self, id: &str) -> Option<&Rule> {
+        self.rules.get(id)
+    }
+    pub fn rules(&self) -> impl Iterator<Item = &Rule> {
+        self.rules.values()
+    }
+    pub fn conversation(&self, id: &str) -> Option<&Conversation> {
+        self.conversations.get(id)
+    }
+    pub fn conversations(&self) -> impl Iterator<Item = &Conversation> {
+        self.conversations.values()
+    }
+
+    pub fn find_account(&self, handle: &str) -> Option<&Account> {
+        self.accounts.values().find(|a| a.matches_handle(handle))
+    }
+
+    fn is_available(&self, id: &str) -> bool {
+        self.accounts
+            .get(id)
+            .is_some_and(|a| a.availability == Availability::Available)
+    }
+
+    fn page_of<'a>(&'a self, conn: &'a Connection) -> Page<'a> {
+        Page {
+            chat_mode: conn.chat_mode,
+            connector: &conn.connector,
+            rule: conn.rule_id.as_deref().and_then(|r| self.rules.get(r)),
+        }
+    }
+
+    fn rule_of_connection(&self, conn_id: &str) -> Option<&Rule> {
+        self.connections
+            .get(conn_id)
+            .and_then(|c| c.rule_id.as_deref())
+            .and_then(|r| self.rules.get(r))
+    }
+
+    /// The accounts other than admins that may see this conversation.
+    pub fn conversation_audience(&self, conv: &Conversation) -> Vec<AccountId> {
+        let mut out = Vec::new();
+        if let Some(a) = &conv.assignee {
+            out.push(a.clone());
+        }
+        if let Some(conn) = self.connections.get(&conv.connection_id) {
+            if conn.chat_mode == ChatMode::OnlyMe {
+                out.push(conn.connector.clone());
+            }
+        }
+        if conv.state == ConvState::Unclaimed {
+            if let Some(rule) = self.rule_of_connection(&conv.connection_id) {
+                out.extend(rule.members.iter().cloned());
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Unattended conversations stay with admins: distributing them shares history, which the
+    /// seed makes an explicit choice of the rule's old-conversation handling.
+    pub fn may_see_conversation(&self, who: &Account, conv: &Conversation) -> bool {
+        who.is_admin()
+            || self
+                .conversation_audience(conv)
+                .iter()
+                .any(|a| a == &who.id)
+    }
+
+    pub fn may_see_connection(&self, who: &Account, conn: &Connection) -> bool {
+        who.is_admin()
+            || conn.connector == who.id
+            || self
+                .rule_of_connection(&conn.id)
+                .is_some_and(|r| r.members.contains(&who.id))
+    }
+
+    pub fn may_see_rule(&self, who: &Account, rule: &Rule) -> bool {
+        who.is_admin() || rule.members.contains(&who.id)
+    }
+
+    fn connection_audience(&self, conn: &Connection) -> Vec<AccountId> {
+        let mut out = vec![conn.connector.clone()];
+        if let Some(r) = self.rule_of_connection(&conn.id) {
+            out.extend(r.members.iter().cloned());
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    // ----- writers that keep memory, store and events in step -----
+
+    fn next_id(&mut self, kind: char) -> String {
+        let c = &mut self.counters;
+        let n = match kind {
+            'a' => {
+                c.account += 1;
+                c.account
+            }
+            'p' => {
+                c.connection += 1;
+                c.connection
+            }
+            'r' => {
+                c.rule += 1;
+                c.rule
+            }
+            'c' => {
+                c.conversation += 1;
+                c.conversation
+            }
+            _ => {
+                c.message += 1;
+                c.message
+            }
+        };
+        format!("{kind}{n}")
+    }
+
+    /// Saves a conversation and tells everyone who could see it before or can see it now.
+    fn put_conversation(
+        &mut self,
+        tx: &mut Tx,
+        conv: Conversation,
+        audience_before: Vec<AccountId>,
+    ) {
+        let mut audience = audience_before;
+        audience.extend(self.conversation_audience(&conv));
+        audience.sort();
+        audience.dedup();
+        tx.batch.put_json(key_conv(&conv.id), &conv);
+        self.by_customer.insert(
+            (conv.connection_id.clone(), conv.customer.user_id.clone()),
+            conv.id.clone(),
+        );
+        tx.emit(
+            EventBody::Conversation {
+                conversation: conv.clone(),
+            },
+            audience,
+        );
+        self.conversations.insert(conv.id.clone(), conv);
+    }
+
+    fn put_connection(&mut self, tx: &mut Tx, conn: Connection, started_by: Option<AccountId>) {
+        tx.batch.put_json(format!("conn/{}", conn.id), &conn);
+        let view = ConnectionView::from(&conn);
+        self.connections.insert(conn.id.clone(), conn);
+        let audience = self.connection_audience(&self.connections[&view.id]);
+        tx.emit(
+            EventBody::Connection {
+                connection: view,
+                started_by,
+            },
+            audience,
+        );
+    }
+
+    /// Persists a connection's bookkeeping (last event time, tokens) without telling consoles.
+    fn put_connection_quietly(&mut self, tx: &mut Tx, conn: Connection) {
+        tx.batch.put_json(format!("conn/{}", conn.id), &conn);
+        self.connections.insert(conn.id.clone(), conn);
+    }
+
+    fn put_rule(&mut self, tx: &mut Tx, rule: Rule, audience_before: Vec<AccountId>) {
+        let mut audience = audience_before;
+        audience.extend(rule.members.iter().cloned());
+        audience.sort();
+        audience.dedup();
+        tx.batch.put_json(format!("rule/{}", rule.id), &rule);
+        tx.emit(EventBody::Rule { rule: rule.clone() }, audience);
+        self.rules.insert(rule.id.clone(), rule);
+    }
+
+    fn put_account(&mut self, tx: &mut Tx, account: Account) {
+        tx.batch.put_json(format!("acct/{}", account.id), &account);
+        tx.emit(
+            EventBody::Account {
+                account: account.clone(),
+            },
+            vec![EVERYONE.to_string()],
+        );
+        self.accounts.insert(account.id.clone(), account);
+    }
+
+    fn put_credential(&mut self, tx: &mut Tx, account_id: &str) -> String {
+        let token = new_token();
+        let hash = hash_token(&token);
+        if let Some(old) = self
+            .credentials
+            .insert(account_id.to_string(), hash.clone())
+        {
+            self.token_index.remove(&old);
+        }
+        self.token_index
+            .insert(hash.clone(), account_id.to_string());
+        tx.batch.put_json(
+            format!("cred/{account_id}"),
+            &Credential {
+                account_id: account_id.to_string(),
+                token_hash: hash,
+            },
+        );
+        token
+    }
+
+    /// Moves a conversation to an assignee (or to the queue) and records why.
+    fn assign(
+        conv: &mut Conversation,
+        to: Option<AccountId>,
+        state: ConvState,
+        by: Option<AccountId>,
+        reason: AssignReason,
+        now: Ms,
+    ) {
+        if state == ConvState::Unclaimed && conv.state != ConvState::Unclaimed {
+            conv.waiting_since = Some(now);
+        } else if state != ConvState::Unclaimed {
+            conv.waiting_since = None;
+        }
+        conv.assignee = to.clone();
+        conv.state = state;
+        conv.assignments.push(Assignment {
+            at: now,
+            to,
+            by,
+            reason,
+        });
+    }
+
+    /// Routes a conversation as new on its page; moves the rule's cursor when it assigns.
+    fn route(&mut self, tx: &mut Tx, conv: &mut Conversation, now: Ms, metrics: &Metrics) {
+        let Some(conn) = self.connections.get(&conv.connection_id) else {
+            return;
+        };
+        let decision = routing::route_new(self.page_of(conn), &|m| self.is_available(m));
+        let rule_id = conn.rule_id.clone();
+        match decision.route {
+            routing::Route::Assign { to, reason } => {
+                metrics.routed_assigned.fetch_add(1, Ordering::Relaxed);
+                Self::assign(conv, Some(to), ConvState::Assigned, None, reason, now);
+            }
+            routing::Route::Unclaimed => {
+                metrics.routed_unclaimed.fetch_add(1, Ordering::Relaxed);
+                if conv.state != ConvState::Unclaimed || conv.assignee.is_some() {
+                    Self::assign(
+                        conv,
+                        None,
+                        ConvState::Unclaimed,
+                        None,
+                        AssignReason::Rule,
+                        now,
+                    );
+                }
+            }
+        }
+        if let (Some(cursor), Some(rule_id)) = (decision.cursor, rule_id) {
+            self.set_rule_cursor(tx, &rule_id, cursor);
+        }
+    }
+
+    /// The cursor is bookkeeping: persisted, not broadcast.
+    fn set_rule_cursor(&mut self, tx: &mut Tx, rule_id: &str, cursor: AccountId) {
+        if let Some(rule) = self.rules.get_mut(rule_id) {
+            rule.cursor = Some(cursor);
+            tx.batch.put_json(format!("rule/{rule_id}"), &*rule);
+        }
+    }
+
+    /// Assigns a round-robin rule's waiting conversations, oldest first, to available members.
+    fn drain_rule_queue(&mut self, tx: &mut Tx, rule_id: &str, now: Ms) {
+        let Some(rule) = self.rules.get(rule_id) else {
+            return;
+        };
+        let mut queue: Vec<&Conversation> = self
+            .conversations
+            .values()
+            .filter(|c| {
+                c.state == ConvState::Unclaimed
+                    && c.status == ConvStatus::Open
+                    && rule.sources.contains(&c.connection_id)
+            })
+            .collect();
+        queue.sort_by(|a, b| {
+            (a.waiting_since.unwrap_or(a.created_at), &a.id)
+                .cmp(&(b.waiting_since.unwrap_or(b.created_at), &b.id))
+        });
+        let ids: Vec<ConversationId> = queue.iter().map(|c| c.id.clone()).collect();
+        let (assigned, cursor) = routing::drain_queue(rule, &ids, &|m| self.is_available(m));
+        for (conv_id, to) in assigned {
+            let mut conv = self.conversations[&conv_id].clone();
+            let before = self.conversation_audience(&conv);
+            Self::assign(
+                &mut conv,
+                Some(to),
+                ConvState::Assigned,
+                None,
+                AssignReason::Rule,
+                now,
+            );
+            self.put_conversation(tx, conv, before);
+        }
+        if let Some(cursor) = cursor {
+            if self.rules[rule_id].cursor.as_ref() != Some(&cursor) {
+                self.set_rule_cursor(tx, rule_id, cursor);
+            }
+        }
+    }
+
+    fn rule_ref(&self, rule_id: &str) -> Option<RuleRef> {
+        self.rules.get(rule_id).map(|r| RuleRef {
+            id: r.id.clone(),
+            name: r.name.clone(),
+        })
+    }
+
+    fn resolve_members(&self, handles: &[String]) -> HubResult<Vec<AccountId>> {
+        let mut ids = Vec::new();
+        let mut unknown = Vec::new();
+        for h in handles {
+            match self.find_account(h) {
+                Some(a) => {
+                    if !ids.contains(&a.id) {
+                        ids.push(a.id.clone())
+                    }
+                }
+                None => unknown.push(h.trim().to_string()),
+            }
+        }
+        if !unknown.is_empty() {
+            return Err(HubError::Invalid(format!(
+                "unknown member(s): {} — only existing accounts can receive conversations (Chỉ có thể chia hội thoại cho nhân viên đã có tài khoản)",
+                unknown.join(", ")
+            )));
+        }
+        Ok(ids)
+    }
+}
+
+#[cfg(test)]
+mod tests;

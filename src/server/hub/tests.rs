@@ -1,0 +1,454 @@
+//! Hub-level behaviour of DESIGN §3, in process on a real sled store.
+
+use super::admin::OaInfo;
+use super::*;
+use crate::store::SledStore;
+use crate::wire::{NewAccount, ReplyInput, RuleInput, View};
+
+struct Fixture {
+    hub: Arc<Hub>,
+    /// Removed on drop unless taken.
+    dir: Option<std::path::PathBuf>,
+}
+
+impl Drop for Fixture {
+    fn drop(&mut self) {
+        self.hub.shutdown();
+        if let Some(dir) = &self.dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
+fn fixture() -> Fixture {
+    let dir = std::env::temp_dir().join(format!("sop-hub-{}", rand::random::<u64>()));
+    let hub = Hub::open(Arc::new(SledStore::open(&dir).unwrap()), 10_000).unwrap();
+    Fixture {
+        hub,
+        dir: Some(dir),
+    }
+}
+
+async fn account(hub: &Hub, username: &str, role: Role) -> Account {
+    hub.create_account(NewAccount {
+        email: format!("{}@example.vn", username.to_lowercase()),
+        username: username.into(),
+        name: username.into(),
+        role,
+    })
+    .await
+    .unwrap()
+    .0
+}
+
+async fn page(hub: &Hub, oa_id: &str, connector: &Account) -> Connection {
+    hub.upsert_connection(
+        OaInfo {
+            oa_id: oa_id.into(),
+            name: format!("OA {oa_id}"),
+            ..Default::default()
+        },
+        &connector.id,
+        TokenPair::default(),
+    )
+    .await
+    .unwrap()
+    .0
+}
+
+fn inbound(conn: &Connection, user: &str, msg_id: &str) -> Inbound {
+    Inbound {
+        connection_id: conn.id.clone(),
+        customer_user_id: user.into(),
+        direction: Direction::Inbound,
+        sender_name: String::new(),
+        zalo_msg_id: Some(msg_id.into()),
+        kind: MessageKind::Text,
+        text: format!("Xin chào {msg_id}"),
+        attachments: vec![],
+        quote_msg_id: None,
+        at: now_ms(),
+        origin: Origin::Live,
+        raw: None,
+    }
+}
+
+async fn send(hub: &Hub, conn: &Connection, user: &str, msg_id: &str) -> Conversation {
+    match hub.ingest(inbound(conn, user, msg_id)).await.unwrap() {
+        Ingested::New { conversation, .. } => conversation,
+        Ingested::Duplicate { .. } => panic!("unexpected duplicate {msg_id}"),
+    }
+}
+
+fn rule_input(
+    name: &str,
+    sources: &[&Connection],
+    members: &[&str],
+    method: Method,
+    old: OldConversations,
+) -> RuleInput {
+    RuleInput {
+        name: name.into(),
+        sources: sources.iter().map(|c| c.id.clone()).collect(),
+        members: members.iter().map(|s| s.to_string()).collect(),
+        method,
+        old_conversations: old,
+    }
+}
+
+struct Seed {
+    f: Fixture,
+    admin: Account,
+    agents: Vec<Account>,
+    conn: Connection,
+}
+
+async fn seed(method: Method) -> Seed {
+    let f = fixture();
+    let admin = account(&f.hub, "CuongLM", Role::Admin).await;
+    let mut agents = vec![];
+    for u in ["HuongNT256", "QueCT3", "TriLM22"] {
+        agents.push(account(&f.hub, u, Role::Agent).await);
+    }
+    let conn = page(&f.hub, "1423847451268726170", &admin).await;
+    f.hub
+        .create_rule(rule_input(
+            "Chia chat cho nhóm Best Sale",
+            &[&conn],
+            &["HuongNT256", "queCT3@example.vn", "TriLM22"],
+            method,
+            OldConversations::None,
+        ))
+        .await
+        .unwrap();
+    Seed {
+        f,
+        admin,
+        agents,
+        conn,
+    }
+}
+
+#[tokio::test]
+async fn seed_round_robin_spreads_six_customers_two_each() {
+    let s = seed(Method::RoundRobin).await;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    for i in 0..6 {
+        let c = send(&s.f.hub, &s.conn, &format!("u{i}"), &format!("m{i}")).await;
+        assert_eq!(c.state, ConvState::Assigned);
+        *counts.entry(c.assignee.unwrap()).or_default() += 1;
+    }
+    for a in &s.agents {
+        assert_eq!(counts.get(&a.id), Some(&2), "{counts:?}");
+    }
+    // The cursor survives a restart: the next one goes to the first member again.
+    let rule = s.f.hub.read(|st| st.rules().next().unwrap().clone());
+    assert_eq!(rule.cursor.as_deref(), Some(s.agents[2].id.as_str()));
+}
+
+#[tokio::test]
+async fn a_second_message_keeps_the_assignee_and_is_idempotent() {
+    let s = seed(Method::RoundRobin).await;
+    let c1 = send(&s.f.hub, &s.conn, "u1", "m1").await;
+    let c2 = send(&s.f.hub, &s.conn, "u1", "m2").await;
+    assert_eq!(c1.id, c2.id);
+    assert_eq!(c1.assignee, c2.assignee);
+    assert_eq!(c2.unread_for(c2.assignee.as_ref().unwrap()), 2);
+    let dup = s.f.hub.ingest(inbound(&s.conn, "u1", "m2")).await.unwrap();
+    assert!(matches!(dup, Ingested::Duplicate { .. }));
+    let who =
+        s.f.hub
+            .read(|st| st.account(c1.assignee.as_ref().unwrap()).unwrap().clone());
+    assert_eq!(
+        s.f.hub
+            .list_messages(&who, &c1.id, None, 50)
+            .unwrap()
+            .items
+            .len(),
+        2
+    );
+}
+
+#[tokio::test]
+async fn nobody_available_queues_then_drains_oldest_first() {
+    let s = seed(Method::RoundRobin).await;
+    for a in &s.agents {
+        s.f.hub
+            .set_availability(&a.id, Availability::Away)
+            .await
+            .unwrap();
+    }
+    let first = send(&s.f.hub, &s.conn, "u1", "m1").await;
+    let second = send(&s.f.hub, &s.conn, "u2", "m2").await;
+    assert_eq!(first.state, ConvState::Unclaimed);
+    assert_eq!(second.state, ConvState::Unclaimed);
+    let que = &s.agents[1];
+    assert_eq!(
+        s.f.hub
+            .list_conversations(que, View::Unclaimed, None, 10)
+            .unwrap()
+            .items[0]
+            .id,
+        first.id
+    );
+
+    s.f.hub
+        .set_availability(&que.id, Availability::Available)
+        .await
+        .unwrap();
+    let (a, b) = s.f.hub.read(|st| {
+        (
+            st.conversation(&first.id).unwrap().clone(),
+            st.conversation(&second.id).unwrap().clone(),
+        )
+    });
+    assert_eq!(a.assignee.as_deref(), Some(que.id.as_str()));
+    assert_eq!(b.assignee.as_deref(), Some(que.id.as_str()));
+    assert!(a.assignments.last().unwrap().at <= b.assignments.last().unwrap().at);
+}
+
+#[tokio::test]
+async fn self_claim_has_one_winner_and_the_loser_learns_who() {
+    let s = seed(Method::SelfClaim).await;
+    let c = send(&s.f.hub, &s.conn, "u1", "m1").await;
+    assert_eq!(c.state, ConvState::Unclaimed);
+    for a in &s.agents {
+        assert_eq!(s.f.hub.counts(a).unclaimed, 1);
+    }
+    let won = s.f.hub.claim(&s.agents[1], &c.id).await.unwrap();
+    assert_eq!(won.assignee.as_deref(), Some(s.agents[1].id.as_str()));
+    match s.f.hub.claim(&s.agents[0], &c.id).await {
+        Err(HubError::Conflict { code, winner, .. }) => {
+            assert_eq!(code, "already_claimed");
+            assert_eq!(winner.unwrap().username, "QueCT3");
+        }
+        other => panic!("expected conflict, got {other:?}"),
+    }
+    // The loser no longer sees it.
+    assert!(s.f.hub.get_conversation(&s.agents[0], &c.id).is_err());
+}
+
+#[tokio::test]
+async fn replying_to_an_unclaimed_conversation_claims_it_and_keys_are_idempotent() {
+    let s = seed(Method::SelfClaim).await;
+    let c = send(&s.f.hub, &s.conn, "u1", "m1").await;
+    let input = ReplyInput {
+        client_key: "k1".into(),
+        text: "Da, em chào anh".into(),
+        quote_msg_id: None,
+        attachment: None,
+    };
+    let m1 =
+        s.f.hub
+            .reply(&s.agents[2], &c.id, input.clone())
+            .await
+            .unwrap();
+    let m2 = s.f.hub.reply(&s.agents[2], &c.id, input).await.unwrap();
+    assert_eq!(m1.id, m2.id);
+    assert_eq!(s.f.hub.outbound_jobs().unwrap().len(), 1);
+    let conv = s.f.hub.get_conversation(&s.agents[2], &c.id).unwrap();
+    assert_eq!(conv.assignee.as_deref(), Some(s.agents[2].id.as_str()));
+    assert_eq!(conv.assignments.last().unwrap().reason, AssignReason::Reply);
+    let too_long = ReplyInput {
+        client_key: "k2".into(),
+        text: "a".repeat(2001),
+        quote_msg_id: None,
+        attachment: None,
+    };
+    assert!(matches!(
+        s.f.hub.reply(&s.agents[2], &c.id, too_long).await,
+        Err(HubError::Invalid(_))
+    ));
+    // NFD input counts after NFC: 2000 composed characters fit.
+    let nfd = "e\u{302}\u{301}".repeat(2000);
+    let ok = ReplyInput {
+        client_key: "k3".into(),
+        text: nfd,
+        quote_msg_id: None,
+        attachment: None,
+    };
+    assert_eq!(
+        s.f.hub
+            .reply(&s.agents[2], &c.id, ok)
+            .await
+            .unwrap()
+            .text
+            .chars()
+            .count(),
+        2000
+    );
+}
+
+#[tokio::test]
+async fn done_reopens_on_a_new_message_with_the_same_assignee() {
+    let s = seed(Method::RoundRobin).await;
+    let c = send(&s.f.hub, &s.conn, "u1", "m1").await;
+    let owner =
+        s.f.hub
+            .read(|st| st.account(c.assignee.as_ref().unwrap()).unwrap().clone());
+    let done = s.f.hub.mark_done(&owner, &c.id).await.unwrap();
+    assert_eq!(done.status, ConvStatus::Done);
+    let again = send(&s.f.hub, &s.conn, "u1", "m2").await;
+    assert_eq!(again.status, ConvStatus::Open);
+    assert_eq!(again.assignee, c.assignee);
+}
+
+#[tokio::test]
+async fn only_me_page_goes_to_its_connector() {
+    let f = fixture();
+    let admin = account(&f.hub, "boss", Role::Admin).await;
+    let agent = account(&f.hub, "agent", Role::Agent).await;
+    let conn = page(&f.hub, "oa1", &agent).await;
+    assert_eq!(conn.chat_mode, ChatMode::OnlyMe);
+    let c = send(&f.hub, &conn, "u1", "m1").await;
+    assert_eq!(c.assignee.as_deref(), Some(agent.id.as_str()));
+    assert!(matches!(
+        f.hub.release(&agent, &c.id).await,
+        Err(HubError::Conflict { .. })
+    ));
+    let _ = admin;
+}
+
+#[tokio::test]
+async fn removing_a_member_leaves_conversations_unattended_then_old_conversation_handling_applies()
+{
+    for (old, expect_assigned) in [
+        (OldConversations::None, false),
+        (OldConversations::Available, true),
+        (OldConversations::All, true),
+    ] {
+        let s = seed(Method::RoundRobin).await;
+        let c = send(&s.f.hub, &s.conn, "u1", "m1").await;
+        assert_eq!(c.assignee.as_deref(), Some(s.agents[0].id.as_str()));
+        let rule = s.f.hub.read(|st| st.rules().next().unwrap().clone());
+        let updated =
+            s.f.hub
+                .update_rule(
+                    &rule.id,
+                    rule_input(
+                        &rule.name,
+                        &[&s.conn],
+                        &["QueCT3", "TriLM22"],
+                        Method::RoundRobin,
+                        old,
+                    ),
+                )
+                .await
+                .unwrap();
+        assert_eq!(updated.members.len(), 2);
+        let after = s.f.hub.read(|st| st.conversation(&c.id).unwrap().clone());
+        if expect_assigned {
+            assert_eq!(after.state, ConvState::Assigned, "{old:?}");
+            assert_ne!(after.assignee.as_deref(), Some(s.agents[0].id.as_str()));
+            assert_eq!(
+                after.assignments.last().unwrap().reason,
+                AssignReason::OldConversations
+            );
+        } else {
+            assert_eq!(after.state, ConvState::Unattended, "{old:?}");
+            assert_eq!(
+                after.assignments.last().unwrap().reason,
+                AssignReason::MemberRemoved
+            );
+            // Unattended history stays with admins.
+            assert!(s.f.hub.get_conversation(&s.agents[1], &c.id).is_err());
+            assert!(s.f.hub.get_conversation(&s.admin, &c.id).is_ok());
+        }
+    }
+}
+
+#[tokio::test]
+async fn history_conversations_follow_the_available_option() {
+    let f = fixture();
+    let admin = account(&f.hub, "boss", Role::Admin).await;
+    let agent = account(&f.hub, "HuongNT256", Role::Agent).await;
+    let conn = page(&f.hub, "oa1", &admin).await;
+    let now = now_ms();
+    for (user, age_days) in [("recent", 1), ("stale", 10)] {
+        let mut m = inbound(&conn, user, user);
+        m.origin = Origin::History;
+        m.at = now - age_days * DAY_MS;
+        f.hub.ingest(m).await.unwrap();
+    }
+    let all = f
+        .hub
+        .list_conversations(&admin, View::All, None, 10)
+        .unwrap()
+        .items;
+    assert!(all
+        .iter()
+        .all(|c| c.state == ConvState::Unattended && c.unread.is_empty()));
+    f.hub
+        .create_rule(rule_input(
+            "r",
+            &[&conn],
+            &["HuongNT256"],
+            Method::RoundRobin,
+            OldConversations::Available,
+        ))
+        .await
+        .unwrap();
+    let mine = f
+        .hub
+        .list_conversations(&agent, View::Mine, None, 10)
+        .unwrap()
+        .items;
+    assert_eq!(mine.len(), 1);
+    assert_eq!(mine[0].customer.user_id, "recent");
+}
+
+#[tokio::test]
+async fn rule_conflicts_and_unknown_members_are_refused() {
+    let s = seed(Method::RoundRobin).await;
+    let err =
+        s.f.hub
+            .create_rule(rule_input(
+                "other",
+                &[&s.conn],
+                &["QueCT3"],
+                Method::SelfClaim,
+                OldConversations::None,
+            ))
+            .await
+            .unwrap_err();
+    match err {
+        HubError::Conflict { code, rule, .. } => {
+            assert_eq!(code, "rule_conflict");
+            assert_eq!(rule.unwrap().name, "Chia chat cho nhóm Best Sale");
+        }
+        e => panic!("{e:?}"),
+    }
+    let p2 = page(&s.f.hub, "oa2", &s.admin).await;
+    let err =
+        s.f.hub
+            .create_rule(rule_input(
+                "x",
+                &[&p2],
+                &["QueCT3", "nobody@x.vn"],
+                Method::SelfClaim,
+                OldConversations::None,
+            ))
+            .await
+            .unwrap_err();
+    assert!(
+        matches!(&err, HubError::Invalid(m) if m.contains("nobody@x.vn")),
+        "{err:?}"
+    );
+}
+
+#[tokio::test]
+async fn state_survives_reopen() {
+    let s = seed(Method::RoundRobin).await;
+    let conv_id = send(&s.f.hub, &s.conn, "u1", "m1").await.id;
+    let mut f = s.f;
+    let dir = f.dir.take().unwrap();
+    drop(f);
+    let hub = Hub::open(Arc::new(crate::store::open_when_released(&dir)), 10_000).unwrap();
+    let conv = hub
+        .read(|st| st.conversation(&conv_id).cloned())
+        .expect("conversation persisted");
+    assert_eq!(conv.state, ConvState::Assigned);
+    assert_eq!(hub.read(|st| st.rules().count()), 1);
+    hub.shutdown();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,154 @@
+//! The hub (`sop serve`): REST API, live stream, Zalo webhook and OAuth callback, on one axum
+//! router over the hub core.
+
+pub mod api;
+pub mod error;
+pub mod extract;
+pub mod hub;
+pub mod stream;
+
+use crate::config::Config;
+use crate::store::SledStore;
+use anyhow::{Context, Result};
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use hub::Hub;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+pub struct AppCtx {
+    pub hub: Arc<Hub>,
+    pub config: Config,
+    /// Flips to true on shutdown so long-lived streams end.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+pub type AppState = Arc<AppCtx>;
+
+pub fn router(app: AppState) -> Router {
+    let max_body = app.config.server.max_body_bytes;
+    let api = api::routes()
+        .route("/stream", get(stream::stream))
+        .layer(DefaultBodyLimit::max(max_body));
+    Router::new()
+        .nest("/api/v1", api)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { error::ApiError::not_found("no such endpoint").into_response() })
+        .method_not_allowed_fallback(|| async {
+            error::ApiError::new(
+                axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not accept that method",
+            )
+            .into_response()
+        })
+        .layer(middleware::from_fn_with_state(app.clone(), count_requests))
+        .with_state(app)
+}
+
+async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        app.hub.metrics.render(),
+    )
+}
+
+async fn count_requests(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    app.hub.metrics.count_status(resp.status().as_u16());
+    resp
+}
+
+/// A running hub: its address and a way to stop it.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub hub: Arc<Hub>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Stops accepting, ends streams, waits for in-flight requests and flushes the store.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+        let hub = self.hub.clone();
+        let _ = tokio::task::spawn_blocking(move || hub.shutdown()).await;
+    }
+}
+
+/// Starts the hub on an already bound listener (tests bind port 0).
+pub async fn start(
+    config: Config,
+    hub: Arc<Hub>,
+    listener: tokio::net::TcpListener,
+) -> Result<Running> {
+    let addr = listener.local_addr()?;
+    let (stop, shutdown) = watch::channel(false);
+    let app = Arc::new(AppCtx {
+        hub: hub.clone(),
+        config,
+        shutdown: shutdown.clone(),
+    });
+    let router = router(app);
+    let mut stopped = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!("server error: {e}");
+        }
+    });
+    Ok(Running {
+        addr,
+        hub,
+        stop,
+        task,
+    })
+}
+
+pub fn default_data_dir() -> PathBuf {
+    crate::config::project_dirs()
+        .map(|d| d.data_dir().join("hub"))
+        .unwrap_or_else(|| PathBuf::from("sop-data"))
+}
+
+/// `sop serve`: runs until SIGINT/SIGTERM, then shuts down gracefully.
+pub async fn serve(config: Config) -> Result<()> {
+    let data_dir = config
+        .server
+        .data_dir
+        .clone()
+        .unwrap_or_else(default_data_dir);
+    let store = Arc::new(SledStore::open(&data_dir)?);
+    let hub = Hub::open(store, config.server.event_retention)?;
+    let listener = tokio::net::TcpListener::bind(&config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let running = start(config, hub, listener).await?;
+    tracing::info!(addr = %running.addr, data_dir = %data_dir.display(), "hub listening");
+    println!("sop hub listening on http://{}", running.addr);
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    running.stop().await;
+    Ok(())
+}
+
+pub async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,153 @@
+//! The live stream: `GET /api/v1/stream?since=SEQ` (websocket). Replays the durable log after
+//! `since`, filtered to what the account may see, then goes live; pings keep it alive.
+
+use super::extract::{ApiQuery, Caller};
+use super::hub::{Hub, StoredEvent, EVERYONE};
+use super::AppState;
+use crate::model::Account;
+use crate::wire::Frame;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::response::Response;
+use serde::Deserialize;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use tokio::sync::broadcast::error::RecvError;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    since: Option<u64>,
+}
+
+pub async fn stream(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<StreamQuery>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    ws.on_upgrade(move |socket| async move {
+        let hub = app.hub.clone();
+        hub.metrics.stream_clients.fetch_add(1, Ordering::Relaxed);
+        let mut shutdown = app.shutdown.clone();
+        tokio::select! {
+            r = run(&hub, &caller.0, q.since, socket) => {
+                if let Err(e) = r { tracing::debug!(account = %caller.0.username, "stream ended: {e}"); }
+            }
+            _ = shutdown.wait_for(|s| *s) => {}
+        }
+        hub.metrics.stream_clients.fetch_sub(1, Ordering::Relaxed);
+    })
+}
+
+pub fn may_receive(who: &Account, e: &StoredEvent) -> bool {
+    who.is_admin() || e.audience.iter().any(|a| a == &who.id || a == EVERYONE)
+}
+
+const PING_EVERY: Duration = Duration::from_secs(20);
+const REPLAY_CHUNK: usize = 1000;
+
+struct Conn {
+    socket: WebSocket,
+}
+
+impl Conn {
+    async fn send(&mut self, frame: &Frame) -> anyhow::Result<()> {
+        let text = serde_json::to_string(frame)?;
+        self.socket.send(Message::Text(text.into())).await?;
+        Ok(())
+    }
+
+    /// Sends the stored events in `(after, upto]` the account may see; returns the last seq covered.
+    async fn replay(
+        &mut self,
+        hub: &Hub,
+        who: &Account,
+        mut after: u64,
+        upto: u64,
+    ) -> anyhow::Result<u64> {
+        while after < upto {
+            let chunk = hub.read_events(after, upto, REPLAY_CHUNK)?;
+            let Some(last) = chunk.last().map(|e| e.event.seq) else {
+                break;
+            };
+            for e in chunk {
+                if may_receive(who, &e) {
+                    self.send(&Frame::Event {
+                        event: e.event.clone(),
+                    })
+                    .await?;
+                }
+            }
+            after = last;
+        }
+        Ok(upto.max(after))
+    }
+}
+
+async fn run(
+    hub: &Hub,
+    who: &Account,
+    since: Option<u64>,
+    socket: WebSocket,
+) -> anyhow::Result<()> {
+    // Subscribe before reading the head: whatever is published after this point arrives live.
+    let mut live = hub.subscribe();
+    let head = hub.published_seq();
+    let mut conn = Conn { socket };
+    conn.send(&Frame::Hello {
+        account_id: who.id.clone(),
+        head,
+    })
+    .await?;
+
+    let oldest = hub.oldest_seq();
+    let mut last = match since {
+        Some(s) if s > head || s + 1 < oldest => {
+            conn.send(&Frame::Resync { oldest, head }).await?;
+            head
+        }
+        Some(s) => conn.replay(hub, who, s, head).await?,
+        None => head,
+    };
+    conn.send(&Frame::Live { seq: last }).await?;
+
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    let mut awaiting_pong = false;
+    loop {
+        tokio::select! {
+            received = live.recv() => match received {
+                Ok(e) => {
+                    if e.event.seq <= last { continue; }
+                    if e.event.seq > last + 1 {
+                        // Cannot happen while subscribed, but never skip: fill from the log.
+                        conn.replay(hub, who, last, e.event.seq - 1).await?;
+                    }
+                    if may_receive(who, &e) {
+                        conn.send(&Frame::Event { event: e.event.clone() }).await?;
+                    }
+                    last = e.event.seq;
+                }
+                Err(RecvError::Lagged(_)) => {
+                    let upto = hub.published_seq();
+                    last = conn.replay(hub, who, last, upto).await?;
+                }
+                Err(RecvError::Closed) => return Ok(()),
+            },
+            incoming = conn.socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None => return Ok(()),
+                Some(Ok(Message::Pong(_))) => awaiting_pong = false,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e.into()),
+            },
+            _ = ping.tick() => {
+                if awaiting_pong {
+                    anyhow::bail!("no pong within {PING_EVERY:?}");
+                }
+                awaiting_pong = true;
+                conn.socket.send(Message::Ping(Vec::new().into())).await?;
+            }
+        }
+    }
+}
