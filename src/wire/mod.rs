@@ -86,6 +86,7 @@ pub enum EventBody {
 /// Frames the hub sends on `/api/v1/stream`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[allow(clippy::large_enum_variant)] // frames live for one send or receive
 pub enum Frame {
     /// First frame: who you are and the log's current head.
     Hello {
@@ -220,9 +221,9 @@ pub struct ErrorDetail {
     pub code: String,
     pub message: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub winner: Option<Account>,
+    pub winner: Option<Box<Account>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rule: Option<RuleRef>,
+    pub rule: Option<Box<RuleRef>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

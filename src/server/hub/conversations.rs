@@ -25,8 +25,8 @@ pub struct Inbound {
 #[derive(Debug, Clone)]
 pub enum Ingested {
     New {
-        conversation: Conversation,
-        message: Message,
+        conversation: Box<Conversation>,
+        message: Box<Message>,
     },
     /// Already stored under the same (connection, Zalo msg_id).
     Duplicate { message_id: MessageId },
@@ -553,7 +553,8 @@ fn claim(
             .assignee
             .as_deref()
             .and_then(|a| st.accounts.get(a))
-            .cloned();
+            .cloned()
+            .map(Box::new);
         let message = match &winner {
             Some(w) => format!("already claimed by {} ({})", w.name, w.username),
             None => "this conversation is not waiting to be claimed".to_string(),
@@ -818,8 +819,8 @@ fn ingest(
         st.put_connection_quietly(tx, c);
     }
     Ok(Ingested::New {
-        conversation: conv,
-        message,
+        conversation: Box::new(conv),
+        message: Box::new(message),
     })
 }
 

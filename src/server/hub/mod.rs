@@ -30,8 +30,8 @@ pub enum HubError {
     Conflict {
         code: &'static str,
         message: String,
-        winner: Option<Account>,
-        rule: Option<RuleRef>,
+        winner: Option<Box<Account>>,
+        rule: Option<Box<RuleRef>>,
     },
     /// Well-formed but unacceptable input (422).
     #[error("{0}")]
@@ -650,10 +650,12 @@ impl State {
         }
     }
 
-    fn rule_ref(&self, rule_id: &str) -> Option<RuleRef> {
-        self.rules.get(rule_id).map(|r| RuleRef {
-            id: r.id.clone(),
-            name: r.name.clone(),
+    fn rule_ref(&self, rule_id: &str) -> Option<Box<RuleRef>> {
+        self.rules.get(rule_id).map(|r| {
+            Box::new(RuleRef {
+                id: r.id.clone(),
+                name: r.name.clone(),
+            })
         })
     }
 

@@ -75,7 +75,7 @@ fn inbound(conn: &Connection, user: &str, msg_id: &str) -> Inbound {
 
 async fn send(hub: &Hub, conn: &Connection, user: &str, msg_id: &str) -> Conversation {
     match hub.ingest(inbound(conn, user, msg_id)).await.unwrap() {
-        Ingested::New { conversation, .. } => conversation,
+        Ingested::New { conversation, .. } => *conversation,
         Ingested::Duplicate { .. } => panic!("unexpected duplicate {msg_id}"),
     }
 }
