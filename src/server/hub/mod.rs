@@ -14,6 +14,7 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, Notify};
 
 mod admin;
+pub use admin::OaInfo;
 mod conversations;
 mod metrics;
 
