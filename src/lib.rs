@@ -9,5 +9,7 @@ pub mod config;
 pub mod model;
 pub mod routing;
 pub mod server;
+pub mod sim;
 pub mod store;
 pub mod wire;
+pub mod zalo;

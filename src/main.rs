@@ -27,6 +27,32 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Run the Zalo simulator (OAuth, OA API, signed webhooks, control API under /sim/).
+    ZaloSim {
+        #[arg(long, default_value = "127.0.0.1:8710")]
+        listen: String,
+        /// Where to deliver webhooks (the hub's /zalo/webhook).
+        #[arg(long, default_value = "http://127.0.0.1:8700/zalo/webhook")]
+        webhook: String,
+        #[arg(long, default_value = "sim-app")]
+        app_id: String,
+        #[arg(long, default_value = "sim-app-secret")]
+        app_secret: String,
+        #[arg(long, default_value = "sim-oa-secret")]
+        oa_secret_key: String,
+        /// Skip the consent page: approve for the first OA as its first admin.
+        #[arg(long)]
+        auto_approve: bool,
+        /// The registered OA callback URL (others get -14003); any URL when unset.
+        #[arg(long)]
+        redirect_uri: Option<String>,
+        /// Save OAs and customers here between runs.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Multiply Zalo's webhook retry delays (30 s … 1 h); 0.001 turns minutes into tenths of seconds.
+        #[arg(long, default_value_t = 1.0)]
+        retry_scale: f64,
+    },
     /// Administer a hub's data dir directly (the hub must be stopped; use the API while it runs).
     Admin {
         #[arg(long)]
@@ -101,6 +127,44 @@ fn run(cli: Cli) -> Result<()> {
                 config.server.data_dir = Some(d);
             }
             runtime()?.block_on(sop_console::server::serve(config))
+        }
+        Some(Command::ZaloSim {
+            listen,
+            webhook,
+            app_id,
+            app_secret,
+            oa_secret_key,
+            auto_approve,
+            redirect_uri,
+            state,
+            retry_scale,
+        }) => {
+            init_logging();
+            let cfg = sop_console::sim::SimConfig {
+                webhook,
+                app_id,
+                app_secret,
+                oa_secret_key,
+                auto_approve,
+                redirect_uri,
+                state_file: state,
+                retry_scale,
+                ..Default::default()
+            };
+            runtime()?.block_on(async move {
+                let sim = sop_console::sim::Sim::new(cfg)?;
+                let listener = tokio::net::TcpListener::bind(&listen)
+                    .await
+                    .with_context(|| format!("cannot listen on {listen}"))?;
+                println!(
+                    "zalo simulator listening on http://{}",
+                    listener.local_addr()?
+                );
+                sop_console::sim::serve(sim, listener, async {
+                    sop_console::server::wait_for_signal().await;
+                })
+                .await
+            })
         }
         Some(Command::Admin { data_dir, command }) => {
             let dir = data_dir

@@ -19,7 +19,9 @@ async fn hundred_concurrent_claims_have_exactly_one_winner_twenty_times() {
     t.rule("Tự nhận", &[&page], &names, "self_claim").await;
 
     for round in 0..20 {
-        let conv = t.inbound(&page, &format!("customer{round}"), &format!("msg{round}")).await;
+        let conv = t
+            .inbound(&page, &format!("customer{round}"), &format!("msg{round}"))
+            .await;
         assert_eq!(conv.state, sop_console::model::ConvState::Unclaimed);
         let mut tasks = Vec::new();
         for (account, token) in agents.clone() {
@@ -49,9 +51,19 @@ async fn hundred_concurrent_claims_have_exactly_one_winner_twenty_times() {
             assert_eq!(l["error"]["code"], "already_claimed");
             assert_eq!(l["error"]["winner"]["id"], json!(winner_id), "{l}");
         }
-        let (_, stored) = t.get(&format!("/api/v1/conversations/{}", conv.id), &t.admin_token).await;
+        let (_, stored) = t
+            .get(
+                &format!("/api/v1/conversations/{}", conv.id),
+                &t.admin_token,
+            )
+            .await;
         assert_eq!(stored["assignee"], json!(winner_id));
-        let claims = stored["assignments"].as_array().unwrap().iter().filter(|a| a["reason"] == "claim").count();
+        let claims = stored["assignments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["reason"] == "claim")
+            .count();
         assert_eq!(claims, 1, "exactly one claim recorded: {stored}");
     }
     t.stop().await;
@@ -77,7 +89,9 @@ async fn authorization_matrix() {
     let p2 = t.page("oa-2").await;
     let p3 = t.page("oa-3").await;
     let p4 = t.page("oa-4").await;
-    let rule = t.rule("Best Sale", &[&p1], &["HuongNT256"], "round_robin").await;
+    let rule = t
+        .rule("Best Sale", &[&p1], &["HuongNT256"], "round_robin")
+        .await;
     let conv = t.inbound(&p1, "u1", "m1").await;
     assert_eq!(conv.assignee.as_deref(), Some(member.id.as_str()));
     let _ = outsider;
@@ -96,30 +110,151 @@ async fn authorization_matrix() {
     // (method, path, body, expected for [outsider, member, admin]); no/bad token is always 401.
     let cases: Vec<(Method, String, Option<Value>, [u16; 3])> = vec![
         (Method::GET, "/api/v1/me".into(), None, [200, 200, 200]),
-        (Method::PUT, "/api/v1/me/availability".into(), Some(json!({"availability": "available"})), [200, 200, 200]),
-        (Method::GET, "/api/v1/accounts".into(), None, [403, 403, 200]),
-        (Method::POST, "/api/v1/accounts".into(), Some(json!({"email": "new@sop.vn", "username": "newbie", "name": "New", "role": "agent"})), [403, 403, 201]),
-        (Method::POST, format!("/api/v1/accounts/{}/token", spare.id), None, [403, 403, 200]),
-        (Method::GET, "/api/v1/connections".into(), None, [200, 200, 200]),
-        (Method::GET, format!("/api/v1/connections/{}", p1.id), None, [404, 200, 200]),
-        (Method::PUT, format!("/api/v1/connections/{}/chat-mode", p2.id), Some(json!({"chat_mode": "shared"})), [403, 403, 200]),
-        (Method::DELETE, format!("/api/v1/connections/{}", p3.id), None, [403, 403, 204]),
+        (
+            Method::PUT,
+            "/api/v1/me/availability".into(),
+            Some(json!({"availability": "available"})),
+            [200, 200, 200],
+        ),
+        (
+            Method::GET,
+            "/api/v1/accounts".into(),
+            None,
+            [403, 403, 200],
+        ),
+        (
+            Method::POST,
+            "/api/v1/accounts".into(),
+            Some(
+                json!({"email": "new@sop.vn", "username": "newbie", "name": "New", "role": "agent"}),
+            ),
+            [403, 403, 201],
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/accounts/{}/token", spare.id),
+            None,
+            [403, 403, 200],
+        ),
+        (
+            Method::GET,
+            "/api/v1/connections".into(),
+            None,
+            [200, 200, 200],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/connections/{}", p1.id),
+            None,
+            [404, 200, 200],
+        ),
+        (
+            Method::PUT,
+            format!("/api/v1/connections/{}/chat-mode", p2.id),
+            Some(json!({"chat_mode": "shared"})),
+            [403, 403, 200],
+        ),
+        (
+            Method::DELETE,
+            format!("/api/v1/connections/{}", p3.id),
+            None,
+            [403, 403, 204],
+        ),
         (Method::GET, "/api/v1/rules".into(), None, [200, 200, 200]),
-        (Method::GET, format!("/api/v1/rules/{}", rule.id), None, [404, 200, 200]),
-        (Method::POST, "/api/v1/rules".into(), Some(json!({"name": "r2", "sources": [p4.id], "members": ["TriLM22"], "method": "self_claim", "old_conversations": "none"})), [403, 403, 201]),
-        (Method::PUT, format!("/api/v1/rules/{}", rule.id), Some(json!({"name": "Best Sale", "sources": [p1.id], "members": ["HuongNT256"], "method": "round_robin", "old_conversations": "none"})), [403, 403, 200]),
-        (Method::GET, "/api/v1/conversations?view=mine".into(), None, [200, 200, 200]),
-        (Method::GET, "/api/v1/conversations?view=unclaimed".into(), None, [200, 200, 200]),
-        (Method::GET, "/api/v1/conversations?view=all".into(), None, [403, 403, 200]),
-        (Method::GET, "/api/v1/conversations/counts".into(), None, [200, 200, 200]),
-        (Method::GET, format!("/api/v1/conversations/{c}"), None, [404, 200, 200]),
-        (Method::GET, format!("/api/v1/conversations/{c}/messages"), None, [404, 200, 200]),
-        (Method::POST, format!("/api/v1/conversations/{c}/read"), None, [404, 200, 200]),
-        (Method::POST, format!("/api/v1/conversations/{c}/claim"), None, [404, 200, 409]),
-        (Method::POST, format!("/api/v1/conversations/{c}/reply"), Some(json!({"client_key": "k", "text": "Dạ"})), [404, 202, 202]),
-        (Method::POST, format!("/api/v1/conversations/{c}/transfer"), Some(json!({"to": "HuongNT256"})), [404, 200, 200]),
-        (Method::POST, format!("/api/v1/conversations/{c}/done"), None, [404, 200, 200]),
-        (Method::POST, format!("/api/v1/conversations/{c}/release"), None, [404, 200, 200]),
+        (
+            Method::GET,
+            format!("/api/v1/rules/{}", rule.id),
+            None,
+            [404, 200, 200],
+        ),
+        (
+            Method::POST,
+            "/api/v1/rules".into(),
+            Some(
+                json!({"name": "r2", "sources": [p4.id], "members": ["TriLM22"], "method": "self_claim", "old_conversations": "none"}),
+            ),
+            [403, 403, 201],
+        ),
+        (
+            Method::PUT,
+            format!("/api/v1/rules/{}", rule.id),
+            Some(
+                json!({"name": "Best Sale", "sources": [p1.id], "members": ["HuongNT256"], "method": "round_robin", "old_conversations": "none"}),
+            ),
+            [403, 403, 200],
+        ),
+        (
+            Method::GET,
+            "/api/v1/conversations?view=mine".into(),
+            None,
+            [200, 200, 200],
+        ),
+        (
+            Method::GET,
+            "/api/v1/conversations?view=unclaimed".into(),
+            None,
+            [200, 200, 200],
+        ),
+        (
+            Method::GET,
+            "/api/v1/conversations?view=all".into(),
+            None,
+            [403, 403, 200],
+        ),
+        (
+            Method::GET,
+            "/api/v1/conversations/counts".into(),
+            None,
+            [200, 200, 200],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/conversations/{c}"),
+            None,
+            [404, 200, 200],
+        ),
+        (
+            Method::GET,
+            format!("/api/v1/conversations/{c}/messages"),
+            None,
+            [404, 200, 200],
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/conversations/{c}/read"),
+            None,
+            [404, 200, 200],
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/conversations/{c}/claim"),
+            None,
+            [404, 200, 409],
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/conversations/{c}/reply"),
+            Some(json!({"client_key": "k", "text": "Dạ"})),
+            [404, 202, 202],
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/conversations/{c}/transfer"),
+            Some(json!({"to": "HuongNT256"})),
+            [404, 200, 200],
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/conversations/{c}/done"),
+            None,
+            [404, 200, 200],
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/conversations/{c}/release"),
+            None,
+            [404, 200, 200],
+        ),
     ];
     for (method, path, body, expected) in cases {
         for (who, want) in [
@@ -136,10 +271,15 @@ async fn authorization_matrix() {
                 }
                 b
             });
-            let (status, resp) = t.call(method.clone(), &path, token(who).as_deref(), body).await;
+            let (status, resp) = t
+                .call(method.clone(), &path, token(who).as_deref(), body)
+                .await;
             assert_eq!(status.as_u16(), want, "{method} {path} as {who:?}: {resp}");
             if status.is_client_error() {
-                assert!(resp["error"]["code"].is_string(), "error body for {method} {path}: {resp}");
+                assert!(
+                    resp["error"]["code"].is_string(),
+                    "error body for {method} {path}: {resp}"
+                );
             }
             n += 1;
         }
@@ -148,13 +288,23 @@ async fn authorization_matrix() {
 
     // The outsider never sees the conversation in any list.
     for view in ["mine", "unclaimed"] {
-        let (_, page) = t.get(&format!("/api/v1/conversations?view={view}"), &outsider_token).await;
+        let (_, page) = t
+            .get(
+                &format!("/api/v1/conversations?view={view}"),
+                &outsider_token,
+            )
+            .await;
         assert_eq!(page["items"].as_array().unwrap().len(), 0, "{view}: {page}");
     }
     let (_, conns) = t.get("/api/v1/connections", &outsider_token).await;
     assert_eq!(conns.as_array().unwrap().len(), 0);
     let (_, rules) = t.get("/api/v1/rules", &outsider_token).await;
-    let rule_ids: HashSet<&str> = rules.as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap()).collect();
+    let rule_ids: HashSet<&str> = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
     assert!(!rule_ids.contains(rule.id.as_str()));
     t.stop().await;
 }
@@ -188,17 +338,28 @@ async fn bad_input_gets_clear_errors_and_stores_nothing() {
     // Oversized body.
     let big = "x".repeat(9 * 1024 * 1024);
     let (status, body) = t
-        .post("/api/v1/conversations/c1/reply", &t.admin_token, json!({"client_key": "k", "text": big}))
+        .post(
+            "/api/v1/conversations/c1/reply",
+            &t.admin_token,
+            json!({"client_key": "k", "text": big}),
+        )
         .await;
     assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{body}");
 
     // Unknown ids.
-    for path in ["/api/v1/conversations/c999", "/api/v1/rules/r999", "/api/v1/connections/p999", "/api/v1/nope"] {
+    for path in [
+        "/api/v1/conversations/c999",
+        "/api/v1/rules/r999",
+        "/api/v1/connections/p999",
+        "/api/v1/nope",
+    ] {
         let (status, body) = t.get(path, &t.admin_token).await;
         assert_eq!(status, StatusCode::NOT_FOUND, "{path}");
         assert_eq!(body["error"]["code"], "not_found");
     }
-    let (status, _) = t.get("/api/v1/conversations?view=sideways", &t.admin_token).await;
+    let (status, _) = t
+        .get("/api/v1/conversations?view=sideways", &t.admin_token)
+        .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 
     // A rule with an unknown member is refused whole: no rule, the page untouched.
@@ -210,23 +371,33 @@ async fn bad_input_gets_clear_errors_and_stores_nothing() {
         )
         .await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert!(body["error"]["message"].as_str().unwrap().contains("ghost@sop.vn"));
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("ghost@sop.vn"));
     let (_, rules) = t.get("/api/v1/rules", &t.admin_token).await;
     assert_eq!(rules, json!([]));
-    let (_, conn) = t.get(&format!("/api/v1/connections/{}", page.id), &t.admin_token).await;
+    let (_, conn) = t
+        .get(&format!("/api/v1/connections/{}", page.id), &t.admin_token)
+        .await;
     assert_eq!(conn["rule_id"], Value::Null);
     assert_eq!(conn["chat_mode"], "only_me");
 
     // A duplicate account is a 409 and the first one is unchanged.
     let (status, body) = t
-        .post("/api/v1/accounts", &t.admin_token, json!({"email": "x@sop.vn", "username": "huongnt256", "name": "X", "role": "agent"}))
+        .post(
+            "/api/v1/accounts",
+            &t.admin_token,
+            json!({"email": "x@sop.vn", "username": "huongnt256", "name": "X", "role": "agent"}),
+        )
         .await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     let (_, accounts) = t.get("/api/v1/accounts", &t.admin_token).await;
     assert_eq!(accounts.as_array().unwrap().len(), 2);
 
     // A rule conflict names the other rule.
-    t.rule("Best Sale", &[&page], &["HuongNT256"], "round_robin").await;
+    t.rule("Best Sale", &[&page], &["HuongNT256"], "round_robin")
+        .await;
     let (status, body) = t
         .post(
             "/api/v1/rules",
@@ -265,12 +436,32 @@ async fn conversation_views_page_with_cursors_and_metrics_count() {
         }
     }
     assert_eq!(seen.len(), 7);
-    assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 7, "no duplicates across pages");
+    assert_eq!(
+        seen.iter().collect::<HashSet<_>>().len(),
+        7,
+        "no duplicates across pages"
+    );
 
-    let metrics = t.http.get(format!("{}/metrics", t.base)).send().await.unwrap().text().await.unwrap();
+    let metrics = t
+        .http
+        .get(format!("{}/metrics", t.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(metrics.contains("sop_http_requests_total{class=\"2xx\"}"));
-    assert!(metrics.contains("sop_routing_decisions_total{outcome=\"assigned\"} 7"), "{metrics}");
-    let health = t.http.get(format!("{}/healthz", t.base)).send().await.unwrap();
+    assert!(
+        metrics.contains("sop_routing_decisions_total{outcome=\"assigned\"} 7"),
+        "{metrics}"
+    );
+    let health = t
+        .http
+        .get(format!("{}/healthz", t.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), StatusCode::OK);
     t.stop().await;
 }

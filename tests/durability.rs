@@ -13,11 +13,32 @@ fn admin_token(dir: &Path) -> String {
     let out = Command::new(SOP)
         .args(["admin", "--data-dir"])
         .arg(dir)
-        .args(["account", "add", "--email", "admin@sop.vn", "--username", "admin", "--name", "Admin", "--role", "admin"])
+        .args([
+            "account",
+            "add",
+            "--email",
+            "admin@sop.vn",
+            "--username",
+            "admin",
+            "--name",
+            "Admin",
+            "--role",
+            "admin",
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().lines().last().unwrap().trim().to_string()
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .last()
+        .unwrap()
+        .trim()
+        .to_string()
 }
 
 /// Starts `sop serve` on a free port and returns it with its base URL.
@@ -30,7 +51,9 @@ fn serve(dir: &Path) -> (Child, String) {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let url = line.trim().rsplit(' ').next().unwrap().to_string();
     assert!(url.starts_with("http://"), "unexpected first line {line:?}");
     (child, url)
@@ -44,7 +67,11 @@ async fn acknowledged_writes_survive_sigkill() {
     let http = reqwest::Client::new();
 
     // A second hub on the same data dir fails at once, clearly.
-    let second = Command::new(SOP).args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(&dir).output().unwrap();
+    let second = Command::new(SOP)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .output()
+        .unwrap();
     assert!(!second.status.success());
     let err = String::from_utf8_lossy(&second.stderr);
     assert!(err.contains("in use by another sop process"), "{err}");
@@ -61,7 +88,10 @@ async fn acknowledged_writes_survive_sigkill() {
             .unwrap();
         assert_eq!(r.status(), 201);
         let body: Value = r.json().await.unwrap();
-        acknowledged.push((body["account"]["username"].as_str().unwrap().to_string(), body["token"].as_str().unwrap().to_string()));
+        acknowledged.push((
+            body["account"]["username"].as_str().unwrap().to_string(),
+            body["token"].as_str().unwrap().to_string(),
+        ));
     }
     // The last agent goes away; the change is acknowledged, then the process dies.
     let (_, last_token) = acknowledged.last().unwrap().clone();
@@ -77,13 +107,41 @@ async fn acknowledged_writes_survive_sigkill() {
     hub.wait().unwrap();
 
     let (mut hub, url) = serve(&dir);
-    let accounts: Vec<Value> = http.get(format!("{url}/api/v1/accounts")).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let accounts: Vec<Value> = http
+        .get(format!("{url}/api/v1/accounts"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(accounts.len(), 41);
     for (username, agent_token) in &acknowledged {
-        let me: Value = http.get(format!("{url}/api/v1/me")).bearer_auth(agent_token).send().await.unwrap().json().await.unwrap();
-        assert_eq!(me["username"], json!(username), "token of {username} still works");
+        let me: Value = http
+            .get(format!("{url}/api/v1/me"))
+            .bearer_auth(agent_token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(
+            me["username"],
+            json!(username),
+            "token of {username} still works"
+        );
     }
-    let me: Value = http.get(format!("{url}/api/v1/me")).bearer_auth(&last_token).send().await.unwrap().json().await.unwrap();
+    let me: Value = http
+        .get(format!("{url}/api/v1/me"))
+        .bearer_auth(&last_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(me["availability"], "away");
     hub.kill().unwrap();
     hub.wait().unwrap();

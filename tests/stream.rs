@@ -15,7 +15,10 @@ async fn replay(sock: &mut ws::Socket) -> (u64, Vec<sop_console::wire::Event>) {
         panic!("expected hello")
     };
     loop {
-        match ws::next(sock, WAIT).await.expect("stream ended during replay") {
+        match ws::next(sock, WAIT)
+            .await
+            .expect("stream ended during replay")
+        {
             Frame::Event { event } => events.push(event),
             Frame::Live { .. } => return (head, events),
             other => panic!("unexpected {other:?}"),
@@ -29,7 +32,8 @@ async fn reconnect_with_since_gets_exactly_the_missed_visible_events_in_order() 
     let (member, member_token) = t.account("HuongNT256", "agent").await;
     let shared = t.page("oa-shared").await;
     let private = t.page("oa-private").await; // only_me for the admin: invisible to the member
-    t.rule("Best Sale", &[&shared], &["HuongNT256"], "round_robin").await;
+    t.rule("Best Sale", &[&shared], &["HuongNT256"], "round_robin")
+        .await;
 
     let mut sock = ws::connect(&t.ws_url(None), &member_token).await;
     let (head, replayed) = replay(&mut sock).await;
@@ -55,11 +59,17 @@ async fn reconnect_with_since_gets_exactly_the_missed_visible_events_in_order() 
         .map(|e| e.event.seq)
         .collect();
     let got_seqs: Vec<u64> = got.iter().map(|e| e.seq).collect();
-    assert_eq!(got_seqs, expected, "exactly the missed visible events, in order");
+    assert_eq!(
+        got_seqs, expected,
+        "exactly the missed visible events, in order"
+    );
     assert_eq!(got.len(), 600);
     for e in &got {
         if let EventBody::Conversation { conversation } = &e.body {
-            assert_eq!(conversation.connection_id, shared.id, "never a conversation it may not see");
+            assert_eq!(
+                conversation.connection_id, shared.id,
+                "never a conversation it may not see"
+            );
         }
     }
 
@@ -84,7 +94,10 @@ async fn a_client_older_than_the_log_is_told_to_resync() {
         t.inbound(&page, &format!("u{i}"), &format!("m{i}")).await;
     }
     let mut sock = ws::connect(&t.ws_url(Some(1)), &t.admin_token).await;
-    assert!(matches!(ws::next(&mut sock, WAIT).await, Some(Frame::Hello { .. })));
+    assert!(matches!(
+        ws::next(&mut sock, WAIT).await,
+        Some(Frame::Hello { .. })
+    ));
     match ws::next(&mut sock, WAIT).await {
         Some(Frame::Resync { oldest, head }) => {
             assert!(oldest > 2, "oldest {oldest}");
@@ -95,15 +108,22 @@ async fn a_client_older_than_the_log_is_told_to_resync() {
     // A client from the future (e.g. a wiped hub) is told the same.
     let mut sock = ws::connect(&t.ws_url(Some(u64::MAX / 2)), &t.admin_token).await;
     ws::next(&mut sock, WAIT).await;
-    assert!(matches!(ws::next(&mut sock, WAIT).await, Some(Frame::Resync { .. })));
+    assert!(matches!(
+        ws::next(&mut sock, WAIT).await,
+        Some(Frame::Resync { .. })
+    ));
     t.stop().await;
 }
 
 #[tokio::test]
 async fn stream_requires_a_valid_token() {
     let t = start_hub().await;
-    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(t.ws_url(None)).unwrap();
-    req.headers_mut().insert("authorization", "Bearer nope".parse().unwrap());
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        t.ws_url(None),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("authorization", "Bearer nope".parse().unwrap());
     match tokio_tungstenite::connect_async(req).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 401),
         other => panic!("expected 401, got {:?}", other.map(|_| ())),

@@ -6,6 +6,7 @@ pub mod error;
 pub mod extract;
 pub mod hub;
 pub mod stream;
+pub mod zalo;
 
 use crate::config::Config;
 use crate::store::SledStore;
@@ -13,7 +14,7 @@ use anyhow::{Context, Result};
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use hub::Hub;
 use std::net::SocketAddr;
@@ -23,6 +24,8 @@ use tokio::sync::watch;
 
 pub struct AppCtx {
     pub hub: Arc<Hub>,
+    /// The Zalo side; `None` when no Zalo app is configured.
+    pub zalo: Option<Arc<zalo::ZaloHub>>,
     pub config: Config,
     /// Flips to true on shutdown so long-lived streams end.
     pub shutdown: watch::Receiver<bool>,
@@ -34,9 +37,12 @@ pub fn router(app: AppState) -> Router {
     let max_body = app.config.server.max_body_bytes;
     let api = api::routes()
         .route("/stream", get(stream::stream))
+        .route("/connections/zalo/authorize", post(zalo::oauth::authorize))
         .layer(DefaultBodyLimit::max(max_body));
     Router::new()
         .nest("/api/v1", api)
+        .route("/zalo/webhook", post(zalo::webhook::receive))
+        .route("/zalo/oauth/callback", get(zalo::oauth::callback))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
         .fallback(|| async { error::ApiError::not_found("no such endpoint").into_response() })
@@ -94,8 +100,15 @@ pub async fn start(
 ) -> Result<Running> {
     let addr = listener.local_addr()?;
     let (stop, shutdown) = watch::channel(false);
+    let zalo = zalo::ZaloHub::new(&config.zalo, hub.clone());
+    if let Some(z) = &zalo {
+        z.start_workers();
+    } else {
+        tracing::warn!("no [zalo] app_id configured: connecting OAs and webhooks are disabled");
+    }
     let app = Arc::new(AppCtx {
         hub: hub.clone(),
+        zalo,
         config,
         shutdown: shutdown.clone(),
     });

@@ -8,15 +8,25 @@ use std::path::Path;
 mod group_commit;
 pub use group_commit::GroupCommit;
 
-/// One atomic set of writes.
+/// One atomic set of writes. Later writes to a key win; `get` reads the batch's own writes so a
+/// change can build on what it already wrote.
 #[derive(Default, Debug)]
 pub struct Batch {
     ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    latest: std::collections::HashMap<Vec<u8>, usize>,
 }
 
 impl Batch {
     pub fn put(&mut self, key: impl Into<Vec<u8>>, value: Vec<u8>) {
-        self.ops.push((key.into(), Some(value)));
+        self.push(key.into(), Some(value));
+    }
+    fn push(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
+        self.latest.insert(key.clone(), self.ops.len());
+        self.ops.push((key, value));
+    }
+    /// `Some(None)`: deleted in this batch; `None`: not touched by it.
+    pub fn get(&self, key: &[u8]) -> Option<Option<&[u8]>> {
+        self.latest.get(key).map(|&i| self.ops[i].1.as_deref())
     }
     pub fn put_json<T: Serialize>(&mut self, key: impl Into<Vec<u8>>, value: &T) {
         self.put(
@@ -25,7 +35,7 @@ impl Batch {
         );
     }
     pub fn delete(&mut self, key: impl Into<Vec<u8>>) {
-        self.ops.push((key.into(), None));
+        self.push(key.into(), None);
     }
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()

@@ -29,22 +29,35 @@ pub async fn start_hub() -> TestHub {
     start_hub_with(Config::default(), 100_000).await
 }
 
-pub async fn start_hub_with(mut config: Config, retention: u64) -> TestHub {
-    let dir = temp_dir("it");
+pub async fn start_hub_with(config: Config, retention: u64) -> TestHub {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    start_hub_on(config, retention, listener, temp_dir("it")).await
+}
+
+pub async fn start_hub_on(
+    mut config: Config,
+    retention: u64,
+    listener: tokio::net::TcpListener,
+    dir: PathBuf,
+) -> TestHub {
     config.server.event_retention = retention;
     let hub = Hub::open(Arc::new(SledStore::open(&dir).unwrap()), retention).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let running = server::start(config, hub.clone(), listener).await.unwrap();
     let base = format!("http://{}", running.addr);
-    let (admin, admin_token) = hub
-        .create_account(sop_console::wire::NewAccount {
-            email: "admin@sop.vn".into(),
-            username: "CuongLM".into(),
-            name: "Cuong Le Manh".into(),
-            role: Role::Admin,
-        })
-        .await
-        .unwrap();
+    // Reopening a data dir (restart tests) keeps the first admin.
+    let existing = hub.read(|st| st.find_account("CuongLM").cloned());
+    let (admin, admin_token) = match existing {
+        Some(a) => hub.rotate_token(&a.id).await.unwrap(),
+        None => hub
+            .create_account(sop_console::wire::NewAccount {
+                email: "admin@sop.vn".into(),
+                username: "CuongLM".into(),
+                name: "Cuong Le Manh".into(),
+                role: Role::Admin,
+            })
+            .await
+            .unwrap(),
+    };
     TestHub {
         running: Some(running),
         hub,
@@ -64,8 +77,22 @@ impl TestHub {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 
+    /// Stops the server but keeps the data dir (for restart tests); returns the dir.
+    pub async fn stop_keep_data(mut self) -> PathBuf {
+        if let Some(r) = self.running.take() {
+            r.stop().await;
+        }
+        std::mem::take(&mut self.dir)
+    }
+
     /// Any request; returns the status and the JSON body (Null when empty or not JSON).
-    pub async fn call(&self, method: Method, path: &str, token: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some(t) = token {
             req = req.bearer_auth(t);
@@ -76,7 +103,10 @@ impl TestHub {
         let resp = req.send().await.expect("request");
         let status = resp.status();
         let bytes = resp.bytes().await.unwrap_or_default();
-        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
     }
 
     pub async fn get(&self, path: &str, token: &str) -> (StatusCode, Value) {
@@ -96,14 +126,21 @@ impl TestHub {
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
-        (serde_json::from_value(body["account"].clone()).unwrap(), body["token"].as_str().unwrap().to_string())
+        (
+            serde_json::from_value(body["account"].clone()).unwrap(),
+            body["token"].as_str().unwrap().to_string(),
+        )
     }
 
     /// A connected page (the OAuth flow is exercised by the Zalo tests).
     pub async fn page(&self, oa_id: &str) -> Connection {
         self.hub
             .upsert_connection(
-                OaInfo { oa_id: oa_id.into(), name: format!("OA {oa_id}"), ..Default::default() },
+                OaInfo {
+                    oa_id: oa_id.into(),
+                    name: format!("OA {oa_id}"),
+                    ..Default::default()
+                },
                 &self.admin.id,
                 TokenPair::default(),
             )
@@ -112,7 +149,13 @@ impl TestHub {
             .0
     }
 
-    pub async fn rule(&self, name: &str, pages: &[&Connection], members: &[&str], method: &str) -> Rule {
+    pub async fn rule(
+        &self,
+        name: &str,
+        pages: &[&Connection],
+        members: &[&str],
+        method: &str,
+    ) -> Rule {
         let (status, body) = self
             .post(
                 "/api/v1/rules",
@@ -165,19 +208,27 @@ pub mod ws {
     use sop_console::wire::Frame;
     use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
 
-    pub type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+    pub type Socket = tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >;
 
     pub async fn connect(url: &str, token: &str) -> Socket {
         let mut req = url.into_client_request().unwrap();
-        req.headers_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
-        tokio_tungstenite::connect_async(req).await.expect("websocket connect").0
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        tokio_tungstenite::connect_async(req)
+            .await
+            .expect("websocket connect")
+            .0
     }
 
     /// The next frame, or None when the socket closed or nothing arrived within `wait`.
     pub async fn next(sock: &mut Socket, wait: std::time::Duration) -> Option<Frame> {
         loop {
             match tokio::time::timeout(wait, sock.next()).await {
-                Ok(Some(Ok(Message::Text(t)))) => return Some(serde_json::from_str(&t).expect("frame json")),
+                Ok(Some(Ok(Message::Text(t)))) => {
+                    return Some(serde_json::from_str(&t).expect("frame json"))
+                }
                 Ok(Some(Ok(Message::Ping(p)))) => {
                     let _ = sock.send(Message::Pong(p)).await;
                 }
@@ -186,4 +237,171 @@ pub mod ws {
             }
         }
     }
+}
+
+/// A real simulator and a real hub wired to each other on loopback.
+pub struct Stack {
+    pub t: TestHub,
+    pub sim: Arc<sop_console::sim::Sim>,
+    pub sim_base: String,
+}
+
+pub const APP_ID: &str = "3608465249409039670";
+pub const APP_SECRET: &str = "app-secret-for-oauth";
+pub const OA_SECRET: &str = "oa-secret-key-for-webhooks";
+
+pub async fn start_stack() -> Stack {
+    start_stack_in(temp_dir("stack")).await
+}
+
+/// Starts (or restarts, on an existing data dir) the hub with a fresh simulator.
+pub async fn start_stack_in(dir: PathBuf) -> Stack {
+    let hub_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hub_addr = hub_listener.local_addr().unwrap();
+    let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim_base = format!("http://{}", sim_listener.local_addr().unwrap());
+    let redirect = format!("http://{hub_addr}/zalo/oauth/callback");
+    let sim = sop_console::sim::Sim::new(sop_console::sim::SimConfig {
+        webhook: format!("http://{hub_addr}/zalo/webhook"),
+        app_id: APP_ID.into(),
+        app_secret: APP_SECRET.into(),
+        oa_secret_key: OA_SECRET.into(),
+        redirect_uri: Some(redirect.clone()),
+        retry_scale: 0.001,
+        ..Default::default()
+    })
+    .unwrap();
+    sop_console::sim::spawn(sim.clone(), sim_listener).unwrap();
+    let mut config = Config::default();
+    config.zalo.app_id = APP_ID.into();
+    config.zalo.app_secret = APP_SECRET.into();
+    config.zalo.oa_secret_key = OA_SECRET.into();
+    config.zalo.redirect_uri = redirect;
+    config.zalo.oauth_base = sim_base.clone();
+    config.zalo.api_base = sim_base.clone();
+    let t = start_hub_on(config, 1_000_000, hub_listener, dir).await;
+    Stack { t, sim, sim_base }
+}
+
+impl Stack {
+    pub async fn sim_post(&self, path: &str, body: Value) -> Value {
+        let r = self
+            .t
+            .http
+            .post(format!("{}/sim{path}", self.sim_base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "sim {path}: {}", r.status());
+        r.json().await.unwrap_or(Value::Null)
+    }
+
+    pub async fn sim_get(&self, path: &str) -> Value {
+        self.t
+            .http
+            .get(format!("{}/sim{path}", self.sim_base))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Creates an OA at the simulator; `customers` are (user_id, name, days since last interaction).
+    pub async fn sim_oa(&self, oa_id: &str, name: &str, customers: &[(&str, &str, i64)]) {
+        let now = now_ms();
+        let customers: Vec<Value> = customers
+            .iter()
+            .map(|(id, n, days)| json!({"user_id": id, "name": n, "last_interaction": now - days * DAY_MS}))
+            .collect();
+        self.sim_post("/oas", json!({"oa_id": oa_id, "name": name, "admins": ["zalo-admin-1"], "customers": customers})).await;
+    }
+
+    /// Walks the consent flow as a browser would: authorize → consent page → "Cho phép" →
+    /// redirect to the hub's callback. Returns the callback page's status and body.
+    pub async fn connect(
+        &self,
+        oa_id: &str,
+        zalo_user: &str,
+        decision: &str,
+    ) -> (StatusCode, String) {
+        let (status, auth) = self
+            .t
+            .post(
+                "/api/v1/connections/zalo/authorize",
+                &self.t.admin_token,
+                json!({}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{auth}");
+        let url = url::Url::parse(auth["authorization_url"].as_str().unwrap()).unwrap();
+        let browser = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let page = browser.get(url.clone()).send().await.unwrap();
+        assert_eq!(page.status(), 200);
+        let html = page.text().await.unwrap();
+        assert!(
+            html.contains("Cho phép") && html.contains("Từ chối"),
+            "{html}"
+        );
+        let q: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
+        assert!(
+            q.contains_key("code_challenge")
+                && q.contains_key("state")
+                && q.contains_key("redirect_uri")
+        );
+        let form = [
+            ("app_id", q["app_id"].as_str()),
+            ("redirect_uri", q["redirect_uri"].as_str()),
+            ("code_challenge", q["code_challenge"].as_str()),
+            ("state", q["state"].as_str()),
+            ("oa_id", oa_id),
+            ("zalo_user", zalo_user),
+            ("decision", decision),
+        ];
+        let resp = browser
+            .post(format!("{}/v4/oa/permission", self.sim_base))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        if resp.status() != 303 && resp.status() != 302 {
+            let s = resp.status();
+            return (s, resp.text().await.unwrap());
+        }
+        let location = resp.headers()["location"].to_str().unwrap().to_string();
+        let cb = browser.get(location).send().await.unwrap();
+        let s = cb.status();
+        (s, cb.text().await.unwrap())
+    }
+
+    /// A customer writes to the OA through the simulator (a signed webhook follows).
+    pub async fn customer_says(&self, oa_id: &str, user: &str, text: &str) -> String {
+        let r = self
+            .sim_post(
+                &format!("/oas/{oa_id}/customers/{user}/messages"),
+                json!({"kind": "text", "text": text}),
+            )
+            .await;
+        r["msg_id"].as_str().unwrap().to_string()
+    }
+}
+
+/// Polls `check` until it returns Some, for up to 15 seconds.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    for _ in 0..300 {
+        if let Some(v) = check().await {
+            return v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
 }

@@ -500,7 +500,13 @@ fn save_rule(
 }
 
 /// "Xử lý hội thoại cũ": distributes the selected unattended conversations of the rule's pages.
-fn apply_old_conversations(st: &mut State, tx: &mut Tx, rule_id: &str, now: Ms, metrics: &Metrics) {
+pub(super) fn apply_old_conversations(
+    st: &mut State,
+    tx: &mut Tx,
+    rule_id: &str,
+    now: Ms,
+    metrics: &Metrics,
+) {
     let rule = st.rules[rule_id].clone();
     let mut selected: Vec<&Conversation> = st
         .conversations

@@ -321,6 +321,11 @@ impl Hub {
         Ok(self.store.scan_json("job/")?)
     }
 
+    /// The job as stored now (`None` once finished).
+    pub fn outbound_job(&self, message_id: &str) -> HubResult<Option<OutboundJob>> {
+        Ok(self.store.get_json(&format!("job/{message_id}"))?)
+    }
+
     pub async fn reschedule_job(&self, job: OutboundJob) -> HubResult<()> {
         self.write(|_, tx| {
             tx.batch.put_json(format!("job/{}", job.message_id), &job);
@@ -338,7 +343,7 @@ impl Hub {
         let store = self.store.clone();
         let r = self
             .write(|st, tx| {
-                let mut msg = load_message(&*store, message_id)?;
+                let mut msg = load_message(&*store, tx, message_id)?;
                 let conn_id = st
                     .conversations
                     .get(&msg.conversation_id)
@@ -373,89 +378,42 @@ impl Hub {
         c.fetch_add(1, Ordering::Relaxed);
         Ok(r)
     }
-
-    /// Applies a delivery receipt (delivered / seen) to the message Zalo knows by `zalo_msg_id`.
-    /// States only move forward. Returns false when no such message is known.
-    pub async fn update_delivery(
-        &self,
-        conn_id: &str,
-        zalo_msg_id: &str,
-        state: Delivery,
-    ) -> HubResult<bool> {
-        let store = self.store.clone();
-        self.write(|st, tx| {
-            let Some(id) = store.get_json::<String>(&format!("zmid/{conn_id}/{zalo_msg_id}"))?
-            else {
-                return Ok(false);
-            };
-            let mut msg = load_message(&*store, &id)?;
-            if msg.direction == Direction::Outbound
-                && msg
-                    .delivery
-                    .is_some_and(|d| d < state && d != Delivery::Failed)
-            {
-                msg.delivery = Some(state);
-                put_message(st, tx, &msg);
-            }
-            Ok(true)
-        })
-        .await
-    }
-
-    /// Finds the outbound message a Zalo `oa_send_*` echo is about: by msg_id, or else the newest
-    /// reply in that conversation with the same text that has no Zalo id yet (the echo overtook
-    /// the send's response).
-    pub fn match_echo(
-        &self,
-        conn_id: &str,
-        user_id: &str,
-        zalo_msg_id: &str,
-        text: &str,
-    ) -> HubResult<Option<MessageId>> {
-        if let Some(id) = self
-            .store
-            .get_json::<String>(&format!("zmid/{conn_id}/{zalo_msg_id}"))?
-        {
-            return Ok(Some(id));
-        }
-        let Some(conv_id) = self.read(|st| {
-            st.by_customer
-                .get(&(conn_id.to_string(), user_id.to_string()))
-                .cloned()
-        }) else {
-            return Ok(None);
-        };
-        let page = self.store.range(
-            format!("msg/{conv_id}/").as_bytes(),
-            &prefix_end(format!("msg/{conv_id}/").as_bytes()),
-            true,
-            20,
-        )?;
-        for (_, v) in page {
-            let m: Message =
-                serde_json::from_slice(&v).map_err(|e| HubError::Internal(e.into()))?;
-            if m.direction == Direction::Outbound
-                && m.client_key.is_some()
-                && m.zalo_msg_id.is_none()
-                && m.text == text
-            {
-                return Ok(Some(m.id));
-            }
-        }
-        Ok(None)
-    }
 }
 
-fn load_message(store: &dyn Store, id: &str) -> HubResult<Message> {
-    let conv: String = store
-        .get_json(&format!("mref/{id}"))?
-        .ok_or_else(|| HubError::NotFound(format!("message {id} not found")))?;
-    store
-        .get_json(&key_msg(&conv, message_seq(id)))?
-        .ok_or_else(|| HubError::NotFound(format!("message {id} not found")))
+pub(super) fn load_message(store: &dyn Store, tx: &Tx, id: &str) -> HubResult<Message> {
+    let missing = || HubError::NotFound(format!("message {id} not found"));
+    let conv: String = tx
+        .lookup(store, &format!("mref/{id}"))?
+        .ok_or_else(missing)?;
+    tx.lookup(store, &key_msg(&conv, message_seq(id)))?
+        .ok_or_else(missing)
 }
 
-fn put_message(st: &State, tx: &mut Tx, msg: &Message) {
+/// Moves an outbound message's delivery state forward (never back, never out of `failed`).
+pub(super) fn apply_delivery(
+    st: &State,
+    tx: &mut Tx,
+    store: &dyn Store,
+    conn_id: &str,
+    zalo_msg_id: &str,
+    state: Delivery,
+) -> HubResult<bool> {
+    let Some(id) = tx.lookup::<String>(store, &format!("zmid/{conn_id}/{zalo_msg_id}"))? else {
+        return Ok(false);
+    };
+    let mut msg = load_message(store, tx, &id)?;
+    if msg.direction == Direction::Outbound
+        && msg
+            .delivery
+            .is_some_and(|d| d < state && d != Delivery::Failed)
+    {
+        msg.delivery = Some(state);
+        put_message(st, tx, &msg);
+    }
+    Ok(true)
+}
+
+pub(super) fn put_message(st: &State, tx: &mut Tx, msg: &Message) {
     tx.batch
         .put_json(key_msg(&msg.conversation_id, message_seq(&msg.id)), msg);
     tx.batch
@@ -595,7 +553,7 @@ fn reply(
         ));
     }
     if let Some(id) = store.get_json::<String>(&format!("ckey/{}/{key}", who.id))? {
-        return load_message(store, &id);
+        return load_message(store, tx, &id);
     }
     let text = crate::model::text::nfc(&input.text);
     let chars = crate::model::text::char_count(&text);
@@ -698,7 +656,7 @@ pub(crate) fn preview_of(m: &Message) -> String {
     body.chars().take(120).collect()
 }
 
-fn ingest(
+pub(super) fn ingest(
     st: &mut State,
     tx: &mut Tx,
     store: &dyn Store,
@@ -712,7 +670,7 @@ fn ingest(
         )));
     };
     if let Some(zid) = &msg.zalo_msg_id {
-        if let Some(existing) = store.get_json::<String>(&format!("zmid/{}/{zid}", conn.id))? {
+        if let Some(existing) = tx.lookup::<String>(store, &format!("zmid/{}/{zid}", conn.id))? {
             metrics.webhooks_duplicate.fetch_add(1, Ordering::Relaxed);
             return Ok(Ingested::Duplicate {
                 message_id: existing,

@@ -17,8 +17,9 @@ mod admin;
 pub use admin::OaInfo;
 mod conversations;
 mod metrics;
+mod webhooks;
 
-pub use conversations::{Inbound, Ingested};
+pub use conversations::{Inbound, Ingested, OutboundJob};
 pub use metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,7 @@ pub struct StoredEvent {
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 struct Counters {
     account: u64,
     connection: u64,
@@ -61,6 +63,7 @@ struct Counters {
     conversation: u64,
     message: u64,
     seq: u64,
+    webhook: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -89,6 +92,24 @@ pub struct Tx {
 }
 
 impl Tx {
+    /// Reads a record as this change sees it: its own writes first, then the store.
+    fn lookup<T: serde::de::DeserializeOwned>(
+        &self,
+        store: &dyn Store,
+        key: &str,
+    ) -> HubResult<Option<T>> {
+        let raw = match self.batch.get(key.as_bytes()) {
+            Some(v) => v.map(<[u8]>::to_vec),
+            None => store.get(key.as_bytes())?,
+        };
+        match raw {
+            Some(v) => Ok(Some(
+                serde_json::from_slice(&v).map_err(|e| HubError::Internal(e.into()))?,
+            )),
+            None => Ok(None),
+        }
+    }
+
     fn emit(&mut self, body: EventBody, audience: Vec<AccountId>) {
         self.events.push((body, audience));
     }

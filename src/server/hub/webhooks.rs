@@ -1,0 +1,288 @@
+//! Zalo webhooks inside the hub: a durable intake queue (the 200 to Zalo waits for it), and the
+//! batch that applies queued events and removes them from the queue in one atomic change — so an
+//! acknowledged event is applied exactly once, even across a crash.
+
+use super::conversations::{apply_delivery, ingest, put_message, Inbound};
+use super::*;
+use crate::zalo::events::{self, ChatMessage, WebhookEvent};
+
+fn key_queue(n: u64) -> String {
+    format!("whq/{n:020}")
+}
+
+/// What the caller should do after a batch: fetch customer profiles, and so on.
+#[derive(Debug, Default)]
+pub struct WebhookOutcome {
+    pub applied: usize,
+    /// (conversation, connection, Zalo user id) whose profile is missing or stale.
+    pub profiles_to_fetch: Vec<(ConversationId, ConnectionId, String)>,
+}
+
+/// Profiles older than this are refreshed when the customer writes again.
+const PROFILE_TTL_MS: Ms = DAY_MS;
+
+impl Hub {
+    /// Makes a verified webhook body durable before Zalo gets its 200.
+    pub async fn enqueue_webhook(&self, raw: &[u8]) -> HubResult<u64> {
+        self.write(|st, tx| {
+            st.counters.webhook += 1;
+            tx.batch.put(key_queue(st.counters.webhook), raw.to_vec());
+            Ok(st.counters.webhook)
+        })
+        .await
+    }
+
+    /// The oldest queued webhooks.
+    pub fn queued_webhooks(&self, limit: usize) -> HubResult<Vec<(u64, Vec<u8>)>> {
+        let rows = self
+            .store
+            .range(b"whq/", &prefix_end(b"whq/"), false, limit)?;
+        Ok(rows
+            .into_iter()
+            .map(|(k, v)| {
+                let n = String::from_utf8_lossy(&k[4..]).parse().unwrap_or(0);
+                (n, v)
+            })
+            .collect())
+    }
+
+    /// Applies queued webhooks in order and dequeues them, all in one atomic change.
+    pub async fn apply_webhooks(&self, items: Vec<(u64, Vec<u8>)>) -> HubResult<WebhookOutcome> {
+        let metrics = self.metrics.clone();
+        let store = self.store.clone();
+        self.write(|st, tx| {
+            let mut out = WebhookOutcome::default();
+            for (n, raw) in items {
+                tx.batch.delete(key_queue(n));
+                let value: serde_json::Value =
+                    serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null);
+                apply_one(st, tx, &*store, n, &value, &metrics, &mut out)?;
+                out.applied += 1;
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Re-applies a page's rule's old-conversation handling (after a history sync).
+    pub async fn redistribute_old(&self, conn_id: &str) -> HubResult<()> {
+        let metrics = self.metrics.clone();
+        self.write(|st, tx| {
+            if let Some(rule_id) = st.connections.get(conn_id).and_then(|c| c.rule_id.clone()) {
+                let now = now_ms();
+                super::admin::apply_old_conversations(st, tx, &rule_id, now, &metrics);
+                st.drain_rule_queue(tx, &rule_id, now);
+            }
+            Ok(())
+        })
+        .await
+    }
+}
+
+/// Unknown or unroutable events are kept as they came.
+fn store_raw(tx: &mut Tx, n: u64, value: &serde_json::Value, why: &str) {
+    tracing::info!(
+        n,
+        why,
+        event = value["event_name"].as_str().unwrap_or("?"),
+        "webhook stored raw"
+    );
+    tx.batch.put_json(format!("raw/{n:020}"), value);
+}
+
+fn apply_one(
+    st: &mut State,
+    tx: &mut Tx,
+    store: &dyn Store,
+    n: u64,
+    value: &serde_json::Value,
+    metrics: &Metrics,
+    out: &mut WebhookOutcome,
+) -> HubResult<()> {
+    let event = events::parse(value);
+    let conn_of = |st: &State, oa_id: &str| st.connection_by_oa(oa_id).map(|c| c.id.clone());
+    match event {
+        WebhookEvent::UserMessage(m) => {
+            let Some(conn_id) = conn_of(st, &m.oa_id) else {
+                store_raw(tx, n, value, "no connection for this OA");
+                return Ok(());
+            };
+            let inbound = to_inbound(&conn_id, &m, Direction::Inbound, String::new(), None);
+            if let Ingested::New { conversation, .. } = ingest(st, tx, store, inbound, metrics)? {
+                if conversation.customer.fetched_at < now_ms() - PROFILE_TTL_MS
+                    && !out.profiles_to_fetch.iter().any(|p| p.0 == conversation.id)
+                {
+                    out.profiles_to_fetch.push((
+                        conversation.id.clone(),
+                        conn_id,
+                        m.user_id.clone(),
+                    ));
+                }
+            }
+        }
+        WebhookEvent::OaMessage(m) => {
+            let Some(conn_id) = conn_of(st, &m.oa_id) else {
+                store_raw(tx, n, value, "no connection for this OA");
+                return Ok(());
+            };
+            match match_echo(st, tx, store, &conn_id, &m)? {
+                Some(mut ours) => {
+                    // Our own send, echoed: record Zalo's id (the echo may overtake the send's response).
+                    if ours.zalo_msg_id.is_none() {
+                        ours.zalo_msg_id = Some(m.msg_id.clone());
+                        tx.batch
+                            .put_json(format!("zmid/{conn_id}/{}", m.msg_id), &ours.id);
+                        if ours.delivery.is_none_or(|d| d < Delivery::Sent) {
+                            ours.delivery = Some(Delivery::Sent);
+                        }
+                        put_message(st, tx, &ours);
+                    }
+                }
+                None => {
+                    // Staff replying from Zalo's own OA Manager: shown as an outbound message.
+                    let inbound = to_inbound(
+                        &conn_id,
+                        &m,
+                        Direction::Outbound,
+                        "OA Manager".into(),
+                        Some(value.clone()),
+                    );
+                    ingest(st, tx, store, inbound, metrics)?;
+                }
+            }
+        }
+        WebhookEvent::Delivered { oa_id, msg_ids } | WebhookEvent::Seen { oa_id, msg_ids } => {
+            let state = if value["event_name"] == "user_seen_message" {
+                Delivery::Seen
+            } else {
+                Delivery::Delivered
+            };
+            let Some(conn_id) = conn_of(st, &oa_id) else {
+                store_raw(tx, n, value, "no connection for this OA");
+                return Ok(());
+            };
+            for id in msg_ids {
+                if !apply_delivery(st, tx, store, &conn_id, &id, state)? {
+                    store_raw(tx, n, value, "receipt for an unknown message");
+                }
+            }
+        }
+        WebhookEvent::SubmitInfo {
+            oa_id,
+            user_id,
+            info,
+            at,
+        } => {
+            let Some(conn_id) = conn_of(st, &oa_id) else {
+                store_raw(tx, n, value, "no connection for this OA");
+                return Ok(());
+            };
+            let fields: Vec<String> = info
+                .as_object()
+                .map(|o| {
+                    o.iter()
+                        .map(|(k, v)| {
+                            format!(
+                                "{k}: {}",
+                                v.as_str()
+                                    .map(str::to_string)
+                                    .unwrap_or_else(|| v.to_string())
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let inbound = Inbound {
+                connection_id: conn_id,
+                customer_user_id: user_id,
+                direction: Direction::Inbound,
+                sender_name: String::new(),
+                zalo_msg_id: Some(format!("submit-info-{n}")),
+                kind: MessageKind::Other,
+                text: format!(
+                    "Khách hàng chia sẻ thông tin / shared info — {}",
+                    fields.join(", ")
+                ),
+                attachments: vec![],
+                quote_msg_id: None,
+                at,
+                origin: Origin::Live,
+                raw: Some(value.clone()),
+            };
+            ingest(st, tx, store, inbound, metrics)?;
+        }
+        WebhookEvent::PermissionRevoked { oa_id } => {
+            store_raw(tx, n, value, "permission revoked");
+            if let Some(mut conn) = st.connection_by_oa(&oa_id).cloned() {
+                conn.status = ConnectionStatus::NeedsReauth;
+                let reason = "Quyền truy cập đã bị thu hồi trong Zalo — cần kết nối lại / The OA revoked this app's permission in Zalo — reconnect the page".to_string();
+                conn.status_reason = Some(reason.clone());
+                conn.last_error = Some(reason);
+                st.put_connection(tx, conn, None);
+            }
+        }
+        WebhookEvent::Follow { .. } => store_raw(tx, n, value, "follow"),
+        WebhookEvent::Other { .. } => store_raw(tx, n, value, "unknown event"),
+    }
+    Ok(())
+}
+
+fn to_inbound(
+    conn_id: &str,
+    m: &ChatMessage,
+    direction: Direction,
+    sender_name: String,
+    raw: Option<serde_json::Value>,
+) -> Inbound {
+    Inbound {
+        connection_id: conn_id.to_string(),
+        customer_user_id: m.user_id.clone(),
+        direction,
+        sender_name,
+        zalo_msg_id: Some(m.msg_id.clone()),
+        kind: m.kind,
+        text: m.text.clone(),
+        attachments: m.attachments.clone(),
+        quote_msg_id: m.quote_msg_id.clone(),
+        at: m.at,
+        origin: Origin::Live,
+        raw: if m.kind == MessageKind::Other {
+            raw
+        } else {
+            None
+        },
+    }
+}
+
+/// The outbound message a Zalo `oa_send_*` echo is about: by msg_id, or else the newest of our
+/// replies in that conversation with the same text and no Zalo id yet (echo before response).
+fn match_echo(
+    st: &State,
+    tx: &Tx,
+    store: &dyn Store,
+    conn_id: &str,
+    m: &ChatMessage,
+) -> HubResult<Option<Message>> {
+    if let Some(id) = tx.lookup::<String>(store, &format!("zmid/{conn_id}/{}", m.msg_id))? {
+        return Ok(super::conversations::load_message(store, tx, &id).ok());
+    }
+    let Some(conv_id) = st
+        .by_customer
+        .get(&(conn_id.to_string(), m.user_id.clone()))
+    else {
+        return Ok(None);
+    };
+    let prefix = format!("msg/{conv_id}/");
+    for (_, v) in store.range(prefix.as_bytes(), &prefix_end(prefix.as_bytes()), true, 20)? {
+        let msg: Message = serde_json::from_slice(&v).map_err(|e| HubError::Internal(e.into()))?;
+        let msg = super::conversations::load_message(store, tx, &msg.id).unwrap_or(msg);
+        if msg.direction == Direction::Outbound
+            && msg.client_key.is_some()
+            && msg.zalo_msg_id.is_none()
+            && msg.text == crate::model::text::nfc(&m.text)
+        {
+            return Ok(Some(msg));
+        }
+    }
+    Ok(None)
+}

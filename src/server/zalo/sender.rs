@@ -1,0 +1,179 @@
+//! The outbound sender: durable reply jobs sent through `message/cs`, in order per conversation,
+//! in parallel across conversations; retried with backoff only for retryable Zalo codes.
+
+use super::ZaloHub;
+use crate::model::*;
+use crate::server::hub::OutboundJob;
+use crate::wire::OutboundKind;
+use crate::zalo::{human_reason, is_retryable, ZaloError};
+use base64::Engine;
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+const MAX_ATTEMPTS: u32 = 8;
+
+fn backoff_ms(attempts: u32) -> Ms {
+    (500 * 2i64.pow(attempts.min(7))).min(60_000)
+}
+
+pub async fn run(z: Arc<ZaloHub>) {
+    let busy: Arc<Mutex<HashSet<ConversationId>>> = Arc::default();
+    loop {
+        let mut wait = Duration::from_secs(1);
+        match z.hub.outbound_jobs() {
+            Ok(jobs) => {
+                let now = now_ms();
+                let mut by_conv: BTreeMap<ConversationId, Vec<OutboundJob>> = BTreeMap::new();
+                for job in jobs {
+                    by_conv
+                        .entry(job.conversation_id.clone())
+                        .or_default()
+                        .push(job);
+                }
+                for (conv, mut jobs) in by_conv {
+                    jobs.sort_by_key(|j| {
+                        j.message_id
+                            .trim_start_matches('m')
+                            .parse::<u64>()
+                            .unwrap_or(0)
+                    });
+                    let first_due = jobs[0].next_attempt_at;
+                    if first_due > now {
+                        wait = wait.min(Duration::from_millis((first_due - now) as u64));
+                        continue;
+                    }
+                    if !busy.lock().insert(conv.clone()) {
+                        continue;
+                    }
+                    let (z, busy) = (z.clone(), busy.clone());
+                    tokio::spawn(async move {
+                        for job in jobs {
+                            if !send_job(&z, job).await {
+                                break; // keep the conversation's order: later replies wait
+                            }
+                        }
+                        busy.lock().remove(&conv);
+                        z.hub.outbox_ready.notify_one();
+                    });
+                }
+            }
+            Err(e) => tracing::error!("cannot read outbound jobs: {e}"),
+        }
+        let _ = tokio::time::timeout(wait, z.hub.outbox_ready.notified()).await;
+    }
+}
+
+/// Sends one job; false when it was rescheduled (so later jobs of the conversation wait).
+async fn send_job(z: &ZaloHub, job: OutboundJob) -> bool {
+    // The list this job came from may predate its completion by the conversation's previous
+    // task; only this task (it holds the conversation) can finish it from here on.
+    let mut job = match z.hub.outbound_job(&job.message_id) {
+        Ok(Some(current)) => current,
+        Ok(None) => return true,
+        Err(e) => {
+            tracing::error!("cannot read job {}: {e}", job.message_id);
+            return false;
+        }
+    };
+    if job.next_attempt_at > now_ms() {
+        return false;
+    }
+    let result = attempt(z, &job).await;
+    let finish = match result {
+        Ok(zalo_id) => Ok(zalo_id),
+        Err(e) if is_retryable(e.code) && job.attempts + 1 < MAX_ATTEMPTS => {
+            job.attempts += 1;
+            job.next_attempt_at = now_ms() + backoff_ms(job.attempts);
+            tracing::info!(message = %job.message_id, attempts = job.attempts, "retrying send after {e}");
+            if let Err(e) = z.hub.reschedule_job(job).await {
+                tracing::error!("cannot reschedule: {e}");
+            }
+            return false;
+        }
+        Err(e) => Err((e.code, human_reason(e.code, &e.message))),
+    };
+    if let Err(e) = z.hub.finish_job(&job.message_id, finish).await {
+        tracing::error!(message = %job.message_id, "cannot record the send: {e}");
+    }
+    true
+}
+
+async fn attempt(z: &ZaloHub, job: &OutboundJob) -> Result<String, ZaloError> {
+    let msg = z.hub.message(&job.message_id).map_err(|e| ZaloError {
+        code: -201,
+        message: e.to_string(),
+    })?;
+    let (conn_id, user_id) = z
+        .hub
+        .read(|st| {
+            st.conversation(&msg.conversation_id)
+                .map(|c| (c.connection_id.clone(), c.customer.user_id.clone()))
+        })
+        .ok_or_else(|| ZaloError {
+            code: -201,
+            message: "the conversation was removed".into(),
+        })?;
+
+    // Upload first: image/gif give an attachment_id, files a token.
+    let mut message = match &job.attachment {
+        None => json!({"text": msg.text}),
+        Some(a) => {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(&a.content_base64)
+                .map_err(|e| ZaloError {
+                    code: -201,
+                    message: e.to_string(),
+                })?;
+            let kind = match a.kind {
+                OutboundKind::Image => "image",
+                OutboundKind::Gif => "gif",
+                OutboundKind::File => "file",
+            };
+            let id = z
+                .with_token(&conn_id, |t| {
+                    let (client, name, bytes) = (z.client.clone(), a.name.clone(), bytes.clone());
+                    async move { client.upload(&t, kind, &name, bytes).await }
+                })
+                .await?;
+            match a.kind {
+                OutboundKind::File => {
+                    json!({"attachment": {"type": "file", "payload": {"token": id}}})
+                }
+                _ => {
+                    let mut el = json!({"media_type": kind, "attachment_id": id});
+                    if a.kind == OutboundKind::Gif {
+                        el["width"] = json!(120);
+                        el["height"] = json!(120);
+                    }
+                    let mut m = json!({"attachment": {"type": "template", "payload": {"template_type": "media", "elements": [el]}}});
+                    if !msg.text.is_empty() {
+                        m["text"] = json!(msg.text);
+                    }
+                    m
+                }
+            }
+        }
+    };
+    if let Some(q) = &msg.quote_msg_id {
+        message["quote_message_id"] = json!(q);
+    }
+    let send = |message: Value| {
+        let (client, user_id) = (z.client.clone(), user_id.clone());
+        move |t: String| {
+            let (client, user_id, message) = (client.clone(), user_id.clone(), message.clone());
+            async move { client.send_cs(&t, &user_id, message).await }
+        }
+    };
+    match z.with_token(&conn_id, send(message.clone())).await {
+        // A stale quote fails the whole send: send it again without the quote.
+        Err(e) if e.code == -201 && msg.quote_msg_id.is_some() => {
+            let mut plain = message;
+            plain.as_object_mut().map(|o| o.remove("quote_message_id"));
+            z.with_token(&conn_id, send(plain)).await
+        }
+        other => other,
+    }
+}

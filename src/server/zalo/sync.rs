@@ -1,0 +1,131 @@
+//! History sync on connect: recent threads (`listrecentchat`) and their messages
+//! (`conversation`), paged by 10 as Zalo requires, stored as `history` conversations — no unread,
+//! no bell — then the page's rule's old-conversation handling applies.
+
+use super::ZaloHub;
+use crate::model::*;
+use crate::server::hub::Inbound;
+use crate::zalo::events::id_str;
+use serde_json::Value;
+use std::sync::Arc;
+
+const PAGE: u32 = 10;
+const MAX_THREADS: u32 = 2000;
+const MAX_MESSAGES_PER_THREAD: u32 = 500;
+
+pub async fn sync_history(z: Arc<ZaloHub>, conn_id: ConnectionId) {
+    match sync(&z, &conn_id).await {
+        Ok((threads, messages)) => tracing::info!(conn_id, threads, messages, "history synced"),
+        Err(e) => tracing::warn!(conn_id, "history sync stopped: {e}"),
+    }
+    if let Err(e) = z.hub.redistribute_old(&conn_id).await {
+        tracing::warn!(conn_id, "old-conversation handling failed: {e}");
+    }
+}
+
+/// The customer's side of a row: `src` 1 = from the customer.
+fn customer_of(row: &Value) -> Option<(String, String)> {
+    let from_customer = row["src"].as_i64() == Some(1) || row["src"].as_str() == Some("1");
+    let (id, name) = if from_customer {
+        ("from_id", "from_display_name")
+    } else {
+        ("to_id", "to_display_name")
+    };
+    Some((
+        id_str(&row[id])?,
+        row[name].as_str().unwrap_or_default().to_string(),
+    ))
+}
+
+async fn sync(z: &ZaloHub, conn_id: &str) -> Result<(usize, usize), crate::zalo::ZaloError> {
+    let mut users: Vec<(String, String)> = Vec::new();
+    let mut offset = 0;
+    while offset < MAX_THREADS {
+        let rows = z
+            .with_token(conn_id, |t| {
+                let client = z.client.clone();
+                async move { client.list_recent_chat(&t, offset, PAGE).await }
+            })
+            .await?;
+        if rows.is_empty() {
+            break; // short pages are not the end (reference §4.8); an empty one is
+        }
+        for row in &rows {
+            if let Some(u) = customer_of(row) {
+                if !users.iter().any(|(id, _)| id == &u.0) {
+                    users.push(u);
+                }
+            }
+        }
+        offset += PAGE;
+    }
+    let mut messages = 0;
+    for (user_id, name) in &users {
+        let mut offset = 0;
+        while offset < MAX_MESSAGES_PER_THREAD {
+            let rows = z
+                .with_token(conn_id, |t| {
+                    let (client, user_id) = (z.client.clone(), user_id.clone());
+                    async move { client.conversation(&t, &user_id, offset, PAGE).await }
+                })
+                .await?;
+            if rows.is_empty() {
+                break;
+            }
+            for row in rows {
+                let from_customer =
+                    row["src"].as_i64() == Some(1) || row["src"].as_str() == Some("1");
+                let Some(msg_id) = id_str(&row["message_id"]) else {
+                    continue;
+                };
+                let kind = MessageKind::from_zalo(row["type"].as_str().unwrap_or("text"));
+                let url = row["url"]
+                    .as_str()
+                    .or(row["thumb"].as_str())
+                    .unwrap_or_default()
+                    .to_string();
+                let inbound = Inbound {
+                    connection_id: conn_id.to_string(),
+                    customer_user_id: user_id.clone(),
+                    direction: if from_customer {
+                        Direction::Inbound
+                    } else {
+                        Direction::Outbound
+                    },
+                    sender_name: if from_customer {
+                        name.clone()
+                    } else {
+                        String::new()
+                    },
+                    zalo_msg_id: Some(msg_id),
+                    kind,
+                    text: row["message"].as_str().unwrap_or_default().to_string(),
+                    attachments: if url.is_empty() {
+                        vec![]
+                    } else {
+                        vec![Attachment {
+                            kind: kind.as_str().into(),
+                            url,
+                            name: String::new(),
+                            size: None,
+                        }]
+                    },
+                    quote_msg_id: None,
+                    at: row["time"]
+                        .as_i64()
+                        .or_else(|| id_str(&row["time"]).and_then(|s| s.parse().ok()))
+                        .unwrap_or(0),
+                    origin: Origin::History,
+                    raw: None,
+                };
+                if let Err(e) = z.hub.ingest(inbound).await {
+                    tracing::warn!("history message not stored: {e}");
+                } else {
+                    messages += 1;
+                }
+            }
+            offset += PAGE;
+        }
+    }
+    Ok((users.len(), messages))
+}
