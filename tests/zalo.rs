@@ -161,7 +161,8 @@ async fn seed_scenario_end_to_end() {
     .await;
     let conv_id = conv["id"].as_str().unwrap().to_string();
     let mut claims = Vec::new();
-    for token in tokens.values().cloned() {
+    for token in tokens.values() {
+        let token = token.clone();
         let (http, url) = (
             s.t.http.clone(),
             format!("{}/api/v1/conversations/{conv_id}/claim", s.t.base),
