@@ -6,6 +6,8 @@
 //! `console` (the TUI).
 
 pub mod config;
+pub mod console;
+pub mod demo;
 pub mod model;
 pub mod routing;
 pub mod server;

@@ -20,6 +20,46 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The agent console (the default).
+    Console {
+        /// Hub URL (else SOP_SERVER, the config file, or `sop login`'s saved server).
+        #[arg(long)]
+        server: Option<String>,
+        /// Bearer token (else SOP_TOKEN, the config file, or `sop login`'s saved token).
+        #[arg(long)]
+        token: Option<String>,
+        /// UI language: vi or en.
+        #[arg(long)]
+        lang: Option<String>,
+    },
+    /// Save a hub URL and token for the console (file mode 0600).
+    Login {
+        #[arg(long)]
+        server: String,
+        /// The token from `sop admin account add|token`; asked for when omitted.
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Everything in one process: hub, Zalo simulator, seeded accounts, the console as admin.
+    Demo {
+        /// Keep the demo's data here (default: a temporary directory).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Open the console as this account (HuongNT256, QueCT3, TriLM22; default the admin CuongLM).
+        #[arg(long = "as")]
+        as_user: Option<String>,
+        /// No console: print how to attach and serve until Ctrl-C.
+        #[arg(long)]
+        headless: bool,
+        /// Open Zalo's consent page in a browser instead of approving it automatically.
+        #[arg(long)]
+        browser: bool,
+        /// Seconds between simulated customer messages.
+        #[arg(long, default_value_t = 6)]
+        pace: u64,
+        #[arg(long, default_value = "vi")]
+        lang: String,
+    },
     /// Run the hub.
     Serve {
         #[arg(long)]
@@ -172,9 +212,33 @@ fn run(cli: Cli) -> Result<()> {
                 .unwrap_or_else(sop_console::server::default_data_dir);
             admin(&dir, command)
         }
-        None => anyhow::bail!(
-            "the console arrives with the next milestone; try `sop serve` or `sop --help`"
-        ),
+        None => console(config, None, None, None),
+        Some(Command::Console {
+            server,
+            token,
+            lang,
+        }) => console(config, server, token, lang),
+        Some(Command::Login { server, token }) => login(&server, token),
+        Some(Command::Demo {
+            data_dir,
+            as_user,
+            headless,
+            browser,
+            pace,
+            lang,
+        }) => {
+            let opts = sop_console::demo::DemoOptions {
+                data_dir,
+                as_user,
+                headless,
+                browser,
+                pace_secs: pace,
+                lang,
+            };
+            let log_dir = opts.data_dir.clone().unwrap_or_else(std::env::temp_dir);
+            init_file_logging(&log_dir.join("sop-demo.log"));
+            runtime()?.block_on(sop_console::demo::run(opts))
+        }
     }
 }
 
@@ -236,4 +300,118 @@ fn admin(dir: &std::path::Path, command: AdminCommand) -> Result<()> {
     };
     hub.shutdown();
     result
+}
+
+/// Where `sop login` keeps the server and token.
+fn credentials_path() -> Option<PathBuf> {
+    sop_console::config::project_dirs().map(|d| d.config_dir().join("credentials.toml"))
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Credentials {
+    server: String,
+    token: String,
+}
+
+fn login(server: &str, token: Option<String>) -> Result<()> {
+    let token = match token {
+        Some(t) => t,
+        None => {
+            eprint!("Token for {server}: ");
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim().to_string()
+        }
+    };
+    let api = sop_console::console::net::Api::new(server, &token);
+    let me = runtime()?
+        .block_on(api.me())
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let path = credentials_path().context("no config directory on this system")?;
+    std::fs::create_dir_all(path.parent().unwrap())?;
+    let text = toml::to_string(&Credentials {
+        server: server.to_string(),
+        token,
+    })?;
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)?;
+    f.write_all(text.as_bytes())?;
+    println!(
+        "logged in to {server} as {} ({}); saved to {}",
+        me.username,
+        me.name,
+        path.display()
+    );
+    Ok(())
+}
+
+fn console(
+    config: Config,
+    server: Option<String>,
+    token: Option<String>,
+    lang: Option<String>,
+) -> Result<()> {
+    let saved: Option<Credentials> = credentials_path()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|t| toml::from_str(&t).ok());
+    let server = server
+        .or(config.console.server.clone())
+        .or(saved.as_ref().map(|c| c.server.clone()))
+        .context("no hub given: use --server URL, SOP_SERVER, or `sop login --server URL` (try `sop demo`)")?;
+    let token = token
+        .or(config.console.token.clone())
+        .or(saved
+            .as_ref()
+            .filter(|c| c.server == server)
+            .map(|c| c.token.clone()))
+        .context("no token given: use --token, SOP_TOKEN, or `sop login --server URL`")?;
+    let dirs = sop_console::config::project_dirs();
+    if let Some(d) = &dirs {
+        init_file_logging(&d.data_dir().join("console.log"));
+    }
+    let keymap_text = dirs
+        .as_ref()
+        .and_then(|d| std::fs::read_to_string(d.config_dir().join("keymap.toml")).ok());
+    let keymap = sop_console::console::keymap::Keymap::load(keymap_text.as_deref())
+        .map_err(|e| anyhow::anyhow!(e))?;
+    let opts = sop_console::console::Options {
+        server,
+        token,
+        lang: sop_console::console::i18n::Lang::parse(
+            &lang.unwrap_or(config.console.language.clone()),
+        ),
+        keymap,
+        bell: config.console.bell,
+        mouse: config.console.mouse,
+        color: std::env::var_os("NO_COLOR").is_none(),
+        cache_root: dirs.map(|d| d.cache_dir().to_path_buf()),
+    };
+    runtime()?.block_on(sop_console::console::run(opts))
+}
+
+/// The console owns the terminal: logs go to a file.
+fn init_file_logging(path: &std::path::Path) {
+    use tracing_subscriber::EnvFilter;
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let Ok(file) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    else {
+        return;
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .try_init();
 }

@@ -157,6 +157,7 @@ struct SimState {
 
 pub struct Sim {
     cfg: SimConfig,
+    base: Mutex<String>,
     state: Mutex<SimState>,
     webhooks: webhooks::Outbox,
 }
@@ -187,6 +188,7 @@ impl Sim {
         let webhooks = webhooks::Outbox::start(cfg.clone());
         Ok(Arc::new(Sim {
             cfg,
+            base: Mutex::new(String::new()),
             state: Mutex::new(state),
             webhooks,
         }))
@@ -210,6 +212,20 @@ impl Sim {
     }
 
     /// Creates or replaces an OA (control API and demo seeding).
+    pub fn customer_ids(&self, oa_id: &str) -> Vec<String> {
+        self.state
+            .lock()
+            .oas
+            .get(oa_id)
+            .map(|o| o.customers.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// The simulator's own base URL (from its webhook-independent listen address).
+    pub fn base_url(&self) -> String {
+        self.base.lock().clone()
+    }
+
     pub fn set_auto_receipts(&self, on: bool) {
         self.state.lock().faults.auto_receipts = on;
     }
@@ -244,6 +260,7 @@ pub async fn serve(
 /// Starts the simulator in the background on a bound listener; returns its address.
 pub fn spawn(sim: Arc<Sim>, listener: tokio::net::TcpListener) -> Result<SocketAddr> {
     let addr = listener.local_addr()?;
+    *sim.base.lock() = format!("http://{addr}");
     tokio::spawn(async move {
         if let Err(e) = serve(sim, listener, std::future::pending()).await {
             tracing::error!("simulator stopped: {e}");

@@ -1,0 +1,61 @@
+//! The console's local cache (sled, one per server + account): the last snapshot, so the console
+//! opens instantly and works read-only offline, and the outbox, so a reply typed offline survives
+//! a restart and is sent exactly once (the hub dedupes by client key).
+
+use super::app::{OutboxItem, Snapshot};
+use crate::store::{Batch, SledStore, Store, StoreExt};
+use anyhow::Result;
+use sha2::Digest;
+use std::path::{Path, PathBuf};
+
+pub struct Cache {
+    store: SledStore,
+}
+
+pub enum Opened {
+    Ready(Cache),
+    /// Another console of the same user holds it.
+    Locked,
+}
+
+/// One directory per (server, token): different hubs or accounts never mix.
+pub fn cache_dir(root: &Path, server: &str, token: &str) -> PathBuf {
+    let h = sha2::Sha256::digest(format!("{server}\n{token}").as_bytes());
+    root.join(hex::encode(&h[..8]))
+}
+
+impl Cache {
+    pub fn open(dir: &Path) -> Result<Opened> {
+        match SledStore::open(dir) {
+            Ok(store) => Ok(Opened::Ready(Cache { store })),
+            Err(e) if e.to_string().contains("in use by another sop process") => Ok(Opened::Locked),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn load(&self) -> (Option<Snapshot>, Vec<OutboxItem>) {
+        let snapshot = self.store.get_json("snapshot").ok().flatten();
+        let outbox = self
+            .store
+            .get_json("outbox")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        (snapshot, outbox)
+    }
+
+    pub fn save_snapshot(&self, s: &Snapshot) -> Result<()> {
+        let mut b = Batch::default();
+        b.put_json("snapshot", s);
+        self.store.apply(b)?;
+        self.store.flush()
+    }
+
+    /// Written and flushed at once: the outbox is what must not be lost.
+    pub fn save_outbox(&self, outbox: &[OutboxItem]) -> Result<()> {
+        let mut b = Batch::default();
+        b.put_json("outbox", &outbox);
+        self.store.apply(b)?;
+        self.store.flush()
+    }
+}

@@ -1,0 +1,301 @@
+//! The agent console (`sop`): a ratatui TUI. One state owner (`app::App`) with a pure update and a
+//! pure view; terminal input, the live stream, HTTP calls and the cache run as tasks that send it
+//! messages. It redraws only when something changed.
+
+pub mod app;
+pub mod cache;
+pub mod i18n;
+pub mod keymap;
+pub mod net;
+pub mod view;
+
+use anyhow::{Context, Result};
+use app::{App, Effect, Msg};
+use ratatui::backend::Backend;
+use ratatui::Terminal;
+use std::io::Write;
+use std::path::PathBuf;
+use tokio::sync::mpsc;
+
+pub struct Options {
+    pub server: String,
+    pub token: String,
+    pub lang: i18n::Lang,
+    pub keymap: keymap::Keymap,
+    pub bell: bool,
+    pub mouse: bool,
+    pub color: bool,
+    /// Root of the per-server, per-account caches; `None` runs without one.
+    pub cache_root: Option<PathBuf>,
+}
+
+/// What the loop does to the world outside the screen; tests record it instead.
+pub trait Side {
+    fn bell(&mut self);
+    fn copy(&mut self, text: &str);
+    /// Runs `$EDITOR` on the text; `None` when it could not.
+    fn edit(&mut self, text: &str) -> Option<String>;
+}
+
+/// The real terminal: BEL, OSC 52 (works over SSH), `$EDITOR` with the screen suspended.
+pub struct TerminalSide;
+
+impl Side for TerminalSide {
+    fn bell(&mut self) {
+        let _ = std::io::stdout().write_all(b"\x07");
+        let _ = std::io::stdout().flush();
+    }
+    fn copy(&mut self, text: &str) {
+        use base64::Engine;
+        let b64 = base64::engine::general_purpose::STANDARD.encode(text);
+        let _ = write!(std::io::stdout(), "\x1b]52;c;{b64}\x07");
+        let _ = std::io::stdout().flush();
+    }
+    fn edit(&mut self, text: &str) -> Option<String> {
+        let editor = std::env::var("VISUAL")
+            .or_else(|_| std::env::var("EDITOR"))
+            .unwrap_or_else(|_| "vi".into());
+        let path = std::env::temp_dir().join(format!("sop-reply-{}.txt", rand::random::<u32>()));
+        std::fs::write(&path, text).ok()?;
+        terminal_guard::suspend();
+        let status = std::process::Command::new(&editor).arg(&path).status();
+        terminal_guard::resume();
+        let out = std::fs::read_to_string(&path).ok();
+        let _ = std::fs::remove_file(&path);
+        status.ok().filter(|s| s.success()).and(out)
+    }
+}
+
+/// Builds the state, loading the cache when there is one (so the first frame shows cached data).
+pub fn prepare(opts: &Options, now: crate::model::Ms) -> (App, Option<cache::Cache>) {
+    let mut app = App::new(opts.lang, opts.keymap.clone(), opts.bell, now);
+    let mut cache = None;
+    if let Some(root) = &opts.cache_root {
+        let dir = cache::cache_dir(root, &opts.server, &opts.token);
+        match cache::Cache::open(&dir) {
+            Ok(cache::Opened::Ready(c)) => {
+                let (snapshot, outbox) = c.load();
+                if let Some(s) = snapshot {
+                    app.load_snapshot(s);
+                }
+                app.outbox = outbox;
+                cache = Some(c);
+            }
+            Ok(cache::Opened::Locked) => app.cache_note = Some(app.s().no_cache.to_string()),
+            Err(e) => {
+                tracing::warn!("cache unavailable: {e:#}");
+                app.cache_note = Some(format!("cache: {e}"));
+            }
+        }
+    }
+    (app, cache)
+}
+
+/// The event loop, generic over the backend: the real terminal or a `TestBackend`.
+pub async fn run_loop<B: Backend>(
+    terminal: &mut Terminal<B>,
+    mut app: App,
+    cache: Option<cache::Cache>,
+    api: net::Api,
+    tx: mpsc::UnboundedSender<Msg>,
+    mut rx: mpsc::UnboundedReceiver<Msg>,
+    side: &mut dyn Side,
+    theme: view::Theme,
+) -> Result<App>
+where
+    B::Error: Send + Sync + 'static,
+{
+    let since = (app.last_seq > 0).then_some(app.last_seq);
+    let stream = tokio::spawn(net::run_stream(api.clone(), since, tx.clone()));
+    let ticker = {
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                every.tick().await;
+                if tx.send(Msg::Tick(crate::model::now_ms())).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let mut last_saved = std::time::Instant::now();
+    let mut snapshot_dirty = false;
+    terminal.draw(|f| view::draw(f, &app, &theme))?;
+    while let Some(msg) = rx.recv().await {
+        let outbox_before = app.outbox.len();
+        let data_msg = matches!(msg, Msg::Net(_));
+        let effects = app.update(msg);
+        snapshot_dirty |= data_msg;
+        let mut quit = false;
+        for e in effects {
+            match e {
+                Effect::Api(call) => {
+                    let (api, tx) = (api.clone(), tx.clone());
+                    tokio::spawn(async move { api.execute(call, tx).await });
+                }
+                Effect::Bell => side.bell(),
+                Effect::Copy(text) => side.copy(&text),
+                Effect::OpenEditor(text) => {
+                    if let Some(edited) = side.edit(&text) {
+                        let _ = tx.send(Msg::Net(app::NetEvent::EditorDone(edited)));
+                    }
+                    terminal.clear()?;
+                    app.dirty = true;
+                }
+                Effect::Quit => quit = true,
+            }
+        }
+        if let Some(c) = &cache {
+            if app.outbox.len() != outbox_before {
+                if let Err(e) = c.save_outbox(&app.outbox) {
+                    tracing::error!("cannot save the outbox: {e:#}");
+                }
+            }
+            if snapshot_dirty && (quit || last_saved.elapsed().as_secs() >= 5) {
+                if let Err(e) = c.save_snapshot(&app.snapshot()) {
+                    tracing::warn!("cannot save the cache: {e:#}");
+                }
+                snapshot_dirty = false;
+                last_saved = std::time::Instant::now();
+            }
+        }
+        if quit {
+            break;
+        }
+        if app.dirty {
+            terminal.draw(|f| view::draw(f, &app, &theme))?;
+            app.dirty = false;
+        }
+    }
+    stream.abort();
+    ticker.abort();
+    if let Some(c) = &cache {
+        let _ = c.save_snapshot(&app.snapshot());
+        let _ = c.save_outbox(&app.outbox);
+    }
+    Ok(app)
+}
+
+/// Runs the console on the real terminal until the user quits (or SIGHUP/SIGTERM).
+pub async fn run(opts: Options) -> Result<()> {
+    run_with_side(opts, &mut TerminalSide).await
+}
+
+pub async fn run_with_side(opts: Options, side: &mut dyn Side) -> Result<()> {
+    let api = net::Api::new(&opts.server, &opts.token);
+    // Fail fast with a clear message rather than an empty screen.
+    match api.me().await {
+        Ok(_) => {}
+        Err(net::ApiErr::Status { status: 401, .. }) => {
+            anyhow::bail!(
+                "the hub at {} refused this token — get a new one with `sop login --server {}`",
+                opts.server,
+                opts.server
+            )
+        }
+        Err(e) if opts.cache_root.is_none() => {
+            anyhow::bail!("cannot reach the hub at {}: {e}", opts.server)
+        }
+        Err(e) => tracing::warn!("starting offline: {e}"),
+    }
+    let (app, cache) = prepare(&opts, crate::model::now_ms());
+    let (tx, rx) = mpsc::unbounded_channel();
+    terminal_guard::install(opts.mouse)?;
+    let backend = ratatui::backend::CrosstermBackend::new(std::io::stdout());
+    let mut terminal = Terminal::new(backend).context("cannot start the terminal")?;
+    terminal.clear()?;
+    spawn_input(tx.clone());
+    spawn_signals(tx.clone());
+    let theme = view::Theme {
+        color: opts.color,
+        utc_offset_min: local_offset_min(),
+    };
+    let result = run_loop(&mut terminal, app, cache, api, tx, rx, side, theme).await;
+    terminal_guard::restore();
+    result.map(|_| ())
+}
+
+pub fn local_offset_min() -> i32 {
+    chrono::Local::now().offset().local_minus_utc() / 60
+}
+
+fn spawn_input(tx: mpsc::UnboundedSender<Msg>) {
+    use futures_util::StreamExt;
+    tokio::spawn(async move {
+        let mut events = crossterm::event::EventStream::new();
+        while let Some(Ok(ev)) = events.next().await {
+            if tx.send(Msg::Term(ev)).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+fn spawn_signals(tx: mpsc::UnboundedSender<Msg>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    tokio::spawn(async move {
+        let (Ok(mut hup), Ok(mut term)) = (
+            signal(SignalKind::hangup()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = hup.recv() => {}
+            _ = term.recv() => {}
+        }
+        let _ = tx.send(Msg::Shutdown);
+    });
+}
+
+/// Raw mode, alternate screen and bracketed paste on; restored on exit, on panic, and around
+/// `$EDITOR`.
+pub mod terminal_guard {
+    use crossterm::{event, execute, terminal};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    static MOUSE: AtomicBool = AtomicBool::new(false);
+
+    pub fn install(mouse: bool) -> std::io::Result<()> {
+        MOUSE.store(mouse, Ordering::SeqCst);
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            restore();
+            default(info);
+        }));
+        resume();
+        Ok(())
+    }
+
+    pub fn resume() {
+        let _ = terminal::enable_raw_mode();
+        let mut out = std::io::stdout();
+        let _ = execute!(
+            out,
+            terminal::EnterAlternateScreen,
+            event::EnableBracketedPaste
+        );
+        if MOUSE.load(Ordering::SeqCst) {
+            let _ = execute!(out, event::EnableMouseCapture);
+        }
+    }
+
+    pub fn suspend() {
+        restore();
+    }
+
+    pub fn restore() {
+        let mut out = std::io::stdout();
+        if MOUSE.load(Ordering::SeqCst) {
+            let _ = execute!(out, event::DisableMouseCapture);
+        }
+        let _ = execute!(
+            out,
+            event::DisableBracketedPaste,
+            terminal::LeaveAlternateScreen,
+            crossterm::cursor::Show
+        );
+        let _ = terminal::disable_raw_mode();
+    }
+}
