@@ -91,20 +91,46 @@ pub fn prepare(opts: &Options, now: crate::model::Ms) -> (App, Option<cache::Cac
     (app, cache)
 }
 
+/// One console session: its state, cache, hub client, and the channel every worker sends on.
+pub struct Session {
+    pub app: App,
+    pub cache: Option<cache::Cache>,
+    pub api: net::Api,
+    pub tx: mpsc::UnboundedSender<Msg>,
+    pub rx: mpsc::UnboundedReceiver<Msg>,
+}
+
+impl Session {
+    pub fn new(opts: &Options, now: crate::model::Ms) -> Session {
+        let (app, cache) = prepare(opts, now);
+        let (tx, rx) = mpsc::unbounded_channel();
+        Session {
+            app,
+            cache,
+            api: net::Api::new(&opts.server, &opts.token),
+            tx,
+            rx,
+        }
+    }
+}
+
 /// The event loop, generic over the backend: the real terminal or a `TestBackend`.
 pub async fn run_loop<B: Backend>(
     terminal: &mut Terminal<B>,
-    mut app: App,
-    cache: Option<cache::Cache>,
-    api: net::Api,
-    tx: mpsc::UnboundedSender<Msg>,
-    mut rx: mpsc::UnboundedReceiver<Msg>,
+    session: Session,
     side: &mut dyn Side,
     theme: view::Theme,
 ) -> Result<App>
 where
     B::Error: Send + Sync + 'static,
 {
+    let Session {
+        mut app,
+        cache,
+        api,
+        tx,
+        mut rx,
+    } = session;
     let since = (app.last_seq > 0).then_some(app.last_seq);
     let stream = tokio::spawn(net::run_stream(api.clone(), since, tx.clone()));
     let ticker = {
@@ -199,8 +225,8 @@ pub async fn run_with_side(opts: Options, side: &mut dyn Side) -> Result<()> {
         }
         Err(e) => tracing::warn!("starting offline: {e}"),
     }
-    let (app, cache) = prepare(&opts, crate::model::now_ms());
-    let (tx, rx) = mpsc::unbounded_channel();
+    let session = Session::new(&opts, crate::model::now_ms());
+    let tx = session.tx.clone();
     terminal_guard::install(opts.mouse)?;
     let backend = ratatui::backend::CrosstermBackend::new(std::io::stdout());
     let mut terminal = Terminal::new(backend).context("cannot start the terminal")?;
@@ -211,7 +237,7 @@ pub async fn run_with_side(opts: Options, side: &mut dyn Side) -> Result<()> {
         color: opts.color,
         utc_offset_min: local_offset_min(),
     };
-    let result = run_loop(&mut terminal, app, cache, api, tx, rx, side, theme).await;
+    let result = run_loop(&mut terminal, session, side, theme).await;
     terminal_guard::restore();
     result.map(|_| ())
 }
@@ -299,3 +325,6 @@ pub mod terminal_guard {
         let _ = terminal::disable_raw_mode();
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -468,7 +468,11 @@ fn draw_conversation(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         }
         if !m.text.is_empty() {
             for l in sanitize_for_terminal(&m.text, true).lines() {
-                lines.extend(wrap(&format!("  {l}"), width).into_iter().map(Line::from));
+                lines.extend(
+                    wrap(l, width.saturating_sub(2))
+                        .into_iter()
+                        .map(|w| Line::from(format!("  {w}"))),
+                );
             }
         }
         for a in &m.attachments {
@@ -646,6 +650,9 @@ fn draw_connections(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
                 fmt_time(theme, c.last_connected_at, true)
             )));
             let mut detail = vec![];
+            if let Some(r) = c.rule_id.as_ref().and_then(|r| app.rules.get(r)) {
+                detail.push(clean(&r.name));
+            }
             if let Some(t) = c.token_expires_at {
                 detail.push(format!("{} {}", s.token_expires, fmt_time(theme, t, true)));
             }
@@ -775,32 +782,36 @@ fn draw_modal(f: &mut Frame, app: &App, theme: &Theme, modal: &Modal, area: Rect
     let s = app.s();
     let (title, lines, width, height): (String, Vec<Line>, u16, u16) = match modal {
         Modal::Help => {
-            let mut lines = vec![];
-            for (a, _) in super::keymap::ALL_ACTIONS {
-                let keys = app.keymap.keys_for(*a).join(" ");
-                lines.push(Line::from(vec![
-                    Span::styled(format!("{keys:>14} "), theme.bold()),
-                    Span::raw(describe(*a, app.lang)),
-                ]));
-            }
-            let cols = if area.width >= 100 { 2 } else { 1 };
-            if cols == 2 {
-                let half = lines.len().div_ceil(2);
-                let right = lines.split_off(half);
-                let mut merged = vec![];
-                for (i, l) in lines.into_iter().enumerate() {
-                    let mut spans = l.spans.clone();
-                    let used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
-                    spans.push(Span::raw(" ".repeat(44usize.saturating_sub(used))));
-                    if let Some(r) = right.get(i) {
-                        spans.extend(r.spans.clone());
-                    }
-                    merged.push(Line::from(spans));
-                }
-                (s.help_title.to_string(), merged, 92, area.height)
+            // Two columns whenever they fit, so every action shows at 80×24.
+            let cols: usize = if area.width >= 76 { 2 } else { 1 };
+            let width = if cols == 2 {
+                area.width.min(100)
             } else {
-                (s.help_title.to_string(), lines, 56, area.height)
+                area.width.min(56)
+            };
+            let col_w = (width as usize - 2) / cols;
+            let cells: Vec<(String, &str)> = super::keymap::ALL_ACTIONS
+                .iter()
+                .map(|(a, _)| (app.keymap.keys_for(*a).join(" "), describe(*a, app.lang)))
+                .collect();
+            let rows = cells.len().div_ceil(cols);
+            let mut lines = vec![];
+            for r in 0..rows {
+                let mut spans = vec![];
+                for c in 0..cols {
+                    if let Some((keys, desc)) = cells.get(c * rows + r) {
+                        let keys = truncate(keys, 11);
+                        let desc = truncate(desc, col_w.saturating_sub(13));
+                        spans.push(Span::styled(format!("{keys:>11} "), theme.bold()));
+                        spans.push(Span::raw(format!(
+                            "{desc:<w$}",
+                            w = col_w.saturating_sub(12)
+                        )));
+                    }
+                }
+                lines.push(Line::from(spans));
             }
+            (s.help_title.to_string(), lines, width, rows as u16 + 2)
         }
         Modal::Palette { input, selected } => {
             let mut lines = vec![Line::from(format!("> {}", clean(input.value())))];

@@ -343,7 +343,7 @@ fn reconcile_page(st: &mut State, tx: &mut Tx, conn_id: &str, metrics: &Metrics)
             c.connection_id == conn_id
                 && c.status == ConvStatus::Open
                 && c.state != ConvState::Unattended
-                && !routing::keeps_assignee(page, c)
+                && !st.keeps_assignee(page, c)
         })
         .map(|c| c.id.clone())
         .collect();

@@ -731,7 +731,7 @@ pub(super) fn ingest(
                 conv.status = ConvStatus::Open;
             }
             let page = st.page_of(&conn);
-            let keeps = routing::keeps_assignee(page, &conv);
+            let keeps = st.keeps_assignee(page, &conv);
             if !keeps {
                 st.route(tx, &mut conv, now, metrics);
             }

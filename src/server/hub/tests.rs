@@ -452,3 +452,20 @@ async fn state_survives_reopen() {
     hub.shutdown();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn an_admin_who_claimed_keeps_the_conversation_when_the_customer_writes_again() {
+    let s = seed(Method::RoundRobin).await;
+    for a in &s.agents {
+        s.f.hub
+            .set_availability(&a.id, Availability::Away)
+            .await
+            .unwrap();
+    }
+    let c = send(&s.f.hub, &s.conn, "u1", "m1").await;
+    assert_eq!(c.state, ConvState::Unclaimed);
+    s.f.hub.claim(&s.admin, &c.id).await.unwrap();
+    let again = send(&s.f.hub, &s.conn, "u1", "m2").await;
+    assert_eq!(again.assignee.as_deref(), Some(s.admin.id.as_str()));
+    assert_eq!(again.state, ConvState::Assigned);
+}

@@ -1,0 +1,651 @@
+//! Pure `update` tests for each flow, and snapshot tests of every screen (TestBackend + insta) at
+//! 80×24 and 120×40, with hostile customer text.
+
+use super::app::*;
+use super::i18n::Lang;
+use super::keymap::Keymap;
+use super::view::{self, Theme};
+use crate::model::*;
+use crate::wire::{AuthorizeResponse, ConnectionView, Event, EventBody, View};
+use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+use std::collections::BTreeMap;
+
+/// 2026-11-25 10:00 UTC.
+const NOW: Ms = 1_795_600_800_000;
+const THEME: Theme = Theme {
+    color: false,
+    utc_offset_min: 420,
+};
+
+fn account(id: &str, username: &str, role: Role) -> Account {
+    Account {
+        id: id.into(),
+        email: format!("{}@sop.vn", username.to_lowercase()),
+        username: username.into(),
+        name: username.into(),
+        role,
+        availability: Availability::Available,
+        created_at: 0,
+    }
+}
+
+fn conv(
+    id: &str,
+    name: &str,
+    state: ConvState,
+    assignee: Option<&str>,
+    minutes_ago: i64,
+    preview: &str,
+) -> Conversation {
+    Conversation {
+        id: id.into(),
+        connection_id: "p1".into(),
+        customer: Customer {
+            user_id: format!("u-{id}"),
+            display_name: name.into(),
+            avatar: String::new(),
+            fetched_at: NOW,
+        },
+        assignee: assignee.map(str::to_string),
+        state,
+        status: ConvStatus::Open,
+        origin: Origin::Live,
+        last_interaction_at: Some(NOW - minutes_ago * 60_000),
+        last_activity_at: NOW - minutes_ago * 60_000,
+        waiting_since: (state == ConvState::Unclaimed).then_some(NOW - minutes_ago * 60_000),
+        unread: if assignee == Some("a2") {
+            BTreeMap::from([("a2".to_string(), 2)])
+        } else {
+            BTreeMap::new()
+        },
+        preview: preview.into(),
+        assignments: vec![],
+        created_at: NOW - minutes_ago * 60_000,
+    }
+}
+
+fn message(
+    id: &str,
+    conv: &str,
+    dir: Direction,
+    text: &str,
+    delivery: Option<Delivery>,
+    minutes_ago: i64,
+) -> Message {
+    Message {
+        id: id.into(),
+        conversation_id: conv.into(),
+        direction: dir,
+        sender: if dir == Direction::Inbound {
+            "u".into()
+        } else {
+            "a2".into()
+        },
+        sender_name: if dir == Direction::Inbound {
+            String::new()
+        } else {
+            "HuongNT256".into()
+        },
+        kind: MessageKind::Text,
+        text: text.into(),
+        attachments: vec![],
+        zalo_msg_id: Some(format!("z{id}")),
+        quote_msg_id: None,
+        client_key: None,
+        delivery,
+        error_code: None,
+        error_reason: None,
+        created_at: NOW - minutes_ago * 60_000,
+        raw: None,
+    }
+}
+
+const HOSTILE: &str = "Xin chào\u{1b}[2J\u{1b}]52;c;ZXZpbA==\u{7} \0 \u{202e}ngược\u{202c} 🎉👍 Tie\u{302}\u{301}ng Vie\u{323}\u{302}t";
+
+fn connection(
+    id: &str,
+    name: &str,
+    connector: &str,
+    mode: ChatMode,
+    status: ConnectionStatus,
+) -> ConnectionView {
+    ConnectionView {
+        id: id.into(),
+        oa_id: format!("oa-{id}"),
+        name: name.into(),
+        avatar: String::new(),
+        category: String::new(),
+        connector: connector.into(),
+        connected_at: NOW - DAY_MS,
+        last_connected_at: NOW - 2 * HOUR_MS,
+        chat_mode: mode,
+        rule_id: (mode == ChatMode::Shared).then(|| "r1".to_string()),
+        status,
+        status_reason: (status == ConnectionStatus::NeedsReauth)
+            .then(|| "Quyền truy cập đã bị thu hồi trong Zalo".to_string()),
+        token_expires_at: Some(NOW + 20 * HOUR_MS),
+        last_event_at: Some(NOW - 5 * 60_000),
+        last_error: None,
+    }
+}
+
+/// An agent (HuongNT256) in a rule with a few conversations, one of them hostile.
+fn agent_app() -> App {
+    let mut app = App::new(Lang::Vi, Keymap::default_map(), true, NOW);
+    app.load_snapshot(Snapshot {
+        me: Some(account("a2", "HuongNT256", Role::Agent)),
+        conversations: vec![
+            conv(
+                "c1",
+                "Trần Văn An",
+                ConvState::Assigned,
+                Some("a2"),
+                3,
+                "Cho em hỏi giá dịch vụ",
+            ),
+            conv("c2", HOSTILE, ConvState::Unclaimed, None, 30, HOSTILE),
+            conv(
+                "c3",
+                "Phạm Thị Bình",
+                ConvState::Unclaimed,
+                None,
+                5,
+                "Văn phòng làm việc đến mấy giờ?",
+            ),
+        ],
+        connections: vec![connection(
+            "p1",
+            "Công ty Luật TNHH Thành Đồng",
+            "a1",
+            ChatMode::Shared,
+            ConnectionStatus::Connected,
+        )],
+        rules: vec![Rule {
+            id: "r1".into(),
+            name: "Chia chat cho nhóm Best Sale".into(),
+            sources: vec!["p1".into()],
+            members: vec!["a2".into(), "a3".into(), "a4".into()],
+            method: Method::SelfClaim,
+            old_conversations: OldConversations::None,
+            cursor: None,
+            created_at: 0,
+            updated_at: 0,
+        }],
+        accounts: vec![
+            account("a1", "CuongLM", Role::Admin),
+            account("a3", "QueCT3", Role::Agent),
+            account("a4", "TriLM22", Role::Agent),
+        ],
+        head: 10,
+    });
+    app.link = Link::Connected;
+    app.live = true;
+    app.messages.insert(
+        "c1".into(),
+        vec![
+            message(
+                "m1",
+                "c1",
+                Direction::Inbound,
+                "Chào shop, cho em hỏi giá dịch vụ tư vấn hợp đồng ạ?",
+                None,
+                10,
+            ),
+            message(
+                "m2",
+                "c1",
+                Direction::Outbound,
+                "Dạ, em gửi báo giá ngay ạ.",
+                Some(Delivery::Seen),
+                8,
+            ),
+            message(
+                "m3",
+                "c1",
+                Direction::Outbound,
+                "Anh xem giúp em nhé.",
+                Some(Delivery::Delivered),
+                7,
+            ),
+            Message {
+                error_code: Some(-230),
+                error_reason: Some("Hết thời hạn trả lời".into()),
+                ..message(
+                    "m4",
+                    "c1",
+                    Direction::Outbound,
+                    "Còn đó không ạ?",
+                    Some(Delivery::Failed),
+                    6,
+                )
+            },
+            message("m5", "c1", Direction::Inbound, HOSTILE, None, 3),
+        ],
+    );
+    app
+}
+
+fn admin_app() -> App {
+    let mut app = agent_app();
+    app.me = Some(account("a1", "CuongLM", Role::Admin));
+    app.accounts
+        .insert("a1".into(), account("a1", "CuongLM", Role::Admin));
+    app.accounts
+        .insert("a2".into(), account("a2", "HuongNT256", Role::Agent));
+    app.connections.insert(
+        "p2".into(),
+        connection(
+            "p2",
+            "Shop Hoa Tươi",
+            "a3",
+            ChatMode::OnlyMe,
+            ConnectionStatus::NeedsReauth,
+        ),
+    );
+    app
+}
+
+fn key(code: KeyCode) -> Msg {
+    Msg::Term(TermEvent::Key(KeyEvent::new(code, KeyModifiers::NONE)))
+}
+fn ch(c: char) -> Msg {
+    key(KeyCode::Char(c))
+}
+fn ctrl(c: char) -> Msg {
+    Msg::Term(TermEvent::Key(KeyEvent::new(
+        KeyCode::Char(c),
+        KeyModifiers::CONTROL,
+    )))
+}
+fn typed(app: &mut App, text: &str) {
+    for c in text.chars() {
+        app.update(ch(c));
+    }
+}
+
+fn render(app: &App, w: u16, h: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| view::draw(f, app, &THEME)).unwrap();
+    let buf = t.backend().buffer();
+    let mut out = String::new();
+    for y in 0..h {
+        let mut line = String::new();
+        for x in 0..w {
+            line.push_str(buf[(x, y)].symbol());
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+fn no_escapes(screen: &str) {
+    assert!(
+        !screen
+            .chars()
+            .any(|c| c == '\u{1b}' || c == '\0' || c == '\u{7}' || c == '\u{202e}'),
+        "control characters reached the screen"
+    );
+}
+
+// ----- update -----
+
+#[test]
+fn claim_acts_on_the_selected_conversation_and_the_loser_sees_the_winner() {
+    let mut app = agent_app();
+    app.update(ch('u'));
+    assert_eq!(app.view, View::Unclaimed);
+    let fx = app.update(ch('c'));
+    // Unclaimed is sorted by waiting time: c2 has waited 30 minutes.
+    assert!(
+        matches!(&fx[..], [Effect::Api(ApiCall::Claim(id))] if id == "c2"),
+        "{fx:?}"
+    );
+    app.update(Msg::Net(NetEvent::ClaimLost {
+        winner: Some("Cao Thị Quế (QueCT3)".into()),
+    }));
+    assert!(app.notice.as_deref().unwrap().contains("QueCT3"));
+}
+
+#[test]
+fn reply_flow_normalises_text_and_queues_it_in_the_outbox() {
+    let mut app = agent_app();
+    app.update(key(KeyCode::Enter));
+    assert_eq!(app.open.as_deref(), Some("c1"));
+    app.update(ch('r'));
+    assert_eq!(app.focus, Focus::Composer);
+    typed(&mut app, "Tie\u{302}\u{301}ng Vie\u{323}\u{302}t q");
+    let fx = app.update(key(KeyCode::Enter));
+    let [Effect::Api(ApiCall::Reply(item))] = &fx[..] else {
+        panic!("{fx:?}")
+    };
+    assert_eq!(item.text, "Tiếng Việt q");
+    assert_eq!(item.conversation_id, "c1");
+    assert_eq!(app.outbox.len(), 1);
+    assert_eq!(app.composer.value(), "");
+    // The hub's echo of the message clears the outbox.
+    let mut m = message(
+        "m9",
+        "c1",
+        Direction::Outbound,
+        "Tiếng Việt q",
+        Some(Delivery::Pending),
+        0,
+    );
+    m.client_key = Some(item.client_key.clone());
+    app.update(Msg::Net(NetEvent::Event(Box::new(Event {
+        seq: 11,
+        at: NOW,
+        body: EventBody::Message { message: m },
+    }))));
+    assert!(app.outbox.is_empty());
+    assert_eq!(app.last_seq, 11);
+}
+
+#[test]
+fn a_reply_typed_offline_waits_and_goes_when_the_link_returns() {
+    let mut app = agent_app();
+    app.link = Link::Reconnecting {
+        retry_at: NOW + 3000,
+    };
+    app.update(key(KeyCode::Enter));
+    app.update(ch('r'));
+    typed(&mut app, "offline");
+    app.update(key(KeyCode::Enter));
+    assert!(app.notice.as_deref().unwrap().contains("ngoại tuyến"));
+    assert_eq!(app.outbox.len(), 1);
+    let fx = app.update(Msg::Net(NetEvent::Link(Link::Connected)));
+    let replies = fx
+        .iter()
+        .filter(|e| matches!(e, Effect::Api(ApiCall::Reply(_))))
+        .count();
+    assert_eq!(replies, 1);
+}
+
+#[test]
+fn over_long_replies_are_refused_before_sending() {
+    let mut app = agent_app();
+    app.update(key(KeyCode::Enter));
+    app.update(ch('r'));
+    app.update(Msg::Term(TermEvent::Paste("a".repeat(2001))));
+    assert!(app.update(key(KeyCode::Enter)).is_empty());
+    assert!(app.notice.as_deref().unwrap().contains("2001/2000"));
+}
+
+#[test]
+fn urgent_jumps_to_the_unclaimed_waiting_longest() {
+    let mut app = agent_app();
+    let fx = app.update(ch('g'));
+    assert_eq!(app.view, View::Unclaimed);
+    assert_eq!(app.open.as_deref(), Some("c2"));
+    assert!(fx
+        .iter()
+        .any(|e| matches!(e, Effect::Api(ApiCall::LoadMessages { id, .. }) if id == "c2")));
+}
+
+#[test]
+fn bell_on_new_unclaimed_in_my_rules_and_new_messages_in_mine_but_not_during_replay() {
+    let mut app = agent_app();
+    let new = conv("c9", "Khách mới", ConvState::Unclaimed, None, 0, "Alo");
+    let ev = |seq, body| Msg::Net(NetEvent::Event(Box::new(Event { seq, at: NOW, body })));
+    let fx = app.update(ev(
+        11,
+        EventBody::Conversation {
+            conversation: new.clone(),
+        },
+    ));
+    assert!(fx.iter().any(|e| matches!(e, Effect::Bell)));
+    let fx = app.update(ev(
+        12,
+        EventBody::Message {
+            message: message("m10", "c1", Direction::Inbound, "Alo", None, 0),
+        },
+    ));
+    assert!(fx.iter().any(|e| matches!(e, Effect::Bell)));
+    app.live = false;
+    let fx = app.update(ev(
+        13,
+        EventBody::Conversation {
+            conversation: conv("c10", "X", ConvState::Unclaimed, None, 0, ""),
+        },
+    ));
+    assert!(fx.is_empty());
+}
+
+#[test]
+fn add_connection_walks_the_seed_steps() {
+    let mut app = admin_app();
+    app.update(ch('2'));
+    let fx = app.update(ch('n'));
+    assert!(matches!(&fx[..], [Effect::Api(ApiCall::Authorize)]));
+    let fx = app.update(Msg::Net(NetEvent::Authorize(AuthorizeResponse {
+        authorization_url: "https://oauth.zaloapp.com/v4/oa/permission?app_id=1".into(),
+        state: "s".into(),
+        expires_at: NOW,
+    })));
+    assert!(
+        matches!(&fx[..], [Effect::Copy(u)] if u.contains("/v4/oa/permission")),
+        "OSC 52 copy"
+    );
+    assert!(matches!(
+        app.modal,
+        Some(Modal::AddConnection(AddStep::Consent { .. }))
+    ));
+    // The hub says the page is connected, started by me: step 3.
+    let conn = connection(
+        "p7",
+        "OA Mới",
+        "a1",
+        ChatMode::OnlyMe,
+        ConnectionStatus::Connected,
+    );
+    app.update(Msg::Net(NetEvent::Event(Box::new(Event {
+        seq: 20,
+        at: NOW,
+        body: EventBody::Connection {
+            connection: conn,
+            started_by: Some("a1".into()),
+        },
+    }))));
+    assert!(
+        matches!(app.modal, Some(Modal::AddConnection(AddStep::Permission { ref connection_id, choice: 0 })) if connection_id == "p7")
+    );
+    app.update(key(KeyCode::Down));
+    app.update(key(KeyCode::Enter));
+    assert!(matches!(
+        app.modal,
+        Some(Modal::AddConnection(AddStep::PickRule { .. }))
+    ));
+    // "Thêm vào quy tắc đã có": the existing rule, with the new page added.
+    app.update(key(KeyCode::Down));
+    app.update(key(KeyCode::Enter));
+    let Some(Modal::RuleEditor(ed)) = &app.modal else {
+        panic!("{:?}", app.modal)
+    };
+    assert_eq!(ed.id.as_deref(), Some("r1"));
+    assert_eq!(ed.sources, vec!["p1".to_string(), "p7".into()]);
+}
+
+#[test]
+fn only_me_choice_sets_the_chat_mode() {
+    let mut app = admin_app();
+    app.modal = Some(Modal::AddConnection(AddStep::Permission {
+        connection_id: "p2".into(),
+        choice: 0,
+    }));
+    let fx = app.update(key(KeyCode::Enter));
+    assert!(
+        matches!(&fx[..], [Effect::Api(ApiCall::SetChatMode { id, mode: ChatMode::OnlyMe })] if id == "p2")
+    );
+    assert!(app.modal.is_none());
+}
+
+#[test]
+fn rule_editor_refuses_unknown_members_and_confirms_history_sharing() {
+    let mut app = admin_app();
+    app.update(ch('3'));
+    app.update(ch('N'));
+    typed(&mut app, "Nhóm mới");
+    app.update(key(KeyCode::Tab));
+    app.update(ch(' ')); // select the first page
+    app.update(key(KeyCode::Tab));
+    typed(&mut app, "ghost@nowhere.vn");
+    app.update(key(KeyCode::Enter));
+    let Some(Modal::RuleEditor(ed)) = &app.modal else {
+        panic!()
+    };
+    assert!(ed.error.as_deref().unwrap().contains("ghost@nowhere.vn"));
+    assert!(ed.members.is_empty());
+    app.update(ctrl('u'));
+    typed(&mut app, "que");
+    app.update(key(KeyCode::Enter)); // unique prefix completes to QueCT3
+    app.update(key(KeyCode::Tab));
+    app.update(ch(' ')); // self-claim
+    app.update(key(KeyCode::Tab));
+    app.update(ch(' ')); // available
+    app.update(ch(' ')); // all
+    let fx = app.update(ctrl('s'));
+    assert!(fx.is_empty());
+    assert!(
+        matches!(app.modal, Some(Modal::ConfirmRule(_))),
+        "history sharing needs a confirmation"
+    );
+    let fx = app.update(ch('y'));
+    let [Effect::Api(ApiCall::SaveRule { id: None, input })] = &fx[..] else {
+        panic!("{fx:?}")
+    };
+    assert_eq!(input.name, "Nhóm mới");
+    assert_eq!(input.members, vec!["QueCT3".to_string()]);
+    assert_eq!(input.method, Method::SelfClaim);
+    assert_eq!(input.old_conversations, OldConversations::All);
+    assert_eq!(input.sources.len(), 1);
+}
+
+#[test]
+fn help_and_palette_come_from_the_keymap() {
+    let mut app = agent_app();
+    app.update(ch('?'));
+    assert!(matches!(app.modal, Some(Modal::Help)));
+    app.update(key(KeyCode::Esc));
+    app.update(ch(':'));
+    typed(&mut app, "nhận chat");
+    let fx = app.update(key(KeyCode::Enter));
+    assert!(
+        matches!(&fx[..], [Effect::Api(ApiCall::Claim(_))]),
+        "{fx:?}"
+    );
+}
+
+#[test]
+fn filter_narrows_the_list() {
+    let mut app = agent_app();
+    app.update(ch('u'));
+    app.update(ch('/'));
+    typed(&mut app, "bình");
+    app.update(key(KeyCode::Enter));
+    assert_eq!(app.visible().len(), 1);
+    assert_eq!(app.visible()[0].id, "c3");
+    app.update(key(KeyCode::Esc));
+    assert_eq!(app.visible().len(), 2);
+}
+
+// ----- snapshots -----
+
+fn both_sizes(name: &str, app: &App) {
+    for (w, h) in [(80, 24), (120, 40)] {
+        let screen = render(app, w, h);
+        no_escapes(&screen);
+        insta::assert_snapshot!(format!("{name}_{w}x{h}"), screen);
+    }
+}
+
+#[test]
+fn snapshot_inbox_with_hostile_text() {
+    let mut app = agent_app();
+    app.update(key(KeyCode::Enter));
+    both_sizes("inbox_conversation", &app);
+    app.update(ch('u'));
+    both_sizes("inbox_unclaimed", &app);
+}
+
+#[test]
+fn snapshot_composer() {
+    let mut app = agent_app();
+    app.update(key(KeyCode::Enter));
+    app.update(ch('R'));
+    typed(&mut app, "Dạ, em chào anh ạ 👋");
+    both_sizes("composer", &app);
+}
+
+#[test]
+fn snapshot_connections_and_rules() {
+    let mut app = admin_app();
+    app.update(ch('2'));
+    both_sizes("connections", &app);
+    app.update(ch('3'));
+    both_sizes("rules", &app);
+}
+
+#[test]
+fn snapshot_add_connection_steps() {
+    let mut app = admin_app();
+    app.tab = Tab::Connections;
+    app.modal = Some(Modal::AddConnection(AddStep::Consent {
+        url: "https://oauth.zaloapp.com/v4/oa/permission?app_id=3608465249409039670&redirect_uri=https%3A%2F%2Fsop.vn%2Fzalo%2Foauth%2Fcallback&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&state=abc".into(),
+        expires_at: NOW,
+    }));
+    both_sizes("add_connection_consent", &app);
+    app.modal = Some(Modal::AddConnection(AddStep::Permission {
+        connection_id: "p1".into(),
+        choice: 1,
+    }));
+    both_sizes("add_connection_permission", &app);
+    app.modal = Some(Modal::AddConnection(AddStep::PickRule {
+        connection_id: "p1".into(),
+        selected: 1,
+    }));
+    both_sizes("add_connection_pick_rule", &app);
+}
+
+#[test]
+fn snapshot_rule_editor_and_confirmation() {
+    let mut app = admin_app();
+    app.tab = Tab::Rules;
+    let rule = app.rules["r1"].clone();
+    let mut ed = RuleEditor::from_rule(
+        &rule,
+        vec!["HuongNT256".into(), "QueCT3".into(), "TriLM22".into()],
+    );
+    ed.field = 2;
+    ed.old = OldConversations::Available;
+    ed.member_input = tui_input::Input::new("Tr".into());
+    app.modal = Some(Modal::RuleEditor(ed.clone()));
+    both_sizes("rule_editor", &app);
+    app.modal = Some(Modal::ConfirmRule(ed));
+    both_sizes("rule_confirm", &app);
+}
+
+#[test]
+fn snapshot_help_and_too_small() {
+    let mut app = agent_app();
+    app.modal = Some(Modal::Help);
+    both_sizes("help", &app);
+    app.modal = None;
+    let screen = render(&app, 50, 12);
+    insta::assert_snapshot!("too_small", screen);
+}
+
+#[test]
+fn snapshot_english_and_offline() {
+    let mut app = agent_app();
+    app.lang = Lang::En;
+    app.link = Link::Reconnecting {
+        retry_at: NOW + 4_000,
+    };
+    app.update(key(KeyCode::Enter));
+    let screen = render(&app, 80, 24);
+    assert!(screen.contains("Reconnecting in 4s"), "{screen}");
+    insta::assert_snapshot!("english_reconnecting_80x24", screen);
+}
