@@ -30,7 +30,7 @@ pub struct Options {
 }
 
 /// What the loop does to the world outside the screen; tests record it instead.
-pub trait Side {
+pub trait Side: Send {
     fn bell(&mut self);
     fn copy(&mut self, text: &str);
     /// Runs `$EDITOR` on the text; `None` when it could not.

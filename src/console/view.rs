@@ -108,7 +108,7 @@ fn fmt_duration(ms: Ms) -> String {
     let m = (ms / 60_000).max(0);
     match m {
         0..=59 => format!("{m}p"),
-        60..=2879 => format!("{}h", m / 60),
+        60..=4319 => format!("{}h", m / 60),
         _ => format!("{}d", m / 1440),
     }
 }

@@ -319,64 +319,23 @@ impl Stack {
         self.sim_post("/oas", json!({"oa_id": oa_id, "name": name, "admins": ["zalo-admin-1"], "customers": customers})).await;
     }
 
-    /// Walks the consent flow as a browser would: authorize → consent page → "Cho phép" →
-    /// redirect to the hub's callback. Returns the callback page's status and body.
+    /// Walks the consent flow as a browser would (see `consent`).
     pub async fn connect(
         &self,
         oa_id: &str,
         zalo_user: &str,
         decision: &str,
     ) -> (StatusCode, String) {
-        let (status, auth) = self
-            .t
-            .post(
-                "/api/v1/connections/zalo/authorize",
-                &self.t.admin_token,
-                json!({}),
-            )
-            .await;
-        assert_eq!(status, StatusCode::OK, "{auth}");
-        let url = url::Url::parse(auth["authorization_url"].as_str().unwrap()).unwrap();
-        let browser = reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap();
-        let page = browser.get(url.clone()).send().await.unwrap();
-        assert_eq!(page.status(), 200);
-        let html = page.text().await.unwrap();
-        assert!(
-            html.contains("Cho phép") && html.contains("Từ chối"),
-            "{html}"
-        );
-        let q: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
-        assert!(
-            q.contains_key("code_challenge")
-                && q.contains_key("state")
-                && q.contains_key("redirect_uri")
-        );
-        let form = [
-            ("app_id", q["app_id"].as_str()),
-            ("redirect_uri", q["redirect_uri"].as_str()),
-            ("code_challenge", q["code_challenge"].as_str()),
-            ("state", q["state"].as_str()),
-            ("oa_id", oa_id),
-            ("zalo_user", zalo_user),
-            ("decision", decision),
-        ];
-        let resp = browser
-            .post(format!("{}/v4/oa/permission", self.sim_base))
-            .form(&form)
-            .send()
-            .await
-            .unwrap();
-        if resp.status() != 303 && resp.status() != 302 {
-            let s = resp.status();
-            return (s, resp.text().await.unwrap());
-        }
-        let location = resp.headers()["location"].to_str().unwrap().to_string();
-        let cb = browser.get(location).send().await.unwrap();
-        let s = cb.status();
-        (s, cb.text().await.unwrap())
+        consent(
+            &self.t.http,
+            &self.t.base,
+            &self.t.admin_token,
+            &self.sim_base,
+            oa_id,
+            zalo_user,
+            decision,
+        )
+        .await
     }
 
     /// A customer writes to the OA through the simulator (a signed webhook follows).
@@ -404,4 +363,73 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     panic!("timed out waiting for {what}");
+}
+
+/// The consent flow as a browser walks it: authorize → Zalo's consent page → "Cho phép" (or
+/// "Từ chối") → redirect to the hub's callback. Returns the final page's status and body.
+pub async fn consent(
+    http: &reqwest::Client,
+    hub: &str,
+    admin_token: &str,
+    sim: &str,
+    oa_id: &str,
+    zalo_user: &str,
+    decision: &str,
+) -> (StatusCode, String) {
+    let auth: Value = http
+        .post(format!("{hub}/api/v1/connections/zalo/authorize"))
+        .bearer_auth(admin_token)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let url = url::Url::parse(
+        auth["authorization_url"]
+            .as_str()
+            .expect("authorization_url"),
+    )
+    .unwrap();
+    let browser = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let page = browser.get(url.clone()).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains("Cho phép") && html.contains("Từ chối"),
+        "{html}"
+    );
+    let q: std::collections::HashMap<String, String> = url.query_pairs().into_owned().collect();
+    assert!(
+        q.contains_key("code_challenge")
+            && q.contains_key("state")
+            && q.contains_key("redirect_uri")
+    );
+    let form = [
+        ("app_id", q["app_id"].as_str()),
+        ("redirect_uri", q["redirect_uri"].as_str()),
+        ("code_challenge", q["code_challenge"].as_str()),
+        ("state", q["state"].as_str()),
+        ("oa_id", oa_id),
+        ("zalo_user", zalo_user),
+        ("decision", decision),
+    ];
+    let resp = browser
+        .post(format!("{sim}/v4/oa/permission"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    if resp.status() != 303 && resp.status() != 302 {
+        let s = resp.status();
+        return (s, resp.text().await.unwrap());
+    }
+    let location = resp.headers()["location"].to_str().unwrap().to_string();
+    let cb = browser.get(location).send().await.unwrap();
+    let s = cb.status();
+    (s, cb.text().await.unwrap())
 }
