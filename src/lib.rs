@@ -5,6 +5,7 @@
 //! on top, independent of each other: `server` (the hub), `sim` (the Zalo simulator) and
 //! `console` (the TUI).
 
+pub mod bench;
 pub mod config;
 pub mod console;
 pub mod demo;

@@ -93,6 +93,26 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         retry_scale: f64,
     },
+    /// Measure the quality bars (DESIGN §6) on the real binaries over loopback; prints a table.
+    Bench {
+        /// A small, quick run (CI runs it so the harness can't rot; its numbers mean little).
+        #[arg(long)]
+        smoke: bool,
+    },
+    #[command(hide = true)]
+    BenchEmpty {
+        #[arg(long)]
+        listen: String,
+    },
+    #[command(hide = true)]
+    BenchConsole {
+        #[arg(long)]
+        prepare: Option<PathBuf>,
+        #[arg(long)]
+        measure: Option<PathBuf>,
+        #[arg(long, default_value_t = 100_000)]
+        conversations: usize,
+    },
     /// Administer a hub's data dir directly (the hub must be stopped; use the API while it runs).
     Admin {
         #[arg(long)]
@@ -213,6 +233,33 @@ fn run(cli: Cli) -> Result<()> {
             admin(&dir, command)
         }
         None => console(config, None, None, None),
+        Some(Command::Bench { smoke }) => {
+            let sizes = if smoke {
+                sop_console::bench::Sizes::smoke()
+            } else {
+                sop_console::bench::Sizes::full()
+            };
+            println!(
+                "sop bench ({}): {}",
+                if smoke { "smoke" } else { "full" },
+                sop_console::bench::describe(&sizes)
+            );
+            let rows = runtime()?.block_on(sop_console::bench::run(sizes))?;
+            sop_console::bench::print(&rows);
+            Ok(())
+        }
+        Some(Command::BenchEmpty { listen }) => {
+            runtime()?.block_on(sop_console::bench::empty_server(&listen))
+        }
+        Some(Command::BenchConsole {
+            prepare,
+            measure,
+            conversations,
+        }) => match (prepare, measure) {
+            (Some(dir), _) => sop_console::bench::console_prepare(&dir, conversations),
+            (_, Some(dir)) => sop_console::bench::console_measure(&dir),
+            _ => anyhow::bail!("bench-console needs --prepare DIR or --measure DIR"),
+        },
         Some(Command::Console {
             server,
             token,

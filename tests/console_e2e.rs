@@ -10,11 +10,8 @@ use ratatui::backend::TestBackend;
 use ratatui::Terminal;
 use serde_json::{json, Value};
 use sop_console::console::{self, app::Msg, view::Theme, Session, Side};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const SOP: &str = env!("CARGO_BIN_EXE_sop");
 const OA: &str = "4294967296000000001";
 
 struct Recorder;
@@ -24,36 +21,6 @@ impl Side for Recorder {
     fn edit(&mut self, _: &str) -> Option<String> {
         None
     }
-}
-
-fn hub_process(dir: &std::path::Path, port: u16, sim: &str) -> Child {
-    let mut child = Command::new(SOP)
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(dir)
-        .env("SOP_ZALO_APP_ID", APP_ID)
-        .env("SOP_ZALO_APP_SECRET", APP_SECRET)
-        .env("SOP_ZALO_OA_SECRET_KEY", OA_SECRET)
-        .env(
-            "SOP_ZALO_REDIRECT_URI",
-            format!("http://127.0.0.1:{port}/zalo/oauth/callback"),
-        )
-        .env("SOP_ZALO_OAUTH_BASE", sim)
-        .env("SOP_ZALO_API_BASE", sim)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("listening"), "{line}");
-    child
 }
 
 fn key(tx: &tokio::sync::mpsc::UnboundedSender<Msg>, code: KeyCode) {
@@ -108,30 +75,8 @@ async fn console_live_claim_reply_restart_and_offline_outbox() {
     sim_post("/oas".into(), json!({"oa_id": OA, "name": "Shop Hoa Tươi", "admins": ["zalo-admin-1"], "customers": [{"user_id": "u1", "name": "Chị Lan"}]})).await;
 
     // The hub, its admin, an agent, the page, a self-claim rule.
-    let out = Command::new(SOP)
-        .args(["admin", "--data-dir"])
-        .arg(&dir)
-        .args([
-            "account",
-            "add",
-            "--email",
-            "a@sop.vn",
-            "--username",
-            "admin",
-            "--name",
-            "Admin",
-            "--role",
-            "admin",
-        ])
-        .output()
-        .unwrap();
-    let admin_token = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .to_string();
-    let mut hub_proc = hub_process(&dir, port, &sim_base);
+    let admin_token = process::admin_token(&dir);
+    let mut hub_proc = process::hub(&dir, port, Some(&sim_base));
     let agent: Value = http
         .post(format!("{hub}/api/v1/accounts"))
         .bearer_auth(&admin_token)
@@ -274,7 +219,7 @@ async fn console_live_claim_reply_restart_and_offline_outbox() {
     tokio::time::sleep(Duration::from_millis(800)).await;
 
     // Back up on the same port and data dir; a message arrives before the console reconnects.
-    let mut hub_proc = hub_process(&dir, port, &sim_base);
+    let mut hub_proc = process::hub(&dir, port, Some(&sim_base));
     sim_post(
         format!("/oas/{OA}/customers/u1/messages"),
         json!({"text": "Sau khi khởi động lại"}),

@@ -25,6 +25,7 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/oas/{oa}/customers/{user}/staff-reply", post(staff_reply))
         .route("/oas/{oa}/expire-tokens", post(expire_tokens))
         .route("/oas/{oa}/revoke", post(revoke))
+        .route("/oas/{oa}/tokens", post(mint_token))
         .route("/sent", get(sent))
         .route("/receipts", post(receipt))
         .route("/faults", get(get_faults).post(set_faults))
@@ -360,6 +361,24 @@ async fn revoke(State(sim): State<Arc<Sim>>, Path(oa): Path<String>) -> StatusCo
     StatusCode::NO_CONTENT
 }
 
+/// An access token for the OA without the OAuth dance (benchmarks calling the OA API directly).
+async fn mint_token(State(sim): State<Arc<Sim>>, Path(oa): Path<String>) -> Response {
+    let mut st = sim.state.lock();
+    if !st.oas.contains_key(&oa) {
+        drop(st);
+        return not_found("OA");
+    }
+    let token = random_id(32);
+    st.access.insert(
+        token.clone(),
+        AccessToken {
+            oa_id: oa,
+            expires_at: now() + sim.cfg.token_ttl_secs * 1000,
+        },
+    );
+    Json(json!({"access_token": token})).into_response()
+}
+
 #[derive(Deserialize)]
 struct SentQuery {
     oa_id: Option<String>,
@@ -411,6 +430,8 @@ struct FaultSettings {
     #[serde(default)]
     duplicate_next: Option<u32>,
     #[serde(default)]
+    reorder_next: Option<u32>,
+    #[serde(default)]
     delay_ms: Option<u64>,
     #[serde(default)]
     webhook_down: Option<bool>,
@@ -431,6 +452,9 @@ async fn set_faults(State(sim): State<Arc<Sim>>, Json(f): Json<FaultSettings>) -
         if let Some(n) = f.duplicate_next {
             c.duplicate_next = n;
         }
+        if let Some(n) = f.reorder_next {
+            c.reorder_next = n;
+        }
         if let Some(d) = f.delay_ms {
             c.delay_ms = d;
         }
@@ -446,7 +470,7 @@ fn faults_json(sim: &Sim) -> Json<Value> {
     let c = sim.webhooks.ctl.lock();
     Json(
         json!({"rate_limit_next": st.faults.rate_limit_next, "auto_receipts": st.faults.auto_receipts,
-                "duplicate_next": c.duplicate_next, "delay_ms": c.delay_ms, "webhook_down": c.down}),
+                "duplicate_next": c.duplicate_next, "reorder_next": c.reorder_next, "delay_ms": c.delay_ms, "webhook_down": c.down}),
     )
 }
 
@@ -463,8 +487,9 @@ async fn raw_event(State(sim): State<Arc<Sim>>, Json(v): Json<Value>) -> StatusC
 async fn stats(State(sim): State<Arc<Sim>>) -> Json<Value> {
     let s = sim.stats();
     let c = sim.webhooks.ctl.lock().clone();
+    let sent = sim.state.lock().sent.len();
     Json(
-        json!({"code_exchanges": s.code_exchanges, "refreshes": s.refreshes, "api_calls": s.api_calls,
+        json!({"code_exchanges": s.code_exchanges, "refreshes": s.refreshes, "api_calls": s.api_calls, "sent": sent,
                 "webhooks_sent": c.sent, "webhooks_delivered": c.delivered, "webhook_attempts_failed": c.failed_attempts}),
     )
 }

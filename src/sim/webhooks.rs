@@ -14,6 +14,8 @@ const RETRY_SECS: [f64; 5] = [30.0, 300.0, 900.0, 1800.0, 3600.0];
 pub struct WebhookCtl {
     pub delay_ms: u64,
     pub duplicate_next: u32,
+    /// The next N webhooks are held back and delivered after the one that follows them.
+    pub reorder_next: u32,
     pub down: bool,
     pub sent: u64,
     pub delivered: u64,
@@ -41,22 +43,34 @@ impl Outbox {
             .build()
             .expect("http client");
         tokio::spawn(async move {
+            let mut held: Option<Job> = None;
             while let Some(job) = rx.recv().await {
-                let (delay, duplicate) = {
+                let (delay, duplicate, reorder) = {
                     let mut c = worker_ctl.lock();
                     let dup = c.duplicate_next > 0;
                     if dup {
                         c.duplicate_next -= 1;
                     }
-                    (c.delay_ms, dup)
+                    let reorder = held.is_none() && c.reorder_next > 0;
+                    if reorder {
+                        c.reorder_next -= 1;
+                    }
+                    (c.delay_ms, dup, reorder)
                 };
+                if reorder {
+                    held = Some(job);
+                    continue;
+                }
                 if delay > 0 {
                     tokio::time::sleep(Duration::from_millis(delay)).await;
                 }
-                for _ in 0..if duplicate { 2 } else { 1 } {
+                let copies = if duplicate { 2 } else { 1 };
+                let batch: Vec<Job> = std::iter::repeat_n(job, copies)
+                    .chain(held.take())
+                    .collect();
+                for job in batch {
                     if !deliver(&http, &cfg, &worker_ctl, &job, 0).await {
-                        let (http, cfg, ctl, job) =
-                            (http.clone(), cfg.clone(), worker_ctl.clone(), job.clone());
+                        let (http, cfg, ctl) = (http.clone(), cfg.clone(), worker_ctl.clone());
                         tokio::spawn(async move { retry(http, cfg, ctl, job).await });
                     }
                 }

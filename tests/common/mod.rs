@@ -433,3 +433,105 @@ pub async fn consent(
     let s = cb.status();
     (s, cb.text().await.unwrap())
 }
+
+/// The real `sop` binary as a separate process.
+pub mod process {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+    use std::process::{Child, Command, Stdio};
+
+    pub const SOP: &str = env!("CARGO_BIN_EXE_sop");
+
+    /// Creates the first admin with `sop admin` and returns its token (the last line of stdout).
+    pub fn admin_token(dir: &std::path::Path) -> String {
+        let out = Command::new(SOP)
+            .args(["admin", "--data-dir"])
+            .arg(dir)
+            .args([
+                "account",
+                "add",
+                "--email",
+                "admin@sop.vn",
+                "--username",
+                "admin",
+                "--name",
+                "Admin",
+                "--role",
+                "admin",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// A free loopback port (bound and released).
+    pub fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// `sop serve` on the port, talking to the simulator at `sim` (when given).
+    pub fn hub(dir: &std::path::Path, port: u16, sim: Option<&str>) -> Child {
+        let mut cmd = Command::new(SOP);
+        cmd.args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir);
+        if let Some(sim) = sim {
+            cmd.env("SOP_ZALO_APP_ID", APP_ID)
+                .env("SOP_ZALO_APP_SECRET", APP_SECRET)
+                .env("SOP_ZALO_OA_SECRET_KEY", OA_SECRET)
+                .env(
+                    "SOP_ZALO_REDIRECT_URI",
+                    format!("http://127.0.0.1:{port}/zalo/oauth/callback"),
+                )
+                .env("SOP_ZALO_OAUTH_BASE", sim)
+                .env("SOP_ZALO_API_BASE", sim);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.contains("listening"), "hub did not start: {line:?}");
+        child
+    }
+
+    /// An in-process simulator delivering webhooks to the hub on `hub_port`.
+    pub async fn sim_for(hub_port: u16) -> (Arc<sop_console::sim::Sim>, String) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let sim = sop_console::sim::Sim::new(sop_console::sim::SimConfig {
+            webhook: format!("http://127.0.0.1:{hub_port}/zalo/webhook"),
+            app_id: APP_ID.into(),
+            app_secret: APP_SECRET.into(),
+            oa_secret_key: OA_SECRET.into(),
+            retry_scale: 0.002,
+            ..Default::default()
+        })
+        .unwrap();
+        sop_console::sim::spawn(sim.clone(), listener).unwrap();
+        (sim, base)
+    }
+}

@@ -17,6 +17,7 @@ pub struct Metrics {
     pub webhooks_accepted: AtomicU64,
     pub webhooks_rejected: AtomicU64,
     pub webhooks_duplicate: AtomicU64,
+    pub webhooks_applied: AtomicU64,
     pub outbound_sent: AtomicU64,
     pub outbound_failed: AtomicU64,
     pub token_refreshes: AtomicU64,
@@ -91,6 +92,12 @@ impl Metrics {
                 ("{result=\"rejected\"}", &self.webhooks_rejected),
                 ("{result=\"duplicate\"}", &self.webhooks_duplicate),
             ],
+        );
+        metric(
+            "sop_webhooks_applied_total",
+            "counter",
+            "Queued webhooks applied (stored, routed, pushed).",
+            &[("", &self.webhooks_applied)],
         );
         metric(
             "sop_outbound_total",

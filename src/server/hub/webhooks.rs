@@ -50,18 +50,23 @@ impl Hub {
     pub async fn apply_webhooks(&self, items: Vec<(u64, Vec<u8>)>) -> HubResult<WebhookOutcome> {
         let metrics = self.metrics.clone();
         let store = self.store.clone();
-        self.write(|st, tx| {
-            let mut out = WebhookOutcome::default();
-            for (n, raw) in items {
-                tx.batch.delete(key_queue(n));
-                let value: serde_json::Value =
-                    serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null);
-                apply_one(st, tx, &*store, n, &value, &metrics, &mut out)?;
-                out.applied += 1;
-            }
-            Ok(out)
-        })
-        .await
+        let outcome = self
+            .write(|st, tx| {
+                let mut out = WebhookOutcome::default();
+                for (n, raw) in items {
+                    tx.batch.delete(key_queue(n));
+                    let value: serde_json::Value =
+                        serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null);
+                    apply_one(st, tx, &*store, n, &value, &metrics, &mut out)?;
+                    out.applied += 1;
+                }
+                Ok(out)
+            })
+            .await?;
+        self.metrics
+            .webhooks_applied
+            .fetch_add(outcome.applied as u64, Ordering::Relaxed);
+        Ok(outcome)
     }
 
     /// Re-applies a page's rule's old-conversation handling (after a history sync).
