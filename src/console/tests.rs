@@ -649,3 +649,65 @@ fn snapshot_english_and_offline() {
     assert!(screen.contains("Reconnecting in 4s"), "{screen}");
     insta::assert_snapshot!("english_reconnecting_80x24", screen);
 }
+
+proptest::proptest! {
+    /// The O(n) window the list draws is exactly the matching slice of the fully sorted list.
+    #[test]
+    fn visible_window_equals_the_sorted_slice(times in proptest::collection::vec(0i64..50, 0..60), start in 0usize..70, count in 0usize..15, unclaimed in proptest::bool::ANY) {
+        let mut app = agent_app();
+        app.conversations.clear();
+        for (i, t) in times.iter().enumerate() {
+            let state = if i % 2 == 0 { ConvState::Unclaimed } else { ConvState::Assigned };
+            let c = conv(&format!("c{i}"), "K", state, (state == ConvState::Assigned).then_some("a2"), *t, "");
+            app.conversations.insert(c.id.clone(), c);
+        }
+        app.view = if unclaimed { View::Unclaimed } else { View::Mine };
+        let all: Vec<String> = app.visible().iter().map(|c| c.id.clone()).collect();
+        let (window, len) = app.visible_window(start, count);
+        proptest::prop_assert_eq!(len, all.len());
+        let expected: Vec<String> = all.iter().skip(start).take(count).cloned().collect();
+        let got: Vec<String> = window.iter().map(|c| c.id.clone()).collect();
+        proptest::prop_assert_eq!(got, expected);
+    }
+}
+
+#[test]
+fn cache_keeps_the_snapshot_and_the_outbox_across_restarts() {
+    let dir = std::env::temp_dir().join(format!("sop-cache-test-{}", rand::random::<u64>()));
+    let app = agent_app();
+    let outbox = vec![OutboxItem {
+        client_key: "k1".into(),
+        conversation_id: "c1".into(),
+        text: "Gửi sau".into(),
+        quote_msg_id: None,
+        attachment: None,
+        created_at: NOW,
+    }];
+    {
+        let super::cache::Opened::Ready(c) = super::cache::Cache::open(&dir).unwrap() else {
+            panic!("locked")
+        };
+        c.save_snapshot(&app.snapshot()).unwrap();
+        c.save_outbox(&outbox).unwrap();
+        // A second console of the same user runs without the cache.
+        assert!(matches!(
+            super::cache::Cache::open(&dir).unwrap(),
+            super::cache::Opened::Locked
+        ));
+    }
+    let c = loop {
+        if let Ok(super::cache::Opened::Ready(c)) = super::cache::Cache::open(&dir) {
+            break c;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let (snapshot, loaded_outbox) = c.load();
+    let snapshot = snapshot.expect("snapshot");
+    assert_eq!(snapshot.conversations.len(), 3);
+    assert_eq!(snapshot.head, 10);
+    assert_eq!(snapshot.me.unwrap().username, "HuongNT256");
+    assert_eq!(loaded_outbox.len(), 1);
+    assert_eq!(loaded_outbox[0].text, "Gửi sau");
+    drop(c);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -130,9 +130,12 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme) {
         Constraint::Length(1),
     ])
     .areas(area);
-    draw_tabs(f, app, theme, tabs);
+    // One pass over the conversations serves the tab badges, the view counts and the list.
+    let rows = (main.height.saturating_sub(1) as usize / 2).max(1);
+    let frame = app.inbox_frame(app.selected.saturating_sub(rows - 1), rows);
+    draw_tabs(f, app, theme, tabs, &frame);
     match app.tab {
-        Tab::Inbox => draw_inbox(f, app, theme, main),
+        Tab::Inbox => draw_inbox(f, app, theme, main, &frame),
         Tab::Connections => draw_connections(f, app, theme, main),
         Tab::Rules => draw_rules(f, app, theme, main),
     }
@@ -142,17 +145,12 @@ pub fn draw(f: &mut Frame, app: &App, theme: &Theme) {
     }
 }
 
-fn draw_tabs(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
+fn draw_tabs(f: &mut Frame, app: &App, theme: &Theme, area: Rect, frame: &InboxFrame) {
     let s = app.s();
-    let unread_mine = app.count(View::Mine);
     let tabs = [
         (
             Tab::Inbox,
-            format!(
-                "1 {} ({})",
-                s.tab_inbox,
-                unread_mine + app.count(View::Unclaimed)
-            ),
+            format!("1 {} ({})", s.tab_inbox, frame.counts[0] + frame.counts[1]),
         ),
         (
             Tab::Connections,
@@ -228,7 +226,7 @@ fn draw_status(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     f.render_widget(Paragraph::new(Line::from(spans)), area);
 }
 
-fn draw_inbox(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
+fn draw_inbox(f: &mut Frame, app: &App, theme: &Theme, area: Rect, frame: &InboxFrame) {
     let s = app.s();
     let [views, body] = Layout::vertical([Constraint::Length(1), Constraint::Min(1)]).areas(area);
     let mut spans = vec![];
@@ -239,8 +237,13 @@ fn draw_inbox(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     if app.is_admin() {
         views_list.push((View::All, s.view_all, Action::ViewAll));
     }
-    for (v, label, action) in views_list {
-        let text = format!(" {} {} ({}) ", app.keymap.hint(action), label, app.count(v));
+    for (i, (v, label, action)) in views_list.into_iter().enumerate() {
+        let text = format!(
+            " {} {} ({}) ",
+            app.keymap.hint(action),
+            label,
+            frame.counts[i]
+        );
         let style = if v == app.view {
             theme.selected()
         } else {
@@ -259,29 +262,33 @@ fn draw_inbox(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     let list_width = (body.width * 2 / 5).clamp(26, 48);
     let [list, pane] =
         Layout::horizontal([Constraint::Length(list_width), Constraint::Min(20)]).areas(body);
-    draw_list(f, app, theme, list);
-    draw_conversation(f, app, theme, pane);
+    draw_list(f, app, theme, list, frame);
+    draw_conversation(f, app, theme, pane, frame.selected);
 }
 
-fn draw_list(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
+fn draw_list(f: &mut Frame, app: &App, theme: &Theme, area: Rect, frame: &InboxFrame) {
     let block = Block::default().borders(Borders::RIGHT);
     let inner = block.inner(area);
     f.render_widget(block, area);
-    let items = app.visible();
-    if items.is_empty() {
+    let rows = (inner.height as usize / 2).max(1);
+    let start = app.selected.saturating_sub(rows - 1);
+    let items = &frame.window;
+    if frame.total == 0 {
         f.render_widget(
             Paragraph::new(app.s().nothing_here).style(theme.dim()),
             inner,
         );
         return;
     }
-    let per = 2usize;
-    let rows = (inner.height as usize / per).max(1);
-    let start = app.selected.saturating_sub(rows - 1);
     let me = app.me.as_ref().map(|m| m.id.as_str()).unwrap_or("");
     let w = inner.width as usize;
     let mut lines = vec![];
-    for (i, c) in items.iter().enumerate().skip(start).take(rows) {
+    for (i, c) in items
+        .iter()
+        .take(rows)
+        .enumerate()
+        .map(|(k, c)| (start + k, c))
+    {
         let unread = c.unread_for(me);
         let marker = if unread > 0 { "●" } else { " " };
         let name = if c.customer.display_name.is_empty() {
@@ -355,12 +362,15 @@ fn delivery_mark(m: &Message) -> String {
     }
 }
 
-fn draw_conversation(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
+fn draw_conversation(
+    f: &mut Frame,
+    app: &App,
+    theme: &Theme,
+    area: Rect,
+    selected: Option<&Conversation>,
+) {
     let s = app.s();
-    let Some(c) = app
-        .open_conversation()
-        .or_else(|| app.selected_conversation())
-    else {
+    let Some(c) = app.open_conversation().or(selected) else {
         f.render_widget(Paragraph::new(s.no_conversation).style(theme.dim()), area);
         return;
     };

@@ -771,7 +771,8 @@ pub(super) fn ingest(
     }
     st.put_conversation(tx, conv.clone(), before);
     put_message(st, tx, &message);
-    if live {
+    // "Last event" bookkeeping: at most once a second, not a write per message.
+    if live && conn.last_event_at.is_none_or(|t| now - t >= 1000) {
         let mut c = conn;
         c.last_event_at = Some(now);
         st.put_connection_quietly(tx, c);

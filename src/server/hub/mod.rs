@@ -121,6 +121,8 @@ pub struct Hub {
     commit: GroupCommit<Arc<StoredEvent>>,
     live: broadcast::Sender<Arc<StoredEvent>>,
     published: Arc<AtomicU64>,
+    /// Last webhook queue number handed out (the queue has its own numbering; see webhooks.rs).
+    webhook_seq: AtomicU64,
     retention: u64,
     pub metrics: Arc<Metrics>,
     /// Woken when an outbound reply is queued (the Zalo sender listens).
@@ -188,6 +190,19 @@ impl Hub {
             None => st.counters.seq + 1,
         };
         let head = st.counters.seq;
+        // Queue numbers continue after the highest one ever used: queued, applied, or kept raw.
+        let last_n = |prefix: &[u8]| -> anyhow::Result<u64> {
+            Ok(store
+                .range(prefix, &prefix_end(prefix), true, 1)?
+                .first()
+                .and_then(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).parse().ok())
+                .unwrap_or(0))
+        };
+        let webhook_seq = st
+            .counters
+            .webhook
+            .max(last_n(b"whq/")?)
+            .max(last_n(b"raw/")?);
 
         let (live, _) = broadcast::channel(4096);
         let published = Arc::new(AtomicU64::new(head));
@@ -221,6 +236,7 @@ impl Hub {
             commit,
             live,
             published,
+            webhook_seq: AtomicU64::new(webhook_seq),
             retention: retention.max(1),
             metrics,
             outbox_ready: Arc::new(Notify::new()),

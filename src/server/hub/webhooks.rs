@@ -22,14 +22,17 @@ pub struct WebhookOutcome {
 const PROFILE_TTL_MS: Ms = DAY_MS;
 
 impl Hub {
-    /// Makes a verified webhook body durable before Zalo gets its 200.
+    /// Makes a verified webhook body durable before Zalo gets its 200. The queue is separate from
+    /// the domain state, so intake never waits for the state lock (the worker may hold it for a
+    /// whole batch); only the group-commit flush is shared.
     pub async fn enqueue_webhook(&self, raw: &[u8]) -> HubResult<u64> {
-        self.write(|st, tx| {
-            st.counters.webhook += 1;
-            tx.batch.put(key_queue(st.counters.webhook), raw.to_vec());
-            Ok(st.counters.webhook)
-        })
-        .await
+        let n = self.webhook_seq.fetch_add(1, Ordering::SeqCst) + 1;
+        let mut batch = Batch::default();
+        batch.put(key_queue(n), raw.to_vec());
+        self.store.apply(batch).map_err(HubError::Internal)?;
+        let ticket = self.commit.record([]);
+        self.commit.wait(ticket).await?;
+        Ok(n)
     }
 
     /// The oldest queued webhooks.
