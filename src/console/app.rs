@@ -335,16 +335,21 @@ impl App {
             .unwrap_or_default();
         let mut counts = [0usize; 3];
         let mut list = Vec::new();
+        let me = self.me_id();
+        let admin = self.is_admin();
         for c in self.conversations.values() {
-            for (i, v) in [View::Mine, View::Unclaimed, View::All]
-                .into_iter()
-                .enumerate()
-            {
-                if self.in_view(v, c) {
-                    counts[i] += 1;
-                }
-            }
-            if self.in_view(self.view, c) && (needle.is_empty() || matches_filter(c, &needle)) {
+            // The same tests as `in_view`, with the account looked up once per frame.
+            let mine = c.assignee.as_deref() == Some(me);
+            let unclaimed = c.state == ConvState::Unclaimed && c.status == ConvStatus::Open;
+            counts[0] += mine as usize;
+            counts[1] += unclaimed as usize;
+            counts[2] += admin as usize;
+            let shown = match self.view {
+                View::Mine => mine,
+                View::Unclaimed => unclaimed,
+                View::All => admin,
+            };
+            if shown && (needle.is_empty() || matches_filter(c, &needle)) {
                 list.push(c);
             }
         }
@@ -1436,12 +1441,12 @@ fn matches_filter(c: &Conversation, needle: &str) -> bool {
 }
 
 /// Rows `start..start + count` of `list` in `order`, in O(n) (select, then sort only the window).
-fn window_of<'a>(
-    mut list: Vec<&'a Conversation>,
+fn window_of(
+    mut list: Vec<&Conversation>,
     start: usize,
     count: usize,
     order: impl Fn(&&Conversation, &&Conversation) -> std::cmp::Ordering,
-) -> Vec<&'a Conversation> {
+) -> Vec<&Conversation> {
     if start >= list.len() || count == 0 {
         return vec![];
     }

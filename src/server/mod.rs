@@ -144,7 +144,11 @@ pub async fn serve(config: Config) -> Result<()> {
         .clone()
         .unwrap_or_else(default_data_dir);
     let store = Arc::new(SledStore::open(&data_dir)?);
-    let hub = Hub::open(store, config.server.event_retention)?;
+    let hub = Hub::open(
+        store,
+        &data_dir.join("webhooks.log"),
+        config.server.event_retention,
+    )?;
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;

@@ -58,6 +58,13 @@ impl Conn {
         Ok(())
     }
 
+    async fn send_event(&mut self, e: &StoredEvent) -> anyhow::Result<()> {
+        self.socket
+            .send(Message::Text(e.frame_json().into()))
+            .await?;
+        Ok(())
+    }
+
     /// Sends the stored events in `(after, upto]` the account may see; returns the last seq covered.
     async fn replay(
         &mut self,
@@ -73,10 +80,7 @@ impl Conn {
             };
             for e in chunk {
                 if may_receive(who, &e) {
-                    self.send(&Frame::Event {
-                        event: e.event.clone(),
-                    })
-                    .await?;
+                    self.send_event(&e).await?;
                 }
             }
             after = last;
@@ -125,7 +129,7 @@ async fn run(
                         conn.replay(hub, who, last, e.event.seq - 1).await?;
                     }
                     if may_receive(who, &e) {
-                        conn.send(&Frame::Event { event: e.event.clone() }).await?;
+                        conn.send_event(&e).await?;
                     }
                     last = e.event.seq;
                 }

@@ -25,8 +25,17 @@ pub struct GroupCommit<T> {
 const FAILED: u64 = u64::MAX;
 
 impl<T: Send + 'static> GroupCommit<T> {
-    /// Starts the flusher thread. `publish` runs on it, in ticket order, after each flush.
+    /// Starts the flusher thread over a store. `publish` runs on it, in ticket order, after each
+    /// flush.
     pub fn start(store: Arc<dyn Store>, publish: impl Fn(Vec<T>) + Send + 'static) -> Self {
+        Self::with_flush(move || store.flush(), publish)
+    }
+
+    /// The same over any flush (a write-ahead log's fsync).
+    pub fn with_flush(
+        flush: impl Fn() -> anyhow::Result<()> + Send + 'static,
+        publish: impl Fn(Vec<T>) + Send + 'static,
+    ) -> Self {
         let inner = Arc::new(Inner {
             pending: Mutex::new(Pending {
                 written: 0,
@@ -49,7 +58,7 @@ impl<T: Send + 'static> GroupCommit<T> {
                         }
                         (p.written, std::mem::take(&mut p.items), p.stop)
                     };
-                    if let Err(e) = store.flush() {
+                    if let Err(e) = flush() {
                         tracing::error!("store flush failed: {e:#}");
                         flusher.durable.send_replace(FAILED);
                         return;

@@ -6,6 +6,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
 
 mod group_commit;
+pub mod wal;
 pub use group_commit::GroupCommit;
 
 /// One atomic set of writes. Later writes to a key win; `get` reads the batch's own writes so a

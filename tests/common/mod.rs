@@ -41,7 +41,12 @@ pub async fn start_hub_on(
     dir: PathBuf,
 ) -> TestHub {
     config.server.event_retention = retention;
-    let hub = Hub::open(Arc::new(SledStore::open(&dir).unwrap()), retention).unwrap();
+    let hub = Hub::open(
+        Arc::new(SledStore::open(&dir).unwrap()),
+        &dir.join("webhooks.log"),
+        retention,
+    )
+    .unwrap();
     let running = server::start(config, hub.clone(), listener).await.unwrap();
     let base = format!("http://{}", running.addr);
     // Reopening a data dir (restart tests) keeps the first admin.

@@ -52,6 +52,27 @@ pub const EVERYONE: &str = "*";
 pub struct StoredEvent {
     pub event: Event,
     pub audience: Vec<AccountId>,
+    /// The stream frame, serialised once however many consoles receive it.
+    #[serde(skip)]
+    frame: std::sync::OnceLock<String>,
+}
+
+impl StoredEvent {
+    pub fn new(event: Event, audience: Vec<AccountId>) -> StoredEvent {
+        StoredEvent {
+            event,
+            audience,
+            frame: Default::default(),
+        }
+    }
+
+    /// `{"type":"event","event":…}`, as `wire::Frame::Event` serialises.
+    pub fn frame_json(&self) -> &str {
+        self.frame.get_or_init(|| {
+            let event = serde_json::to_string(&self.event).expect("events serialise");
+            format!("{{\"type\":\"event\",\"event\":{event}}}")
+        })
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -121,8 +142,8 @@ pub struct Hub {
     commit: GroupCommit<Arc<StoredEvent>>,
     live: broadcast::Sender<Arc<StoredEvent>>,
     published: Arc<AtomicU64>,
-    /// Last webhook queue number handed out (the queue has its own numbering; see webhooks.rs).
-    webhook_seq: AtomicU64,
+    /// Webhook intake: the write-ahead log and the queue the worker drains (see webhooks.rs).
+    intake: webhooks::Intake,
     retention: u64,
     pub metrics: Arc<Metrics>,
     /// Woken when an outbound reply is queued (the Zalo sender listens).
@@ -151,7 +172,12 @@ fn new_token() -> String {
 impl Hub {
     /// Loads the hub's state from the store and starts its group-commit flusher.
     /// `retention` is how many events the log keeps for reconnecting consoles.
-    pub fn open(store: Arc<dyn Store>, retention: u64) -> anyhow::Result<Arc<Hub>> {
+    /// `webhook_log` is the write-ahead log of webhook intake (normally `DATA_DIR/webhooks.log`).
+    pub fn open(
+        store: Arc<dyn Store>,
+        webhook_log: &std::path::Path,
+        retention: u64,
+    ) -> anyhow::Result<Arc<Hub>> {
         let mut st = State {
             accounts: BTreeMap::new(),
             credentials: HashMap::new(),
@@ -190,20 +216,19 @@ impl Hub {
             None => st.counters.seq + 1,
         };
         let head = st.counters.seq;
-        // Queue numbers continue after the highest one ever used: queued, applied, or kept raw.
-        let last_n = |prefix: &[u8]| -> anyhow::Result<u64> {
-            Ok(store
-                .range(prefix, &prefix_end(prefix), true, 1)?
-                .first()
-                .and_then(|(k, _)| String::from_utf8_lossy(&k[prefix.len()..]).parse().ok())
-                .unwrap_or(0))
-        };
-        let webhook_seq = st
-            .counters
-            .webhook
-            .max(last_n(b"whq/")?)
-            .max(last_n(b"raw/")?);
-
+        // Webhooks acknowledged but not yet applied (a crash in between) are in the log past the
+        // applied watermark; numbering continues after the highest number ever used.
+        let (wal, logged) = crate::store::wal::Wal::open(webhook_log)?;
+        let applied = st.counters.webhook;
+        let pending: std::collections::VecDeque<(u64, Vec<u8>)> =
+            logged.into_iter().filter(|(n, _)| *n > applied).collect();
+        let webhook_seq = pending.back().map(|(n, _)| *n).unwrap_or(0).max(applied);
+        if !pending.is_empty() {
+            tracing::info!(
+                count = pending.len(),
+                "re-queued acknowledged webhooks from the log"
+            );
+        }
         let (live, _) = broadcast::channel(4096);
         let published = Arc::new(AtomicU64::new(head));
         let metrics = Arc::new(Metrics::default());
@@ -236,7 +261,7 @@ impl Hub {
             commit,
             live,
             published,
-            webhook_seq: AtomicU64::new(webhook_seq),
+            intake: webhooks::Intake::new(wal, pending, webhook_seq),
             retention: retention.max(1),
             metrics,
             outbox_ready: Arc::new(Notify::new()),
@@ -280,14 +305,14 @@ impl Hub {
         let mut events = Vec::with_capacity(tx.events.len());
         for (body, audience) in tx.events.drain(..) {
             st.counters.seq += 1;
-            let stored = Arc::new(StoredEvent {
-                event: Event {
+            let stored = Arc::new(StoredEvent::new(
+                Event {
                     seq: st.counters.seq,
                     at: now,
                     body,
                 },
                 audience,
-            });
+            ));
             tx.batch.put_json(key_evt(stored.event.seq), &*stored);
             events.push(stored);
         }

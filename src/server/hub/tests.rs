@@ -22,7 +22,12 @@ impl Drop for Fixture {
 
 fn fixture() -> Fixture {
     let dir = std::env::temp_dir().join(format!("sop-hub-{}", rand::random::<u64>()));
-    let hub = Hub::open(Arc::new(SledStore::open(&dir).unwrap()), 10_000).unwrap();
+    let hub = Hub::open(
+        Arc::new(SledStore::open(&dir).unwrap()),
+        &dir.join("webhooks.log"),
+        10_000,
+    )
+    .unwrap();
     Fixture {
         hub,
         dir: Some(dir),
@@ -443,7 +448,12 @@ async fn state_survives_reopen() {
     let mut f = s.f;
     let dir = f.dir.take().unwrap();
     drop(f);
-    let hub = Hub::open(Arc::new(crate::store::open_when_released(&dir)), 10_000).unwrap();
+    let hub = Hub::open(
+        Arc::new(crate::store::open_when_released(&dir)),
+        &dir.join("webhooks.log"),
+        10_000,
+    )
+    .unwrap();
     let conv = hub
         .read(|st| st.conversation(&conv_id).cloned())
         .expect("conversation persisted");
@@ -468,4 +478,61 @@ async fn an_admin_who_claimed_keeps_the_conversation_when_the_customer_writes_ag
     let again = send(&s.f.hub, &s.conn, "u1", "m2").await;
     assert_eq!(again.assignee.as_deref(), Some(s.admin.id.as_str()));
     assert_eq!(again.state, ConvState::Assigned);
+}
+
+#[tokio::test]
+async fn acknowledged_webhooks_not_yet_applied_are_requeued_after_a_crash() {
+    let mut f = fixture();
+    let dir = f.dir.take().unwrap();
+    for i in 0..3 {
+        f.hub
+            .enqueue_webhook(format!("{{\"event_name\":\"x\",\"n\":{i}}}").as_bytes())
+            .await
+            .unwrap();
+    }
+    drop(f); // "crash": nothing was applied
+    let reopen = || {
+        Hub::open(
+            Arc::new(crate::store::open_when_released(&dir)),
+            &dir.join("webhooks.log"),
+            10_000,
+        )
+        .unwrap()
+    };
+    let hub = reopen();
+    let queued = hub.queued_webhooks(10).unwrap();
+    assert_eq!(
+        queued.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    // Apply two; the third stays queued across another restart, and numbering continues.
+    hub.apply_webhooks(queued[..2].to_vec()).await.unwrap();
+    hub.shutdown();
+    drop(hub);
+    let hub = reopen();
+    assert_eq!(
+        hub.queued_webhooks(10)
+            .unwrap()
+            .iter()
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>(),
+        vec![3]
+    );
+    assert_eq!(hub.enqueue_webhook(b"{}").await.unwrap(), 4);
+    hub.shutdown();
+    drop(hub);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_shared_frame_is_exactly_what_the_wire_type_serialises() {
+    let event = Event {
+        seq: 7,
+        at: 1,
+        body: EventBody::RuleRemoved { id: "r1".into() },
+    };
+    let stored = StoredEvent::new(event.clone(), vec![]);
+    let ours: serde_json::Value = serde_json::from_str(stored.frame_json()).unwrap();
+    let theirs = serde_json::to_value(crate::wire::Frame::Event { event }).unwrap();
+    assert_eq!(ours, theirs);
 }

@@ -4,10 +4,30 @@
 
 use super::conversations::{apply_delivery, ingest, put_message, Inbound};
 use super::*;
+use crate::store::wal::Wal;
 use crate::zalo::events::{self, ChatMessage, WebhookEvent};
+use std::collections::VecDeque;
 
-fn key_queue(n: u64) -> String {
-    format!("whq/{n:020}")
+/// Acknowledged webhooks: durable in the write-ahead log, queued in memory in log order for the
+/// worker. The applied watermark (`counters.webhook`) is stored with each batch's effects, so a
+/// restart re-queues exactly the records after it.
+pub struct Intake {
+    wal: Wal,
+    queue: Mutex<VecDeque<(u64, Vec<u8>)>>,
+    seq: AtomicU64,
+}
+
+/// Empty the log once it is drained and at least this big.
+const TRUNCATE_AT_BYTES: u64 = 4 << 20;
+
+impl Intake {
+    pub fn new(wal: Wal, pending: VecDeque<(u64, Vec<u8>)>, last: u64) -> Intake {
+        Intake {
+            wal,
+            queue: Mutex::new(pending),
+            seq: AtomicU64::new(last),
+        }
+    }
 }
 
 /// What the caller should do after a batch: fetch customer profiles, and so on.
@@ -22,30 +42,32 @@ pub struct WebhookOutcome {
 const PROFILE_TTL_MS: Ms = DAY_MS;
 
 impl Hub {
-    /// Makes a verified webhook body durable before Zalo gets its 200. The queue is separate from
-    /// the domain state, so intake never waits for the state lock (the worker may hold it for a
-    /// whole batch); only the group-commit flush is shared.
+    /// Makes a verified webhook body durable before Zalo gets its 200: one append to the log and
+    /// a group-committed fsync. Intake never takes the state lock (the worker may hold it for a
+    /// whole batch) and never flushes the store.
     pub async fn enqueue_webhook(&self, raw: &[u8]) -> HubResult<u64> {
-        let n = self.webhook_seq.fetch_add(1, Ordering::SeqCst) + 1;
-        let mut batch = Batch::default();
-        batch.put(key_queue(n), raw.to_vec());
-        self.store.apply(batch).map_err(HubError::Internal)?;
-        let ticket = self.commit.record([]);
-        self.commit.wait(ticket).await?;
+        let intake = &self.intake;
+        let n = intake
+            .wal
+            .append(raw, || {
+                // Under the log's lock: numbers, log order and queue order agree.
+                let n = intake.seq.fetch_add(1, Ordering::SeqCst) + 1;
+                intake.queue.lock().push_back((n, raw.to_vec()));
+                n
+            })
+            .await?;
         Ok(n)
     }
 
     /// The oldest queued webhooks.
     pub fn queued_webhooks(&self, limit: usize) -> HubResult<Vec<(u64, Vec<u8>)>> {
-        let rows = self
-            .store
-            .range(b"whq/", &prefix_end(b"whq/"), false, limit)?;
-        Ok(rows
-            .into_iter()
-            .map(|(k, v)| {
-                let n = String::from_utf8_lossy(&k[4..]).parse().unwrap_or(0);
-                (n, v)
-            })
+        Ok(self
+            .intake
+            .queue
+            .lock()
+            .iter()
+            .take(limit)
+            .cloned()
             .collect())
     }
 
@@ -57,7 +79,8 @@ impl Hub {
             .write(|st, tx| {
                 let mut out = WebhookOutcome::default();
                 for (n, raw) in items {
-                    tx.batch.delete(key_queue(n));
+                    // The applied watermark travels with the effects, in the same atomic batch.
+                    st.counters.webhook = st.counters.webhook.max(n);
                     let value: serde_json::Value =
                         serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null);
                     apply_one(st, tx, &*store, n, &value, &metrics, &mut out)?;
@@ -66,6 +89,19 @@ impl Hub {
                 Ok(out)
             })
             .await?;
+        let intake = &self.intake;
+        {
+            let mut q = intake.queue.lock();
+            for _ in 0..outcome.applied {
+                q.pop_front();
+            }
+        }
+        if intake.wal.len() >= TRUNCATE_AT_BYTES {
+            intake
+                .wal
+                .truncate_if(|| !intake.queue.lock().is_empty())
+                .map_err(HubError::Internal)?;
+        }
         self.metrics
             .webhooks_applied
             .fetch_add(outcome.applied as u64, Ordering::Relaxed);
