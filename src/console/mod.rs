@@ -231,13 +231,15 @@ pub async fn run_with_side(opts: Options, side: &mut dyn Side) -> Result<()> {
     let backend = ratatui::backend::CrosstermBackend::new(std::io::stdout());
     let mut terminal = Terminal::new(backend).context("cannot start the terminal")?;
     terminal.clear()?;
-    spawn_input(tx.clone());
+    let input = spawn_input(tx.clone());
     spawn_signals(tx.clone());
     let theme = view::Theme {
         color: opts.color,
         utc_offset_min: local_offset_min(),
     };
     let result = run_loop(&mut terminal, session, side, theme).await;
+    // Stop reading the terminal: once it is gone, reads would fail in a loop.
+    input.abort();
     terminal_guard::restore();
     result.map(|_| ())
 }
@@ -246,7 +248,7 @@ pub fn local_offset_min() -> i32 {
     chrono::Local::now().offset().local_minus_utc() / 60
 }
 
-fn spawn_input(tx: mpsc::UnboundedSender<Msg>) {
+fn spawn_input(tx: mpsc::UnboundedSender<Msg>) -> tokio::task::JoinHandle<()> {
     use futures_util::StreamExt;
     tokio::spawn(async move {
         let mut events = crossterm::event::EventStream::new();
@@ -255,7 +257,9 @@ fn spawn_input(tx: mpsc::UnboundedSender<Msg>) {
                 return;
             }
         }
-    });
+        // The terminal is gone (SSH dropped): leave like SIGHUP.
+        let _ = tx.send(Msg::Shutdown);
+    })
 }
 
 fn spawn_signals(tx: mpsc::UnboundedSender<Msg>) {

@@ -161,11 +161,14 @@ pub async fn serve(config: Config) -> Result<()> {
     Ok(())
 }
 
+/// SIGINT, SIGTERM, or SIGHUP (the terminal or SSH session went away).
 pub async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut hup = signal(SignalKind::hangup()).expect("install SIGHUP handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+        _ = hup.recv() => {}
     }
 }

@@ -489,8 +489,29 @@ pub mod process {
             .port()
     }
 
+    /// A child process killed when dropped, so a failing test leaves no hub behind.
+    pub struct Proc(pub Child);
+
+    impl std::ops::Deref for Proc {
+        type Target = Child;
+        fn deref(&self) -> &Child {
+            &self.0
+        }
+    }
+    impl std::ops::DerefMut for Proc {
+        fn deref_mut(&mut self) -> &mut Child {
+            &mut self.0
+        }
+    }
+    impl Drop for Proc {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+
     /// `sop serve` on the port, talking to the simulator at `sim` (when given).
-    pub fn hub(dir: &std::path::Path, port: u16, sim: Option<&str>) -> Child {
+    pub fn hub(dir: &std::path::Path, port: u16, sim: Option<&str>) -> Proc {
         let mut cmd = Command::new(SOP);
         cmd.args([
             "serve",
@@ -520,7 +541,7 @@ pub mod process {
             .read_line(&mut line)
             .unwrap();
         assert!(line.contains("listening"), "hub did not start: {line:?}");
-        child
+        Proc(child)
     }
 
     /// An in-process simulator delivering webhooks to the hub on `hub_port`.

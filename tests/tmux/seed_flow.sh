@@ -7,7 +7,11 @@ set -euo pipefail
 SOP=$(realpath "${1:-target/debug/sop}")
 S="sop-seed-$$"
 DIR=$(mktemp -d)
-cleanup() { tmux kill-session -t "$S" 2>/dev/null || true; rm -rf "$DIR"; }
+cleanup() {
+  tmux kill-session -t "$S" 2>/dev/null || true
+  pkill -f "demo --data-dir $DIR" 2>/dev/null || true
+  rm -rf "$DIR"
+}
 trap cleanup EXIT
 
 screen() { tmux capture-pane -p -t "$S"; }
