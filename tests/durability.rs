@@ -2,72 +2,29 @@
 //! hub on the same data dir is refused with a clear message.
 
 mod common;
+use common::process;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-const SOP: &str = env!("CARGO_BIN_EXE_sop");
-
-fn admin_token(dir: &Path) -> String {
-    let out = Command::new(SOP)
-        .args(["admin", "--data-dir"])
-        .arg(dir)
-        .args([
-            "account",
-            "add",
-            "--email",
-            "admin@sop.vn",
-            "--username",
-            "admin",
-            "--name",
-            "Admin",
-            "--role",
-            "admin",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .last()
-        .unwrap()
-        .trim()
-        .to_string()
-}
-
-/// Starts `sop serve` on a free port and returns it with its base URL.
-fn serve(dir: &Path) -> (Child, String) {
-    let mut child = Command::new(SOP)
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let url = line.trim().rsplit(' ').next().unwrap().to_string();
-    assert!(url.starts_with("http://"), "unexpected first line {line:?}");
-    (child, url)
+/// `sop serve` on a free port; its base URL.
+fn serve(dir: &Path) -> (process::Proc, String) {
+    let port = process::free_port();
+    (
+        process::hub(dir, port, None),
+        format!("http://127.0.0.1:{port}"),
+    )
 }
 
 #[tokio::test]
 async fn acknowledged_writes_survive_sigkill() {
     let dir = common::temp_dir("crash");
-    let token = admin_token(&dir);
+    let token = process::admin_token(&dir);
     let (mut hub, url) = serve(&dir);
     let http = reqwest::Client::new();
 
     // A second hub on the same data dir fails at once, clearly.
-    let second = Command::new(SOP)
+    let second = Command::new(process::SOP)
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&dir)
         .output()

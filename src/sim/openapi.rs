@@ -6,7 +6,6 @@
 use super::*;
 use crate::model::{DAY_MS, MAX_TEXT_CHARS};
 use axum::extract::{Multipart, Path, Query, State};
-use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Json;
@@ -37,25 +36,37 @@ fn ok(data: Value, remain: u64) -> Response {
     r
 }
 
-/// Checks the `access_token` header and the rate limit; returns the OA and the remaining quota.
-fn authorize(sim: &Sim, headers: &HeaderMap) -> Result<(String, u64), Response> {
-    let mut st = sim.state.lock();
-    st.stats.api_calls += 1;
-    let token = headers
-        .get("access_token")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let oa_id = match st.access.get(token) {
-        Some(t) if t.expires_at > now() && !st.revoked.contains(&t.oa_id) => t.oa_id.clone(),
-        Some(_) => return Err(zalo_error(-216, "Access token is invalid")),
-        None => return Err(zalo_error(-216, "Access token is invalid")),
-    };
-    if st.faults.rate_limit_next > 0 {
-        st.faults.rate_limit_next -= 1;
-        return Err(zalo_error(-32, "Your OA reached limit call api"));
+/// The caller's OA, from the `access_token` header, after the rate limit; with the remaining
+/// quota for the response headers. Rejections are Zalo's own error bodies (HTTP 200).
+struct Authorized {
+    oa_id: String,
+    remain: u64,
+}
+
+impl axum::extract::FromRequestParts<Arc<Sim>> for Authorized {
+    type Rejection = Response;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        sim: &Arc<Sim>,
+    ) -> Result<Self, Response> {
+        let mut st = sim.state.lock();
+        st.stats.api_calls += 1;
+        let token = parts
+            .headers
+            .get("access_token")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let oa_id = match st.access.get(token) {
+            Some(t) if t.expires_at > now() && !st.revoked.contains(&t.oa_id) => t.oa_id.clone(),
+            _ => return Err(zalo_error(-216, "Access token is invalid")),
+        };
+        if st.faults.rate_limit_next > 0 {
+            st.faults.rate_limit_next -= 1;
+            return Err(zalo_error(-32, "Your OA reached limit call api"));
+        }
+        let remain = RATE_LIMIT.saturating_sub(st.stats.api_calls % RATE_LIMIT);
+        Ok(Authorized { oa_id, remain })
     }
-    let remain = RATE_LIMIT.saturating_sub(st.stats.api_calls % RATE_LIMIT);
-    Ok((oa_id, remain))
 }
 
 #[derive(Deserialize, Default)]
@@ -78,11 +89,7 @@ fn arg_u64(v: &Value, key: &str, default: u64) -> u64 {
     }
 }
 
-async fn getoa(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
-    let (oa_id, remain) = match authorize(&sim, &headers) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
+async fn getoa(State(sim): State<Arc<Sim>>, Authorized { oa_id, remain }: Authorized) -> Response {
     let st = sim.state.lock();
     let oa = &st.oas[&oa_id];
     ok(
@@ -95,13 +102,9 @@ async fn getoa(State(sim): State<Arc<Sim>>, headers: HeaderMap) -> Response {
 
 async fn user_detail(
     State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
+    Authorized { oa_id, remain }: Authorized,
     Query(q): Query<DataParam>,
 ) -> Response {
-    let (oa_id, remain) = match authorize(&sim, &headers) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     let d = data_param(&q);
     let user_id = crate::zalo::events::id_str(&d["user_id"]).unwrap_or_default();
     let st = sim.state.lock();
@@ -122,13 +125,9 @@ async fn user_detail(
 
 async fn user_list(
     State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
+    Authorized { oa_id, remain }: Authorized,
     Query(q): Query<DataParam>,
 ) -> Response {
-    let (oa_id, remain) = match authorize(&sim, &headers) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     let d = data_param(&q);
     let (offset, count) = (arg_u64(&d, "offset", 0), arg_u64(&d, "count", 50));
     if count > 50 {
@@ -177,13 +176,9 @@ fn paging(d: &Value) -> Result<(usize, usize), Response> {
 
 async fn list_recent_chat(
     State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
+    Authorized { oa_id, remain }: Authorized,
     Query(q): Query<DataParam>,
 ) -> Response {
-    let (oa_id, remain) = match authorize(&sim, &headers) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     let (offset, count) = match paging(&data_param(&q)) {
         Ok(p) => p,
         Err(r) => return r,
@@ -207,13 +202,9 @@ async fn list_recent_chat(
 
 async fn conversation(
     State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
+    Authorized { oa_id, remain }: Authorized,
     Query(q): Query<DataParam>,
 ) -> Response {
-    let (oa_id, remain) = match authorize(&sim, &headers) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     let d = data_param(&q);
     let (offset, count) = match paging(&d) {
         Ok(p) => p,
@@ -242,13 +233,9 @@ async fn conversation(
 
 async fn send_cs(
     State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
+    Authorized { oa_id, remain }: Authorized,
     body: axum::body::Bytes,
 ) -> Response {
-    let (oa_id, remain) = match authorize(&sim, &headers) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
         return zalo_error(-201, "body is invalid!");
     };
@@ -357,14 +344,10 @@ async fn send_cs(
 
 async fn upload(
     State(sim): State<Arc<Sim>>,
-    headers: HeaderMap,
+    Authorized { remain, .. }: Authorized,
     Path(kind): Path<String>,
     mut form: Multipart,
 ) -> Response {
-    let (_, remain) = match authorize(&sim, &headers) {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
     let mut file: Option<(String, Vec<u8>)> = None;
     while let Ok(Some(field)) = form.next_field().await {
         if field.name() == Some("file") {
