@@ -169,7 +169,8 @@ async fn console_live_claim_reply_restart_and_offline_outbox() {
             .filter(|v| v["items"].as_array().is_some_and(|a| !a.is_empty()))
     })
     .await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Time for the live event to reach the console (it has no outside view of its state).
+    tokio::time::sleep(Duration::from_millis(2000)).await;
     key(&tx, KeyCode::Char('g'));
     key(&tx, KeyCode::Char('c'));
     key(&tx, KeyCode::Char('r'));
