@@ -209,10 +209,13 @@ pub async fn run(opts: Options) -> Result<()> {
 }
 
 pub async fn run_with_side(opts: Options, side: &mut dyn Side) -> Result<()> {
+    use std::io::IsTerminal;
+    if !std::io::stdin().is_terminal() || !std::io::stdout().is_terminal() {
+        anyhow::bail!("the console needs an interactive terminal; scripts can use the hub's API (docs/api.md)");
+    }
     let api = net::Api::new(&opts.server, &opts.token);
     // Fail fast with a clear message rather than an empty screen.
-    match api.me().await {
-        Ok(_) => {}
+    let unreachable = match api.me().await {
         Err(net::ApiErr::Status { status: 401, .. }) => {
             anyhow::bail!(
                 "the hub at {} refused this token — get a new one with `sop login --server {}`",
@@ -220,12 +223,17 @@ pub async fn run_with_side(opts: Options, side: &mut dyn Side) -> Result<()> {
                 opts.server
             )
         }
-        Err(e) if opts.cache_root.is_none() => {
-            anyhow::bail!("cannot reach the hub at {}: {e}", opts.server)
-        }
-        Err(e) => tracing::warn!("starting offline: {e}"),
-    }
+        Err(e) => Some(e),
+        Ok(_) => None,
+    };
     let session = Session::new(&opts, crate::model::now_ms());
+    if let Some(e) = unreachable {
+        // Offline is fine with cached data to show; without it there is nothing to open.
+        if session.app.me.is_none() {
+            anyhow::bail!("cannot reach the hub at {}: {e}", opts.server);
+        }
+        tracing::warn!("starting offline with cached data: {e}");
+    }
     let tx = session.tx.clone();
     terminal_guard::install(opts.mouse)?;
     let backend = ratatui::backend::CrosstermBackend::new(std::io::stdout());
