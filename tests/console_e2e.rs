@@ -39,24 +39,9 @@ fn text(tx: &tokio::sync::mpsc::UnboundedSender<Msg>, s: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn console_live_claim_reply_restart_and_offline_outbox() {
     let dir = temp_dir("console-e2e");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = process::free_port();
     let hub = format!("http://127.0.0.1:{port}");
-    let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sim_base = format!("http://{}", sim_listener.local_addr().unwrap());
-    let sim = sop_console::sim::Sim::new(sop_console::sim::SimConfig {
-        webhook: format!("{hub}/zalo/webhook"),
-        app_id: APP_ID.into(),
-        app_secret: APP_SECRET.into(),
-        oa_secret_key: OA_SECRET.into(),
-        retry_scale: 0.002,
-        ..Default::default()
-    })
-    .unwrap();
-    sop_console::sim::spawn(sim.clone(), sim_listener).unwrap();
+    let (_sim, sim_base) = process::sim_for(port).await;
     let http = reqwest::Client::new();
     let sim_post = |path: String, body: Value| {
         let http = http.clone();
