@@ -633,16 +633,8 @@ fn draw_connections(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
                 ChatMode::OnlyMe => s.only_me,
                 ChatMode::Shared => s.share,
             };
-            let name_style = if sel {
-                theme.selected().add_modifier(Modifier::BOLD)
-            } else {
-                theme.bold()
-            };
             lines.push(Line::from(vec![
-                Span::styled(
-                    format!("{} {}", if sel { "▸" } else { " " }, clean(&c.name)),
-                    name_style,
-                ),
+                row_title(theme, sel, &c.name),
                 Span::raw("  "),
                 status_label(app, theme, c),
             ]));
@@ -704,6 +696,19 @@ fn draw_connections(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     f.render_widget(Paragraph::new(lines).wrap(Wrap { trim: false }), area);
 }
 
+/// The first line of a selectable entry (a page, a rule): a marker and the name, bold.
+fn row_title(theme: &Theme, selected: bool, name: &str) -> Span<'static> {
+    let style = if selected {
+        theme.selected().add_modifier(Modifier::BOLD)
+    } else {
+        theme.bold()
+    };
+    Span::styled(
+        format!("{} {}", if selected { "▸" } else { " " }, clean(name)),
+        style,
+    )
+}
+
 fn method_label(app: &App, m: Method) -> &'static str {
     match m {
         Method::RoundRobin => app.s().round_robin,
@@ -727,16 +732,8 @@ fn draw_rules(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     }
     for (i, r) in app.rule_list().into_iter().enumerate() {
         let sel = i == app.rule_selected;
-        let st = if sel {
-            theme.selected().add_modifier(Modifier::BOLD)
-        } else {
-            theme.bold()
-        };
         lines.push(Line::from(vec![
-            Span::styled(
-                format!("{} {}", if sel { "▸" } else { " " }, clean(&r.name)),
-                st,
-            ),
+            row_title(theme, sel, &r.name),
             Span::raw(format!(
                 "  {} · {}",
                 method_label(app, r.method),
