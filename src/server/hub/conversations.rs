@@ -309,11 +309,7 @@ impl Hub {
     }
 
     pub fn message(&self, id: &str) -> HubResult<Message> {
-        let conv: Option<String> = self.store.get_json(&format!("mref/{id}"))?;
-        let conv = conv.ok_or_else(|| HubError::NotFound(format!("message {id} not found")))?;
-        self.store
-            .get_json(&key_msg(&conv, message_seq(id)))?
-            .ok_or_else(|| HubError::NotFound(format!("message {id} not found")))
+        load_message(&*self.store, &Tx::default(), id)
     }
 
     /// Replies waiting to be sent, oldest first.

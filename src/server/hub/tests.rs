@@ -134,6 +134,15 @@ async fn seed(method: Method) -> Seed {
     }
 }
 
+async fn everyone_away(s: &Seed) {
+    for a in &s.agents {
+        s.f.hub
+            .set_availability(&a.id, Availability::Away)
+            .await
+            .unwrap();
+    }
+}
+
 #[tokio::test]
 async fn seed_round_robin_spreads_six_customers_two_each() {
     let s = seed(Method::RoundRobin).await;
@@ -177,12 +186,7 @@ async fn a_second_message_keeps_the_assignee_and_is_idempotent() {
 #[tokio::test]
 async fn nobody_available_queues_then_drains_oldest_first() {
     let s = seed(Method::RoundRobin).await;
-    for a in &s.agents {
-        s.f.hub
-            .set_availability(&a.id, Availability::Away)
-            .await
-            .unwrap();
-    }
+    everyone_away(&s).await;
     let first = send(&s.f.hub, &s.conn, "u1", "m1").await;
     let second = send(&s.f.hub, &s.conn, "u2", "m2").await;
     assert_eq!(first.state, ConvState::Unclaimed);
@@ -466,12 +470,7 @@ async fn state_survives_reopen() {
 #[tokio::test]
 async fn an_admin_who_claimed_keeps_the_conversation_when_the_customer_writes_again() {
     let s = seed(Method::RoundRobin).await;
-    for a in &s.agents {
-        s.f.hub
-            .set_availability(&a.id, Availability::Away)
-            .await
-            .unwrap();
-    }
+    everyone_away(&s).await;
     let c = send(&s.f.hub, &s.conn, "u1", "m1").await;
     assert_eq!(c.state, ConvState::Unclaimed);
     s.f.hub.claim(&s.admin, &c.id).await.unwrap();
