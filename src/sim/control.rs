@@ -71,7 +71,7 @@ fn customer(c: NewCustomer) -> Customer {
         avatar: String::new(),
         name: c.name,
         follows: c.follows,
-        last_interaction: c.last_interaction.unwrap_or_else(now),
+        last_interaction: c.last_interaction.unwrap_or_else(now_ms),
     }
 }
 
@@ -146,7 +146,7 @@ async fn customer_message(
     Json(m): Json<CustomerMessage>,
 ) -> Response {
     let msg_id = random_id(10);
-    let t = now();
+    let t = now_ms();
     {
         let mut st = sim.state.lock();
         let Some(oa) = st.oas.get_mut(&oa_id) else {
@@ -211,10 +211,10 @@ async fn set_follow(sim: &Sim, oa_id: &str, user: &str, follows: bool) -> Respon
                 name: format!("Khách {user}"),
                 avatar: String::new(),
                 follows,
-                last_interaction: now(),
+                last_interaction: now_ms(),
             });
         c.follows = follows;
-        c.last_interaction = now();
+        c.last_interaction = now_ms();
     }
     sim.save();
     sim.emit(json!({"event_name": if follows { "follow" } else { "unfollow" }, "oa_id": oa_id, "follower": {"id": user},
@@ -271,7 +271,7 @@ async fn history(
         }
         let thread = oa.threads.entry(user.clone()).or_default();
         for m in h.messages {
-            let time = m.time.unwrap_or_else(now);
+            let time = m.time.unwrap_or_else(now_ms);
             thread.push(ThreadMessage {
                 msg_id: random_id(10),
                 src: m.src,
@@ -318,7 +318,7 @@ async fn staff_reply(
                 kind: "text".into(),
                 text: r.text.clone(),
                 url: String::new(),
-                time: now(),
+                time: now_ms(),
             });
         st.sent.push(Sent {
             oa_id: oa_id.clone(),
@@ -328,7 +328,7 @@ async fn staff_reply(
             text: r.text.clone(),
             attachment_id: None,
             quote_message_id: None,
-            sent_time: now(),
+            sent_time: now_ms(),
             from_oa_manager: true,
         });
         admin
@@ -373,7 +373,7 @@ async fn mint_token(State(sim): State<Arc<Sim>>, Path(oa): Path<String>) -> Resp
         token.clone(),
         AccessToken {
             oa_id: oa,
-            expires_at: now() + sim.cfg.token_ttl_secs * 1000,
+            expires_at: now_ms() + sim.cfg.token_ttl_secs * 1000,
         },
     );
     Json(json!({"access_token": token})).into_response()

@@ -268,7 +268,3 @@ pub fn spawn(sim: Arc<Sim>, listener: tokio::net::TcpListener) -> Result<SocketA
     });
     Ok(addr)
 }
-
-pub(crate) fn now() -> Ms {
-    now_ms()
-}

@@ -257,7 +257,7 @@ fn decide(sim: &Sim, d: Decision) -> Response {
         AuthCode {
             oa_id: d.oa_id.clone(),
             challenge: challenge.clone(),
-            expires_at: now() + 10 * 60_000,
+            expires_at: now_ms() + 10 * 60_000,
         },
     );
     st.revoked.remove(&d.oa_id);
@@ -319,7 +319,7 @@ async fn token(
                     "code is unknown or already used",
                 );
             };
-            if code.expires_at < now() {
+            if code.expires_at < now_ms() {
                 return oauth_error(-14014, "Invalid authorization code", "code has expired");
             }
             if let Some(challenge) = &code.challenge {
@@ -366,7 +366,7 @@ async fn token(
         access.clone(),
         AccessToken {
             oa_id: oa_id.clone(),
-            expires_at: now() + sim.cfg.token_ttl_secs * 1000,
+            expires_at: now_ms() + sim.cfg.token_ttl_secs * 1000,
         },
     );
     st.refresh.insert(refresh.clone(), oa_id);

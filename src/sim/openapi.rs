@@ -57,7 +57,7 @@ impl axum::extract::FromRequestParts<Arc<Sim>> for Authorized {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
         let oa_id = match st.access.get(token) {
-            Some(t) if t.expires_at > now() && !st.revoked.contains(&t.oa_id) => t.oa_id.clone(),
+            Some(t) if t.expires_at > now_ms() && !st.revoked.contains(&t.oa_id) => t.oa_id.clone(),
             _ => return Err(zalo_error(-216, "Access token is invalid")),
         };
         if st.faults.rate_limit_next > 0 {
@@ -243,7 +243,7 @@ async fn send_cs(
     let message = &body["message"];
     let text = message["text"].as_str().unwrap_or_default().to_string();
     let quote = crate::zalo::events::id_str(&message["quote_message_id"]);
-    let now = now();
+    let now = now_ms();
     let mut st = sim.state.lock();
     let uploads = st.uploads.clone();
     let Some(oa) = st.oas.get_mut(&oa_id) else {

@@ -129,7 +129,7 @@ impl Sim {
             event["app_id"] = json!(self.cfg.app_id);
         }
         if event["timestamp"].is_null() {
-            event["timestamp"] = json!(now().to_string());
+            event["timestamp"] = json!(now_ms().to_string());
         }
         let body = event.to_string();
         let timestamp = crate::zalo::events::id_str(&event["timestamp"]).unwrap_or_default();
