@@ -87,15 +87,7 @@ async fn console_live_claim_reply_restart_and_offline_outbox() {
         .0,
         200
     );
-    let conns: Value = http
-        .get(format!("{hub}/api/v1/connections"))
-        .bearer_auth(&admin_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let conns: Value = get_json(&http, format!("{hub}/api/v1/connections"), &admin_token).await;
     let r = http
         .post(format!("{hub}/api/v1/rules"))
         .bearer_auth(&admin_token)

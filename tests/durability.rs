@@ -2,7 +2,7 @@
 //! hub on the same data dir is refused with a clear message.
 
 mod common;
-use common::process;
+use common::{get_json, process};
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
@@ -64,41 +64,17 @@ async fn acknowledged_writes_survive_sigkill() {
     hub.wait().unwrap();
 
     let (mut hub, url) = serve(&dir);
-    let accounts: Vec<Value> = http
-        .get(format!("{url}/api/v1/accounts"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(accounts.len(), 41);
+    let accounts: Value = get_json(&http, format!("{url}/api/v1/accounts"), &token).await;
+    assert_eq!(accounts.as_array().unwrap().len(), 41);
     for (username, agent_token) in &acknowledged {
-        let me: Value = http
-            .get(format!("{url}/api/v1/me"))
-            .bearer_auth(agent_token)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let me: Value = get_json(&http, format!("{url}/api/v1/me"), agent_token).await;
         assert_eq!(
             me["username"],
             json!(username),
             "token of {username} still works"
         );
     }
-    let me: Value = http
-        .get(format!("{url}/api/v1/me"))
-        .bearer_auth(&last_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let me: Value = get_json(&http, format!("{url}/api/v1/me"), &last_token).await;
     assert_eq!(me["availability"], "away");
     hub.kill().unwrap();
     hub.wait().unwrap();

@@ -32,15 +32,12 @@ async fn sim_stats(http: &reqwest::Client, sim: &str) -> Value {
 /// Every message the hub holds, over the API (admin view).
 async fn all_messages(http: &reqwest::Client, hub: &str, token: &str) -> Vec<Value> {
     let mut out = vec![];
-    let convs: Value = http
-        .get(format!("{hub}/api/v1/conversations?view=all&limit=500"))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let convs: Value = get_json(
+        http,
+        format!("{hub}/api/v1/conversations?view=all&limit=500"),
+        token,
+    )
+    .await;
     for c in convs["items"].as_array().unwrap() {
         let mut before: Option<String> = None;
         loop {
@@ -54,15 +51,7 @@ async fn all_messages(http: &reqwest::Client, hub: &str, token: &str) -> Vec<Val
                     c["id"].as_str().unwrap()
                 ),
             };
-            let page: Value = http
-                .get(url)
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let page: Value = get_json(http, url, token).await;
             out.extend(page["items"].as_array().unwrap().iter().cloned());
             match page["next_cursor"].as_str() {
                 Some(n) => before = Some(n.to_string()),

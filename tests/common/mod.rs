@@ -355,6 +355,18 @@ impl Stack {
     }
 }
 
+/// GET an API path with a bearer token; the JSON answer.
+pub async fn get_json(http: &reqwest::Client, url: impl reqwest::IntoUrl, token: &str) -> Value {
+    http.get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Polls `check` until it returns Some, for up to 15 seconds.
 pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
