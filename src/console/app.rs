@@ -186,6 +186,9 @@ pub struct App {
     pub bell: bool,
     pub me: Option<Account>,
     pub link: Link,
+    /// When the live link last went down; None until it has been up once. A link that never came
+    /// up, or has been down for `OFFLINE_AFTER_MS`, is shown as offline with cached data.
+    pub link_lost_at: Option<Ms>,
     pub cache_note: Option<String>,
     pub tab: Tab,
     pub view: View,
@@ -218,10 +221,24 @@ pub struct App {
     pub live: bool,
 }
 
+/// A link down this long is "offline", not a blip being reconnected.
+pub const OFFLINE_AFTER_MS: Ms = 30_000;
+
 pub const MIN_WIDTH: u16 = 60;
 pub const MIN_HEIGHT: u16 = 16;
 
 impl App {
+    /// The link is down and has been for a while (or never came up): what is shown is the cache.
+    pub fn showing_cached_data(&self) -> bool {
+        match self.link {
+            Link::Connected | Link::Connecting => false,
+            Link::Offline => true,
+            Link::Reconnecting { .. } => self
+                .link_lost_at
+                .is_none_or(|lost| self.now - lost >= OFFLINE_AFTER_MS),
+        }
+    }
+
     pub fn new(lang: Lang, keymap: Keymap, bell: bool, now: Ms) -> App {
         App {
             lang,
@@ -229,6 +246,7 @@ impl App {
             bell,
             me: None,
             link: Link::Connecting,
+            link_lost_at: None,
             cache_note: None,
             tab: Tab::Inbox,
             view: View::Mine,
@@ -521,6 +539,9 @@ impl App {
             NetEvent::Event(ev) => fx.extend(self.apply_event(*ev)),
             NetEvent::Link(link) => {
                 let was_live = self.link == Link::Connected;
+                if was_live && link != Link::Connected {
+                    self.link_lost_at = Some(self.now);
+                }
                 self.link = link;
                 self.live = link == Link::Connected;
                 if link == Link::Connected && !was_live {

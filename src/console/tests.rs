@@ -644,10 +644,46 @@ fn snapshot_english_and_offline() {
     app.link = Link::Reconnecting {
         retry_at: NOW + 4_000,
     };
+    app.link_lost_at = Some(NOW - 1_000);
     app.update(key(KeyCode::Enter));
     let screen = render(&app, 80, 24);
     assert!(screen.contains("Reconnecting in 4s"), "{screen}");
     insta::assert_snapshot!("english_reconnecting_80x24", screen);
+}
+
+#[test]
+fn the_status_line_tells_a_blip_from_being_offline_on_cached_data() {
+    let status = |app: &App| render(app, 100, 24).lines().last().unwrap().to_string();
+    let reconnecting = |at| Msg::Net(NetEvent::Link(Link::Reconnecting { retry_at: at }));
+    // Started with the hub unreachable: the cache is all there is.
+    let mut app = agent_app();
+    app.link = Link::Connecting;
+    app.update(reconnecting(NOW + 2_000));
+    assert!(app.showing_cached_data());
+    assert!(
+        status(&app).contains("Ngoại tuyến — dữ liệu đã lưu · ↻ 2s"),
+        "{}",
+        status(&app)
+    );
+    // Up, then a drop: a blip being reconnected.
+    app.update(Msg::Net(NetEvent::Link(Link::Connected)));
+    assert!(status(&app).contains("✓ Đã kết nối"), "{}", status(&app));
+    app.update(reconnecting(NOW + 1_000));
+    assert!(!app.showing_cached_data());
+    assert!(
+        status(&app).contains("Đang kết nối lại sau 1s"),
+        "{}",
+        status(&app)
+    );
+    // Still down half a minute later: offline.
+    app.update(Msg::Tick(NOW + OFFLINE_AFTER_MS));
+    app.update(reconnecting(NOW + OFFLINE_AFTER_MS + 8_000));
+    assert!(app.showing_cached_data());
+    assert!(
+        status(&app).contains("Ngoại tuyến — dữ liệu đã lưu · ↻ 8s"),
+        "{}",
+        status(&app)
+    );
 }
 
 proptest::proptest! {

@@ -193,14 +193,20 @@ fn draw_status(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
     let link = match app.link {
         Link::Connected => Span::styled(format!("✓ {}", s.link_connected), theme.fg(Color::Green)),
         Link::Connecting => Span::styled("… ".to_string(), theme.dim()),
-        Link::Reconnecting { retry_at } => Span::styled(
-            format!(
-                "↻ {} {}s",
-                s.link_reconnecting,
-                ((retry_at - app.now).max(0) + 999) / 1000
-            ),
-            theme.fg(Color::Yellow),
-        ),
+        Link::Reconnecting { retry_at } => {
+            let secs = ((retry_at - app.now).max(0) + 999) / 1000;
+            if app.showing_cached_data() {
+                Span::styled(
+                    format!("✗ {} · ↻ {secs}s", s.link_offline),
+                    theme.fg(Color::Red),
+                )
+            } else {
+                Span::styled(
+                    format!("↻ {} {secs}s", s.link_reconnecting),
+                    theme.fg(Color::Yellow),
+                )
+            }
+        }
         Link::Offline => Span::styled(format!("✗ {}", s.link_offline), theme.fg(Color::Red)),
     };
     spans.push(link);
