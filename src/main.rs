@@ -98,6 +98,10 @@ enum Command {
         /// A small, quick run (CI runs it so the harness can't rot; its numbers mean little).
         #[arg(long)]
         smoke: bool,
+        /// Run only these sections (comma-separated): intake, latency, fanout, claims, replies,
+        /// console.
+        #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(sop_console::bench::SECTIONS))]
+        only: Vec<String>,
     },
     #[command(hide = true)]
     BenchEmpty {
@@ -233,12 +237,13 @@ fn run(cli: Cli) -> Result<()> {
             admin(&dir, command)
         }
         None => console(config, None, None, None),
-        Some(Command::Bench { smoke }) => {
-            let sizes = if smoke {
+        Some(Command::Bench { smoke, only }) => {
+            let mut sizes = if smoke {
                 sop_console::bench::Sizes::smoke()
             } else {
                 sop_console::bench::Sizes::full()
             };
+            sizes.only = only;
             println!(
                 "sop bench ({}): {}",
                 if smoke { "smoke" } else { "full" },
