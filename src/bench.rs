@@ -113,6 +113,24 @@ fn spawn_listening(mut cmd: Command) -> Result<Child> {
     Ok(child)
 }
 
+/// CPU time (user + system) a process has used so far, from /proc (NaN where there is none).
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return f64::NAN;
+    };
+    // Fields after the command name (which may hold spaces): utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = fields
+        .get(11..13)
+        .map(|t| t.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+        .unwrap_or(f64::NAN);
+    // USER_HZ is 100 on Linux.
+    ticks / 100.0
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -301,6 +319,7 @@ pub async fn run(sizes: Sizes) -> Result<Vec<Row>> {
         );
         c
     })?;
+    let hub_pid = hub_child.id();
     let _guard = Guard(vec![empty, sim_child, hub_child]);
 
     // Seed: an OA whose customers all follow, connected through the real consent flow.
@@ -370,6 +389,7 @@ pub async fn run(sizes: Sizes) -> Result<Vec<Row>> {
             )
             .await?;
             let applied_before = metric(&http, &hub, "sop_webhooks_applied_total").await?;
+            let cpu_before = cpu_seconds(hub_pid);
             let ack_time =
                 blast(&http, &format!("{hub}/zalo/webhook"), bodies, concurrency).await?;
             let start_wait = Instant::now();
@@ -382,12 +402,15 @@ pub async fn run(sizes: Sizes) -> Result<Vec<Row>> {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let routed_time = ack_time + start_wait.elapsed();
+            let hub_cpu_us = (cpu_seconds(hub_pid) - cpu_before) * 1e6 / n as f64;
             let rate = n as f64 / routed_time.as_secs_f64();
             let ack_rate = n as f64 / ack_time.as_secs_f64();
             let empty_rate = n as f64 / empty_time.as_secs_f64();
             rows.push(Row {
                 name: label,
-                value: format!("{rate:.0}/s durable+routed (acked {ack_rate:.0}/s)"),
+                value: format!(
+                    "{rate:.0}/s durable+routed (acked {ack_rate:.0}/s; hub CPU {hub_cpu_us:.0} µs each)"
+                ),
                 budget: "≥ 10,000/s and ≥ 50% of limit",
                 limit: format!(
                     "{empty_rate:.0}/s empty handler; fsync p50 {:.2} ms → ≤ {:.0}/s",
