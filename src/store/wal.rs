@@ -16,6 +16,22 @@ use std::sync::Arc;
 /// A record: its number and bytes.
 pub type Record = (u64, Vec<u8>);
 
+/// The whole records at the start of `bytes`, and where they end (a torn tail starts there).
+pub fn parse_records(bytes: &[u8]) -> (Vec<Record>, usize) {
+    let mut records = vec![];
+    let mut at = 0;
+    while let Some(header) = bytes.get(at..at + 12) {
+        let n = u64::from_le_bytes(header[..8].try_into().expect("8 bytes"));
+        let len = u32::from_le_bytes(header[8..].try_into().expect("4 bytes")) as usize;
+        let Some(body) = bytes.get(at + 12..at + 12 + len) else {
+            break;
+        };
+        records.push((n, body.to_vec()));
+        at += 12 + len;
+    }
+    (records, at)
+}
+
 pub struct Wal {
     path: PathBuf,
     file: Arc<Mutex<File>>,
@@ -33,17 +49,7 @@ impl Wal {
             .with_context(|| format!("cannot open {}", path.display()))?;
         let mut bytes = vec![];
         file.read_to_end(&mut bytes)?;
-        let mut records = vec![];
-        let mut at = 0;
-        while at + 12 <= bytes.len() {
-            let n = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap());
-            let len = u32::from_le_bytes(bytes[at + 8..at + 12].try_into().unwrap()) as usize;
-            if at + 12 + len > bytes.len() {
-                break;
-            }
-            records.push((n, bytes[at + 12..at + 12 + len].to_vec()));
-            at += 12 + len;
-        }
+        let (records, at) = parse_records(&bytes);
         if at < bytes.len() {
             tracing::warn!(path = %path.display(), "ignoring a torn record at the end of the log");
             file.set_len(at as u64)?;
