@@ -25,12 +25,18 @@ pub fn sanitize_for_terminal(s: &str, keep_newlines: bool) -> String {
             '\0' => out.push('␀'),
             c if (c as u32) < 0x20 || c == '\u{7f}' => out.push('�'),
             '\u{80}'..='\u{9f}' => out.push('�'),
-            // Bidi embedding/override/isolate controls could reorder the rest of the line.
-            '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{200e}' | '\u{200f}' => {}
+            // Bidi controls (Unicode's Bidi_Control set) could reorder the rest of the line.
+            c if is_bidi_control(c) => {}
             c => out.push(c),
         }
     }
     out
+}
+
+/// Unicode's Bidi_Control characters: embeddings, overrides, isolates and the directional marks
+/// (the Arabic letter mark U+061C included — found by the `terminal_text` fuzz target).
+pub fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 #[cfg(test)]
@@ -51,5 +57,12 @@ mod tests {
         assert!(!clean.chars().any(|c| c.is_control()), "{clean:?}");
         assert!(clean.starts_with("a␛[2J"));
         assert!(clean.ends_with("de"));
+    }
+
+    #[test]
+    fn every_bidi_control_is_dropped() {
+        // The Arabic letter mark was left in until the fuzzer found it.
+        let hostile = "\u{61c}a\u{200e}b\u{200f}c\u{202a}\u{202b}\u{202c}\u{202d}\u{202e}d\u{2066}\u{2067}\u{2068}\u{2069}e";
+        assert_eq!(sanitize_for_terminal(hostile, false), "abcde");
     }
 }
