@@ -80,3 +80,38 @@ async fn acknowledged_writes_survive_sigkill() {
     hub.wait().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_consent_started_before_a_restart_completes_after_it() {
+    const OA: &str = "1423847451268726170";
+    let dir = common::temp_dir("consent-restart");
+    let port = process::free_port();
+    let hub = format!("http://127.0.0.1:{port}");
+    let (_sim, sim) = process::sim_for(port).await;
+    let http = reqwest::Client::new();
+    http.post(format!("{sim}/sim/oas"))
+        .json(&json!({"oa_id": OA, "name": "Công ty Luật TNHH Thành Đồng", "admins": ["z1"]}))
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap();
+    let token = process::admin_token(&dir);
+    let mut proc = process::hub(&dir, port, Some(&sim));
+    let url = common::authorize(&http, &hub, &token).await;
+
+    // The hub dies (a deploy, a crash) while the admin is on Zalo's consent page.
+    proc.kill().unwrap();
+    proc.wait().unwrap();
+    let _proc = process::hub(&dir, port, Some(&sim));
+    let (status, page) = common::walk_consent(url.clone(), &sim, OA, "z1", "allow").await;
+    assert_eq!(status, 200, "{page}");
+    let conns = get_json(&http, format!("{hub}/api/v1/connections"), &token).await;
+    assert_eq!(conns[0]["oa_id"], OA, "{conns}");
+
+    // Single use, restart or not: the same consent again is refused.
+    let (status, page) = common::walk_consent(url, &sim, OA, "z1", "allow").await;
+    assert_eq!(status, 400, "{page}");
+    assert!(page.contains("hết hạn"), "{page}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -394,6 +394,12 @@ pub async fn consent(
     zalo_user: &str,
     decision: &str,
 ) -> (StatusCode, String) {
+    let url = authorize(http, hub, admin_token).await;
+    walk_consent(url, sim, oa_id, zalo_user, decision).await
+}
+
+/// Asks the hub for a consent URL, as the console's "Add connection" does.
+pub async fn authorize(http: &reqwest::Client, hub: &str, admin_token: &str) -> url::Url {
     let auth: Value = http
         .post(format!("{hub}/api/v1/connections/zalo/authorize"))
         .bearer_auth(admin_token)
@@ -404,12 +410,23 @@ pub async fn consent(
         .json()
         .await
         .unwrap();
-    let url = url::Url::parse(
+    url::Url::parse(
         auth["authorization_url"]
             .as_str()
             .expect("authorization_url"),
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// A browser on Zalo's consent page: "Cho phép" (or "Từ chối"), then the redirect to the hub's
+/// callback. Returns the final page's status and body.
+pub async fn walk_consent(
+    url: url::Url,
+    sim: &str,
+    oa_id: &str,
+    zalo_user: &str,
+    decision: &str,
+) -> (StatusCode, String) {
     let browser = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()

@@ -3,7 +3,52 @@
 use super::*;
 use crate::wire::{NewAccount, RuleInput};
 
+/// An OAuth consent in progress: its PKCE verifier and who started it, under its `state`. Kept in
+/// the store, so a hub restarted while someone is on Zalo's consent page still completes it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PendingConsent {
+    pub verifier: String,
+    pub account_id: AccountId,
+    pub expires_at: Ms,
+}
+
+const CONSENT_PREFIX: &str = "oauth/";
+
 impl Hub {
+    /// Remembers a consent until it completes or expires; drops the expired ones.
+    pub async fn begin_consent(&self, state: &str, consent: PendingConsent) -> HubResult<()> {
+        let store = self.store.clone();
+        self.write(|_, tx| {
+            let now = now_ms();
+            let prefix = CONSENT_PREFIX.as_bytes();
+            for (key, value) in store.range(prefix, &prefix_end(prefix), false, usize::MAX)? {
+                let expired = serde_json::from_slice::<PendingConsent>(&value)
+                    .map_or(true, |c| c.expires_at <= now);
+                if expired {
+                    tx.batch.delete(key);
+                }
+            }
+            tx.batch
+                .put_json(format!("{CONSENT_PREFIX}{state}"), &consent);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Takes a consent out (single use): None when unknown, already used or expired.
+    pub async fn take_consent(&self, state: &str) -> HubResult<Option<PendingConsent>> {
+        let store = self.store.clone();
+        self.write(|_, tx| {
+            let key = format!("{CONSENT_PREFIX}{state}");
+            let consent = tx.lookup::<PendingConsent>(&*store, &key)?;
+            if consent.is_some() {
+                tx.batch.delete(key);
+            }
+            Ok(consent.filter(|c| c.expires_at > now_ms()))
+        })
+        .await
+    }
+
     /// Creates an account and returns it with its bearer token (only the hash is stored).
     pub fn create_account_blocking(&self, input: NewAccount) -> HubResult<(Account, String)> {
         self.write_blocking(|st, tx| create_account(st, tx, input))

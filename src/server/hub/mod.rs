@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, Notify};
 
 mod admin;
-pub use admin::OaInfo;
+pub use admin::{OaInfo, PendingConsent};
 mod conversations;
 mod metrics;
 mod webhooks;

@@ -6,7 +6,7 @@ use super::ZaloHub;
 use crate::model::*;
 use crate::server::error::ApiError;
 use crate::server::extract::Caller;
-use crate::server::hub::OaInfo;
+use crate::server::hub::{OaInfo, PendingConsent};
 use crate::server::AppState;
 use crate::wire::AuthorizeResponse;
 use axum::extract::{Query, State};
@@ -17,12 +17,6 @@ use serde::Deserialize;
 use std::sync::Arc;
 
 const STATE_TTL_MS: Ms = 10 * 60_000;
-
-pub struct Pending {
-    verifier: String,
-    account_id: AccountId,
-    expires_at: Ms,
-}
 
 pub fn zalo_or_503(app: &AppState) -> Result<Arc<ZaloHub>, ApiError> {
     app.zalo.clone().ok_or_else(|| {
@@ -43,18 +37,16 @@ pub async fn authorize(
     let (challenge, verifier) = oauth2::PkceCodeChallenge::new_random_sha256();
     let state = oauth2::CsrfToken::new_random().secret().clone();
     let expires_at = now_ms() + STATE_TTL_MS;
-    {
-        let mut pending = z.pending.lock();
-        pending.retain(|_, p| p.expires_at > now_ms());
-        pending.insert(
-            state.clone(),
-            Pending {
+    z.hub
+        .begin_consent(
+            &state,
+            PendingConsent {
                 verifier: verifier.secret().clone(),
                 account_id: caller.0.id.clone(),
                 expires_at,
             },
-        );
-    }
+        )
+        .await?;
     let url = z
         .client
         .authorization_url(&z.config.redirect_uri, challenge.as_str(), &state);
@@ -98,8 +90,26 @@ pub async fn callback(State(app): State<AppState>, Query(q): Query<Callback>) ->
             "This hub has no Zalo app configured.",
         );
     };
-    let pending = q.state.as_deref().and_then(|s| z.pending.lock().remove(s));
-    let Some(pending) = pending.filter(|p| p.expires_at > now_ms()) else {
+    // States we issue are short; anything long is not ours (and is not worth a store lookup).
+    let pending = match q
+        .state
+        .as_deref()
+        .filter(|s| !s.is_empty() && s.len() <= 128)
+    {
+        Some(state) => match z.hub.take_consent(state).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::error!("cannot read the pending consent: {e}");
+                return page(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Lỗi máy chủ",
+                    "The hub could not read its store; try again.",
+                );
+            }
+        },
+        None => None,
+    };
+    let Some(pending) = pending else {
         return page(
             StatusCode::BAD_REQUEST,
             "Liên kết đã hết hạn",
