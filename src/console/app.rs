@@ -3,6 +3,7 @@
 //! messages.
 
 use super::i18n::{strings, Lang, Strings};
+use super::inbox::{is_unclaimed, Inbox};
 use super::keymap::{Action, Keymap};
 use crate::model::text::{char_count, nfc};
 use crate::model::*;
@@ -193,7 +194,7 @@ pub struct App {
     pub tab: Tab,
     pub view: View,
     pub focus: Focus,
-    pub conversations: HashMap<ConversationId, Conversation>,
+    pub conversations: Inbox,
     pub messages: HashMap<ConversationId, Vec<Message>>,
     pub older_cursor: HashMap<ConversationId, Option<String>>,
     pub connections: BTreeMap<ConnectionId, ConnectionView>,
@@ -251,7 +252,7 @@ impl App {
             tab: Tab::Inbox,
             view: View::Mine,
             focus: Focus::List,
-            conversations: HashMap::new(),
+            conversations: Inbox::default(),
             messages: HashMap::new(),
             older_cursor: HashMap::new(),
             connections: BTreeMap::new(),
@@ -304,11 +305,7 @@ impl App {
         if s.me.is_some() {
             self.me = s.me;
         }
-        self.conversations = s
-            .conversations
-            .into_iter()
-            .map(|c| (c.id.clone(), c))
-            .collect();
+        self.conversations = s.conversations.into_iter().collect();
         self.connections = s
             .connections
             .into_iter()
@@ -331,48 +328,25 @@ impl App {
     pub fn in_view(&self, view: View, c: &Conversation) -> bool {
         match view {
             View::Mine => c.assignee.as_deref() == Some(self.me_id()),
-            View::Unclaimed => c.state == ConvState::Unclaimed && c.status == ConvStatus::Open,
+            View::Unclaimed => is_unclaimed(c),
             View::All => self.is_admin(),
         }
     }
 
     pub fn count(&self, view: View) -> usize {
         self.conversations
-            .values()
-            .filter(|c| self.in_view(view, c))
-            .count()
+            .count(view, self.me_id(), self.is_admin())
     }
 
-    /// Everything the inbox draws, in one pass over the conversations: the counts of every view
-    /// and the visible rows `start..start + rows` of the current one.
+    /// Everything the inbox draws: the counts of every view and the visible rows
+    /// `start..start + rows` of the current one.
     pub fn inbox_frame(&self, start: usize, rows: usize) -> InboxFrame<'_> {
-        let needle = self
-            .filter
-            .as_ref()
-            .map(|f| f.value().to_lowercase())
-            .unwrap_or_default();
-        let mut counts = [0usize; 3];
-        let mut list = Vec::new();
-        let me = self.me_id();
-        let admin = self.is_admin();
-        for c in self.conversations.values() {
-            // The same tests as `in_view`, with the account looked up once per frame.
-            let mine = c.assignee.as_deref() == Some(me);
-            let unclaimed = c.state == ConvState::Unclaimed && c.status == ConvStatus::Open;
-            counts[0] += mine as usize;
-            counts[1] += unclaimed as usize;
-            counts[2] += admin as usize;
-            let shown = match self.view {
-                View::Mine => mine,
-                View::Unclaimed => unclaimed,
-                View::All => admin,
-            };
-            if shown && (needle.is_empty() || matches_filter(c, &needle)) {
-                list.push(c);
-            }
-        }
-        let total = list.len();
-        let window = window_of(list, start, rows, self.order());
+        let counts = [
+            self.count(View::Mine),
+            self.count(View::Unclaimed),
+            self.count(View::All),
+        ];
+        let (window, total) = self.visible_window(start, rows);
         let selected = self
             .selected
             .checked_sub(start)
@@ -385,17 +359,20 @@ impl App {
         }
     }
 
-    /// The conversations of the current view and filter, unsorted.
-    fn matching(&self) -> Vec<&Conversation> {
-        let needle = self
-            .filter
+    /// The text typed in the `/` filter, lowercased; empty when there is none.
+    fn filter_needle(&self) -> String {
+        self.filter
             .as_ref()
             .map(|f| f.value().to_lowercase())
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    /// The conversations of the current view and filter, unsorted.
+    fn matching(&self, needle: &str) -> Vec<&Conversation> {
         self.conversations
             .values()
             .filter(|c| self.in_view(self.view, c))
-            .filter(|c| needle.is_empty() || matches_filter(c, &needle))
+            .filter(|c| matches_filter(c, needle))
             .collect()
     }
 
@@ -415,15 +392,32 @@ impl App {
 
     /// The conversations of the current view, filtered and sorted as the hub sorts them.
     pub fn visible(&self) -> Vec<&Conversation> {
-        let mut list = self.matching();
+        let needle = self.filter_needle();
+        if needle.is_empty() {
+            return self
+                .conversations
+                .ordered(self.view, self.me_id(), self.is_admin())
+                .collect();
+        }
+        let mut list = self.matching(&needle);
         list.sort_unstable_by(self.order());
         list
     }
 
-    /// Rows `start..start + count` of `visible()` and its length, in O(n): drawing a window of
-    /// a 100,000-conversation inbox must not sort all of it.
+    /// Rows `start..start + count` of `visible()` and its length. Without a filter the inbox's
+    /// index gives them directly; with one, an O(n) select over the matches (never a full sort).
     pub fn visible_window(&self, start: usize, count: usize) -> (Vec<&Conversation>, usize) {
-        let list = self.matching();
+        let needle = self.filter_needle();
+        if needle.is_empty() {
+            let window = self
+                .conversations
+                .ordered(self.view, self.me_id(), self.is_admin())
+                .skip(start)
+                .take(count)
+                .collect();
+            return (window, self.count(self.view));
+        }
+        let list = self.matching(&needle);
         let len = list.len();
         (window_of(list, start, count, self.order()), len)
     }
@@ -638,7 +632,7 @@ impl App {
                 if self.live && self.bell && newly_unclaimed && (mine_by_rule || self.is_admin()) {
                     fx.push(Effect::Bell);
                 }
-                self.conversations.insert(c.id.clone(), c);
+                self.conversations.insert(c);
             }
             EventBody::Message { message } => {
                 let ours = self
@@ -691,7 +685,7 @@ impl App {
             }
             EventBody::ConnectionRemoved { id } => {
                 self.connections.remove(&id);
-                self.conversations.retain(|_, c| c.connection_id != id);
+                self.conversations.retain(|c| c.connection_id != id);
             }
             EventBody::Rule { rule } => {
                 self.rules.insert(rule.id.clone(), rule);

@@ -5,6 +5,7 @@
 pub mod app;
 pub mod cache;
 pub mod i18n;
+pub mod inbox;
 pub mod keymap;
 pub mod net;
 pub mod view;

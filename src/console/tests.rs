@@ -686,24 +686,91 @@ fn the_status_line_tells_a_blip_from_being_offline_on_cached_data() {
     );
 }
 
+/// One change the inbox's index must follow: a conversation (re)written, or a page removed.
+#[derive(Debug, Clone)]
+enum InboxOp {
+    Upsert {
+        id: u8,
+        state: u8,
+        assignee: u8,
+        done: bool,
+        minutes_ago: i64,
+        page: u8,
+    },
+    RemovePage(u8),
+}
+
+fn inbox_op() -> impl proptest::strategy::Strategy<Value = InboxOp> {
+    use proptest::prelude::*;
+    prop_oneof![
+        8 => (0u8..40, 0u8..3, 0u8..3, any::<bool>(), 0i64..30, 0u8..3).prop_map(
+            |(id, state, assignee, done, minutes_ago, page)| InboxOp::Upsert { id, state, assignee, done, minutes_ago, page }
+        ),
+        1 => (0u8..3).prop_map(InboxOp::RemovePage),
+    ]
+}
+
 proptest::proptest! {
-    /// The O(n) window the list draws is exactly the matching slice of the fully sorted list.
+    /// After any sequence of changes, every view's window (with or without a filter) is exactly
+    /// the slice of a full scan sorted as the hub sorts — the index never drifts.
     #[test]
-    fn visible_window_equals_the_sorted_slice(times in proptest::collection::vec(0i64..50, 0..60), start in 0usize..70, count in 0usize..15, unclaimed in proptest::bool::ANY) {
+    fn the_inbox_index_always_matches_a_full_scan(
+        ops in proptest::collection::vec(inbox_op(), 0..80),
+        start in 0usize..30,
+        count in 0usize..12,
+        admin in proptest::bool::ANY,
+        filter in proptest::option::of("[0-9]"),
+    ) {
         let mut app = agent_app();
-        app.conversations.clear();
-        for (i, t) in times.iter().enumerate() {
-            let state = if i % 2 == 0 { ConvState::Unclaimed } else { ConvState::Assigned };
-            let c = conv(&format!("c{i}"), "K", state, (state == ConvState::Assigned).then_some("a2"), *t, "");
-            app.conversations.insert(c.id.clone(), c);
+        if admin {
+            app.me = Some(account("a1", "CuongLM", Role::Admin));
         }
-        app.view = if unclaimed { View::Unclaimed } else { View::Mine };
-        let all: Vec<String> = app.visible().iter().map(|c| c.id.clone()).collect();
-        let (window, len) = app.visible_window(start, count);
-        proptest::prop_assert_eq!(len, all.len());
-        let expected: Vec<String> = all.iter().skip(start).take(count).cloned().collect();
-        let got: Vec<String> = window.iter().map(|c| c.id.clone()).collect();
-        proptest::prop_assert_eq!(got, expected);
+        app.conversations.clear();
+        for op in ops {
+            match op {
+                InboxOp::Upsert { id, state, assignee, done, minutes_ago, page } => {
+                    let state = [ConvState::Unclaimed, ConvState::Assigned, ConvState::Unattended][state as usize];
+                    let assignee = [None, Some("a1"), Some("a2")][assignee as usize]
+                        .filter(|_| state == ConvState::Assigned);
+                    let mut c = conv(&format!("c{id}"), &format!("Khách {id}"), state, assignee, minutes_ago, "");
+                    c.status = if done { ConvStatus::Done } else { ConvStatus::Open };
+                    c.connection_id = format!("p{page}");
+                    app.conversations.insert(c);
+                }
+                InboxOp::RemovePage(page) => {
+                    let page = format!("p{page}");
+                    app.conversations.retain(|c| c.connection_id != page);
+                }
+            }
+        }
+        app.filter = filter.map(tui_input::Input::new);
+        for view in [View::Mine, View::Unclaimed, View::All] {
+            app.view = view;
+            // The reference: scan everything, keep what the view shows, sort by the hub's order.
+            let needle = app.filter.as_ref().map(|f| f.value().to_string()).unwrap_or_default();
+            let mut expected: Vec<&Conversation> = app
+                .conversations
+                .values()
+                .filter(|c| app.in_view(view, c))
+                .filter(|c| c.customer.display_name.to_lowercase().contains(&needle) || c.customer.user_id.contains(&needle) || c.preview.to_lowercase().contains(&needle))
+                .collect();
+            if view == View::Unclaimed {
+                expected.sort_by_key(|c| (c.waiting_since.unwrap_or(c.created_at), c.id.clone()));
+            } else {
+                expected.sort_by_key(|c| (std::cmp::Reverse(c.last_activity_at), c.id.clone()));
+            }
+            let expected_ids: Vec<&str> = expected.iter().map(|c| c.id.as_str()).collect();
+            let all: Vec<&str> = app.visible().iter().map(|c| c.id.as_str()).collect();
+            proptest::prop_assert_eq!(&all, &expected_ids, "{:?}", view);
+            let (window, len) = app.visible_window(start, count);
+            proptest::prop_assert_eq!(len, expected_ids.len());
+            let got: Vec<&str> = window.iter().map(|c| c.id.as_str()).collect();
+            let slice: Vec<&str> = expected_ids.iter().skip(start).take(count).copied().collect();
+            proptest::prop_assert_eq!(got, slice, "{:?}", view);
+            if needle.is_empty() {
+                proptest::prop_assert_eq!(app.count(view), expected_ids.len());
+            }
+        }
     }
 }
 
