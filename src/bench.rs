@@ -320,7 +320,7 @@ pub async fn run(sizes: Sizes) -> Result<Vec<Row>> {
         c
     })?;
     let hub_pid = hub_child.id();
-    let _guard = Guard(vec![empty, sim_child, hub_child]);
+    let servers = Guard(vec![empty, sim_child, hub_child]);
 
     // Seed: an OA whose customers all follow, connected through the real consent flow.
     let customers: Vec<Value> = (0..sizes.replies.max(200))
@@ -782,7 +782,9 @@ pub async fn run(sizes: Sizes) -> Result<Vec<Row>> {
         });
     }
 
-    // 6. The console with a big cache, in its own processes (memory is per process).
+    // 6. The console with a big cache, in its own processes (memory is per process). The servers
+    //    are stopped first: a console runs on an agent's machine, not beside a loaded hub.
+    drop(servers);
     if sizes.wants("console") {
         let cache_dir = dir.join("console-cache");
         let status = Command::new(&exe)
