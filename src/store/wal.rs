@@ -16,6 +16,13 @@ use std::sync::Arc;
 /// A record: its number and bytes.
 pub type Record = (u64, Vec<u8>);
 
+/// Appends one record, as the log stores it, to `out`.
+pub fn encode_record(n: u64, bytes: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(&n.to_le_bytes());
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+}
+
 /// The whole records at the start of `bytes`, and where they end (a torn tail starts there).
 pub fn parse_records(bytes: &[u8]) -> (Vec<Record>, usize) {
     let mut records = vec![];
@@ -76,9 +83,7 @@ impl Wal {
             let mut f = self.file.lock();
             let n = number();
             let mut rec = Vec::with_capacity(12 + bytes.len());
-            rec.extend_from_slice(&n.to_le_bytes());
-            rec.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
-            rec.extend_from_slice(bytes);
+            encode_record(n, bytes, &mut rec);
             f.write_all(&rec)?;
             (n, self.commit.record([]))
         };
