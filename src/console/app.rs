@@ -3,7 +3,7 @@
 //! messages.
 
 use super::i18n::{strings, Lang, Strings};
-use super::inbox::{is_unclaimed, Inbox};
+use super::inbox::{is_unclaimed, view_order, Inbox};
 use super::keymap::{Action, Keymap};
 use crate::model::text::{char_count, nfc};
 use crate::model::*;
@@ -376,20 +376,6 @@ impl App {
             .collect()
     }
 
-    /// The order the hub uses: latest activity first; unclaimed by longest waiting.
-    fn order(&self) -> impl Fn(&&Conversation, &&Conversation) -> std::cmp::Ordering + '_ {
-        let unclaimed = self.view == View::Unclaimed;
-        move |a, b| {
-            if unclaimed {
-                (a.waiting_since.unwrap_or(a.created_at), &a.id)
-                    .cmp(&(b.waiting_since.unwrap_or(b.created_at), &b.id))
-            } else {
-                (std::cmp::Reverse(a.last_activity_at), &a.id)
-                    .cmp(&(std::cmp::Reverse(b.last_activity_at), &b.id))
-            }
-        }
-    }
-
     /// The conversations of the current view, filtered and sorted as the hub sorts them.
     pub fn visible(&self) -> Vec<&Conversation> {
         let needle = self.filter_needle();
@@ -400,7 +386,7 @@ impl App {
                 .collect();
         }
         let mut list = self.matching(&needle);
-        list.sort_unstable_by(self.order());
+        list.sort_unstable_by(view_order(self.view));
         list
     }
 
@@ -419,7 +405,7 @@ impl App {
         }
         let list = self.matching(&needle);
         let len = list.len();
-        (window_of(list, start, count, self.order()), len)
+        (window_of(list, start, count, view_order(self.view)), len)
     }
 
     pub fn selected_conversation(&self) -> Option<&Conversation> {

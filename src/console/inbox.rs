@@ -4,7 +4,7 @@
 
 use crate::model::{AccountId, ConvState, ConvStatus, Conversation, Ms};
 use crate::wire::View;
-use std::cmp::Reverse;
+use std::cmp::{Ordering, Reverse};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
@@ -29,7 +29,24 @@ fn activity_key(c: &Conversation, id: &Id) -> (Reverse<Ms>, Id) {
 }
 
 fn waiting_key(c: &Conversation, id: &Id) -> (Ms, Id) {
-    (c.waiting_since.unwrap_or(c.created_at), id.clone())
+    (waiting_at(c), id.clone())
+}
+
+/// When a conversation started waiting for a member.
+fn waiting_at(c: &Conversation) -> Ms {
+    c.waiting_since.unwrap_or(c.created_at)
+}
+
+/// The order a view shows, as the hub sorts: latest activity first, or in Unclaimed the longest
+/// waiting first; ties by id. The indexes' keys sort the same way.
+pub fn view_order(view: View) -> impl Fn(&&Conversation, &&Conversation) -> Ordering {
+    move |a, b| {
+        if view == View::Unclaimed {
+            (waiting_at(a), &a.id).cmp(&(waiting_at(b), &b.id))
+        } else {
+            (Reverse(a.last_activity_at), &a.id).cmp(&(Reverse(b.last_activity_at), &b.id))
+        }
+    }
 }
 
 /// Whether a conversation is in the Unclaimed view.
