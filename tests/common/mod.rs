@@ -374,13 +374,28 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
+    eventually_explained(what, || {
+        let attempt = check();
+        async move { attempt.await.ok_or_else(String::new) }
+    })
+    .await
+}
+
+/// `eventually` for checks that can say what is still missing: the last reason goes in the panic.
+pub async fn eventually_explained<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let mut why = String::new();
     for _ in 0..1200 {
-        if let Some(v) = check().await {
-            return v;
+        match check().await {
+            Ok(v) => return v,
+            Err(e) => why = e,
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    panic!("timed out waiting for {what}");
+    panic!("timed out waiting for {what}{why}");
 }
 
 /// The consent flow as a browser walks it: authorize → Zalo's consent page → "Cho phép" (or
