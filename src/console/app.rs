@@ -547,7 +547,7 @@ impl App {
                 for m in items {
                     upsert_message(list, m);
                 }
-                list.sort_by_key(|m| message_order(&m.id));
+                list.sort_by_key(Message::thread_order);
                 if older || !self.older_cursor.contains_key(&conversation_id) {
                     self.older_cursor.insert(conversation_id, next_cursor);
                 }
@@ -1462,16 +1462,15 @@ fn window_of(
     window.to_vec()
 }
 
+/// Adds or replaces a message, keeping the thread in time order (live events can arrive out of it).
 fn upsert_message(list: &mut Vec<Message>, m: Message) {
     match list.iter_mut().find(|x| x.id == m.id) {
         Some(x) => *x = m,
-        None => list.push(m),
+        None => {
+            let at = list.partition_point(|x| x.thread_order() <= m.thread_order());
+            list.insert(at, m);
+        }
     }
-}
-
-/// Message ids are `m<n>` in creation order.
-fn message_order(id: &str) -> u64 {
-    id.trim_start_matches('m').parse().unwrap_or(u64::MAX)
 }
 
 /// Line editing keys for every text field (tui-input requests, independent of the terminal crate).

@@ -551,6 +551,39 @@ fn filter_narrows_the_list() {
     assert_eq!(app.visible().len(), 2);
 }
 
+#[test]
+fn threads_read_in_the_customers_time_order_whatever_order_they_arrive_in() {
+    let mut app = agent_app();
+    // History synced newest first gets the higher ids; a live event carries an older message.
+    let synced: Vec<Message> = (0..4)
+        .map(|i| {
+            message(
+                &format!("m{}", 10 + i),
+                "c9",
+                Direction::Inbound,
+                &format!("09:5{}", 9 - i),
+                None,
+                40 + i,
+            )
+        })
+        .collect();
+    app.update(Msg::Net(NetEvent::Messages {
+        conversation_id: "c9".into(),
+        items: synced,
+        next_cursor: None,
+        older: false,
+    }));
+    app.update(Msg::Net(NetEvent::Event(Box::new(Event {
+        seq: 11,
+        at: NOW,
+        body: EventBody::Message {
+            message: message("m20", "c9", Direction::Inbound, "older", None, 50),
+        },
+    }))));
+    let texts: Vec<&str> = app.messages["c9"].iter().map(|m| m.text.as_str()).collect();
+    assert_eq!(texts, ["older", "09:56", "09:57", "09:58", "09:59"]);
+}
+
 // ----- snapshots -----
 
 fn both_sizes(name: &str, app: &App) {

@@ -370,6 +370,19 @@ pub struct Message {
 
 pub const OA_MANAGER_SENDER: &str = "oa_manager";
 
+/// The hub numbers messages `m<n>` in arrival order; `None` for anything else.
+pub fn message_seq(id: &str) -> Option<u64> {
+    id.strip_prefix('m')?.parse().ok()
+}
+
+impl Message {
+    /// Where the message sits in its thread: the customer's time order (Zalo's history arrives
+    /// newest first), then arrival order for equal times.
+    pub fn thread_order(&self) -> (Ms, u64) {
+        (self.created_at, message_seq(&self.id).unwrap_or(u64::MAX))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,10 +42,6 @@ pub struct OutboundJob {
     pub attachment: Option<OutboundAttachment>,
 }
 
-fn message_seq(id: &str) -> u64 {
-    id.trim_start_matches('m').parse().unwrap_or(0)
-}
-
 impl Hub {
     /// Stores an inbound message, creates or updates its conversation, routes it and emits events.
     /// Idempotent by (connection, Zalo msg_id).
@@ -273,7 +269,8 @@ impl Hub {
         })
     }
 
-    /// Messages older than `before` (a message id), newest `limit`, returned oldest first.
+    /// Messages before `before` (a message id) in the thread's time order, the newest `limit`,
+    /// returned oldest first.
     pub fn list_messages(
         &self,
         who: &Account,
@@ -283,9 +280,18 @@ impl Hub {
     ) -> HubResult<wire::Page<Message>> {
         self.get_conversation(who, conv_id)?;
         let limit = limit.clamp(1, 500);
-        let prefix = format!("msg/{conv_id}/");
+        let prefix = format!("mt/{conv_id}/");
         let end = match before {
-            Some(b) => key_msg(conv_id, message_seq(b)).into_bytes(),
+            Some(b) => {
+                let m = load_message(&*self.store, &Tx::default(), b)
+                    .ok()
+                    .filter(|m| m.conversation_id == conv_id)
+                    .ok_or_else(|| {
+                        HubError::Invalid(format!("before: no message {b:?} in this conversation"))
+                    })?;
+                let (at, n) = m.thread_order();
+                key_msg_time(conv_id, at, n).into_bytes()
+            }
             None => prefix_end(prefix.as_bytes()),
         };
         let rows = self
@@ -293,12 +299,12 @@ impl Hub {
             .range(prefix.as_bytes(), &end, true, limit + 1)
             .map_err(HubError::Internal)?;
         let more = rows.len() > limit;
-        let mut items: Vec<Message> = rows
-            .into_iter()
-            .take(limit)
-            .map(|(_, v)| serde_json::from_slice(&v))
-            .collect::<Result<_, _>>()
-            .map_err(|e| HubError::Internal(e.into()))?;
+        let mut items = Vec::with_capacity(limit);
+        for (_, v) in rows.into_iter().take(limit) {
+            let id: MessageId =
+                serde_json::from_slice(&v).map_err(|e| HubError::Internal(e.into()))?;
+            items.push(load_message(&*self.store, &Tx::default(), &id)?);
+        }
         items.reverse();
         let next_cursor = if more {
             items.first().map(|m| m.id.clone())
@@ -381,8 +387,8 @@ pub(super) fn load_message(store: &dyn Store, tx: &Tx, id: &str) -> HubResult<Me
     let conv: String = tx
         .lookup(store, &format!("mref/{id}"))?
         .ok_or_else(missing)?;
-    tx.lookup(store, &key_msg(&conv, message_seq(id)))?
-        .ok_or_else(missing)
+    let n = message_seq(id).ok_or_else(missing)?;
+    tx.lookup(store, &key_msg(&conv, n))?.ok_or_else(missing)
 }
 
 /// Moves an outbound message's delivery state forward (never back, never out of `failed`).
@@ -410,8 +416,10 @@ pub(super) fn apply_delivery(
 }
 
 pub(super) fn put_message(st: &State, tx: &mut Tx, msg: &Message) {
+    let (at, n) = msg.thread_order();
+    tx.batch.put_json(key_msg(&msg.conversation_id, n), msg);
     tx.batch
-        .put_json(key_msg(&msg.conversation_id, message_seq(&msg.id)), msg);
+        .put_json(key_msg_time(&msg.conversation_id, at, n), &msg.id);
     tx.batch
         .put_json(format!("mref/{}", msg.id), &msg.conversation_id);
     let audience = st

@@ -156,8 +156,29 @@ fn key_conv(id: &str) -> String {
 fn key_msg(conv: &str, n: u64) -> String {
     format!("msg/{conv}/{n:020}")
 }
+/// The thread's time index: messages in the customer's time order, then arrival order.
+fn key_msg_time(conv: &str, at: Ms, n: u64) -> String {
+    format!("mt/{conv}/{:020}/{n:020}", at.max(0))
+}
 fn key_evt(seq: u64) -> String {
     format!("evt/{seq:020}")
+}
+
+/// Data dirs written before the thread's time index existed get it once, at start.
+fn index_message_times(store: &dyn Store) -> anyhow::Result<()> {
+    const DONE: &str = "meta/index/mt";
+    if store.get(DONE.as_bytes())?.is_some() {
+        return Ok(());
+    }
+    let mut batch = Batch::default();
+    for m in store.scan_json::<Message>("msg/")? {
+        let (at, n) = m.thread_order();
+        batch.put_json(key_msg_time(&m.conversation_id, at, n), &m.id);
+    }
+    tracing::info!(messages = batch.len(), "indexed messages by time");
+    batch.put_json(DONE, &true);
+    store.apply(batch)?;
+    store.flush()
 }
 
 pub fn hash_token(token: &str) -> String {
@@ -178,6 +199,7 @@ impl Hub {
         webhook_log: &std::path::Path,
         retention: u64,
     ) -> anyhow::Result<Arc<Hub>> {
+        index_message_times(&*store)?;
         let mut st = State {
             accounts: BTreeMap::new(),
             credentials: HashMap::new(),

@@ -34,12 +34,7 @@ pub async fn run(z: Arc<ZaloHub>) {
                         .push(job);
                 }
                 for (conv, mut jobs) in by_conv {
-                    jobs.sort_by_key(|j| {
-                        j.message_id
-                            .trim_start_matches('m')
-                            .parse::<u64>()
-                            .unwrap_or(0)
-                    });
+                    jobs.sort_by_key(|j| message_seq(&j.message_id));
                     let first_due = jobs[0].next_attempt_at;
                     if first_due > now {
                         wait = wait.min(Duration::from_millis((first_due - now) as u64));
