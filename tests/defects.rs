@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use sop_console::wire::{EventBody, Frame};
 use std::time::Duration;
 
 const OA: &str = "1423847451268726170";
@@ -78,4 +79,91 @@ async fn synced_history_reads_in_time_order_across_pages() {
     let t = times(&read);
     assert!(t.windows(2).all(|w| w[0] <= w[1]), "time order: {t:?}");
     s.t.stop().await;
+}
+
+/// Reads frames until `Live`; returns the events replayed before it.
+async fn until_live(sock: &mut ws::Socket) -> Vec<sop_console::wire::Event> {
+    let mut events = Vec::new();
+    loop {
+        match ws::next(sock, Duration::from_secs(10)).await {
+            Some(Frame::Event { event }) => events.push(event),
+            Some(Frame::Live { .. }) => return events,
+            Some(_) => {}
+            None => panic!("stream ended before live"),
+        }
+    }
+}
+
+/// Every event that arrives within `wait`.
+async fn drain(sock: &mut ws::Socket, wait: Duration) -> Vec<sop_console::wire::Event> {
+    let mut events = Vec::new();
+    while let Some(f) = ws::next(sock, wait).await {
+        if let Frame::Event { event } = f {
+            events.push(event)
+        }
+    }
+    events
+}
+
+/// Item 3: agents receive only what the REST API would show them: their own account, not
+/// colleagues' (emails included), live or replayed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn account_events_reach_only_the_account_itself_and_admins() {
+    let t = start_hub().await;
+    let (agent, agent_token) = t.account("HuongNT256", "agent").await;
+    let head = t.hub.published_seq();
+    let mut live = ws::connect(&t.ws_url(Some(head)), &agent_token).await;
+    until_live(&mut live).await;
+    let mut admin = ws::connect(&t.ws_url(Some(head)), &t.admin_token).await;
+    until_live(&mut admin).await;
+
+    let (colleague, colleague_token) = t.account("QueCT3", "agent").await;
+    let (s, _) = t
+        .call(
+            Method::PUT,
+            "/api/v1/me/availability",
+            Some(&colleague_token),
+            Some(json!({"availability": "away"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = t
+        .call(
+            Method::PUT,
+            "/api/v1/me/availability",
+            Some(&agent_token),
+            Some(json!({"availability": "away"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
+    let accounts_in = |events: &[sop_console::wire::Event]| -> Vec<String> {
+        events
+            .iter()
+            .filter_map(|e| match &e.body {
+                EventBody::Account { account } => Some(account.id.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let seen_live = accounts_in(&drain(&mut live, Duration::from_millis(500)).await);
+    assert_eq!(seen_live, vec![agent.id.clone()], "live");
+    let mut replay = ws::connect(&t.ws_url(Some(head)), &agent_token).await;
+    assert_eq!(
+        accounts_in(&until_live(&mut replay).await),
+        vec![agent.id.clone()],
+        "replay"
+    );
+    let admin_saw = accounts_in(&drain(&mut admin, Duration::from_millis(500)).await);
+    assert!(
+        admin_saw.contains(&colleague.id) && admin_saw.contains(&agent.id),
+        "{admin_saw:?}"
+    );
+    let (status, _) = t.get("/api/v1/accounts", &agent_token).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "REST agrees: accounts are admin-only"
+    );
+    t.stop().await;
 }

@@ -612,13 +612,15 @@ impl State {
         self.rules.insert(rule.id.clone(), rule);
     }
 
+    /// Accounts are admin-only in the API (`GET /accounts`), so their events reach admins and the
+    /// account itself; colleagues' availability reaches agents through transfer targets.
     fn put_account(&mut self, tx: &mut Tx, account: Account) {
         tx.batch.put_json(format!("acct/{}", account.id), &account);
         tx.emit(
             EventBody::Account {
                 account: account.clone(),
             },
-            vec![EVERYONE.to_string()],
+            vec![account.id.clone()],
         );
         self.accounts.insert(account.id.clone(), account);
     }
