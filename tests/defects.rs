@@ -167,3 +167,105 @@ async fn account_events_reach_only_the_account_itself_and_admins() {
     );
     t.stop().await;
 }
+
+/// Item 2: an agent can hand a conversation over: the hub lists who may take it (the rule's
+/// members and admins, with availability), and transfers only to them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_hand_over_to_the_eligible_targets_the_hub_lists() {
+    let t = start_hub().await;
+    let (huong, huong_token) = t.account("HuongNT256", "agent").await;
+    let (que, que_token) = t.account("QueCT3", "agent").await;
+    let (_, outsider_token) = t.account("Outsider9", "agent").await;
+    let page = t.page(OA).await;
+    t.rule(
+        "Best Sale",
+        &[&page],
+        &["HuongNT256", "QueCT3"],
+        "self_claim",
+    )
+    .await;
+    t.call(
+        Method::PUT,
+        "/api/v1/me/availability",
+        Some(&que_token),
+        Some(json!({"availability": "away"})),
+    )
+    .await;
+    let conv = t.inbound(&page, "an", "z1").await;
+    let (s, _) = t
+        .post(
+            &format!("/api/v1/conversations/{}/claim", conv.id),
+            &huong_token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
+    let path = format!("/api/v1/conversations/{}/transfer-targets", conv.id);
+    let (s, targets) = t.get(&path, &huong_token).await;
+    assert_eq!(s, StatusCode::OK, "{targets}");
+    let names: Vec<(&str, &str)> = targets
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["username"].as_str().unwrap(),
+                a["availability"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [("CuongLM", "available"), ("QueCT3", "away")],
+        "{targets}"
+    );
+    assert!(
+        targets
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|a| a.get("email").is_none()),
+        "no emails to agents"
+    );
+    // A member who is not the assignee no longer sees the claimed conversation; nor does an
+    // outsider: 404 for both (existence is not leaked).
+    for token in [&que_token, &outsider_token] {
+        let (s, _) = t.get(&path, token).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+    }
+
+    let transfer = format!("/api/v1/conversations/{}/transfer", conv.id);
+    let (s, body) = t
+        .post(&transfer, &huong_token, json!({"to": "Outsider9"}))
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "ineligible target refused: {body}"
+    );
+    let (s, body) = t
+        .post(&transfer, &huong_token, json!({"to": "QueCT3"}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["assignee"], json!(que.id));
+    let last = body["assignments"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(
+        (last["reason"].as_str(), last["by"].as_str()),
+        (Some("transfer"), Some(huong.id.as_str()))
+    );
+    let (s, _) = t
+        .get(&format!("/api/v1/conversations/{}", conv.id), &huong_token)
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::NOT_FOUND,
+        "handed over: no longer visible to the giver"
+    );
+    t.stop().await;
+}

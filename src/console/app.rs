@@ -5,10 +5,11 @@
 use super::i18n::{strings, Lang, Strings};
 use super::inbox::{is_unclaimed, view_order, Inbox};
 use super::keymap::{Action, Keymap};
-use crate::model::text::{char_count, nfc};
+use crate::model::text::{char_count, fold, nfc};
 use crate::model::*;
 use crate::wire::{
-    AuthorizeResponse, ConnectionView, Event, EventBody, OutboundAttachment, RuleInput, View,
+    AuthorizeResponse, ConnectionView, Event, EventBody, OutboundAttachment, RuleInput,
+    TransferTarget, View,
 };
 use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyEventKind};
 use serde::{Deserialize, Serialize};
@@ -94,9 +95,19 @@ pub struct RuleEditor {
 #[derive(Debug)]
 pub enum Modal {
     Help,
-    Palette { input: Input, selected: usize },
-    Transfer { input: Input },
-    Attach { input: Input },
+    Palette {
+        input: Input,
+        selected: usize,
+    },
+    /// Hand the conversation over; `targets` come from the hub (`None` while loading).
+    Transfer {
+        conversation_id: ConversationId,
+        input: Input,
+        targets: Option<Vec<TransferTarget>>,
+    },
+    Attach {
+        input: Input,
+    },
     AddConnection(AddStep),
     RuleEditor(RuleEditor),
     ConfirmRule(RuleEditor),
@@ -134,6 +145,10 @@ pub enum NetEvent {
     ClaimLost {
         winner: Option<String>,
     },
+    TransferTargets {
+        conversation_id: ConversationId,
+        targets: Vec<TransferTarget>,
+    },
     Authorize(AuthorizeResponse),
     Failed(String),
     Info(String),
@@ -149,6 +164,7 @@ pub enum ApiCall {
         id: ConversationId,
         to: String,
     },
+    TransferTargets(ConversationId),
     Release(ConversationId),
     Done(ConversationId),
     Read(ConversationId),
@@ -359,11 +375,11 @@ impl App {
         }
     }
 
-    /// The text typed in the `/` filter, lowercased; empty when there is none.
+    /// The text typed in the `/` filter, folded (`text::fold`); empty when there is none.
     fn filter_needle(&self) -> String {
         self.filter
             .as_ref()
-            .map(|f| f.value().to_lowercase())
+            .map(|f| fold(f.value().trim()))
             .unwrap_or_default()
     }
 
@@ -494,7 +510,7 @@ impl App {
 
     fn on_paste(&mut self, text: &str) {
         let input = match (&mut self.modal, self.focus) {
-            (Some(Modal::Transfer { input }), _)
+            (Some(Modal::Transfer { input, .. }), _)
             | (Some(Modal::Attach { input }), _)
             | (Some(Modal::Palette { input, .. }), _) => input,
             (Some(Modal::RuleEditor(ed)), _) => {
@@ -573,6 +589,21 @@ impl App {
                     Lang::Vi => format!("Đã được nhận bởi {w}"),
                     Lang::En => format!("Already claimed by {w}"),
                 });
+            }
+            NetEvent::TransferTargets {
+                conversation_id,
+                targets: list,
+            } => {
+                if let Some(Modal::Transfer {
+                    conversation_id: open,
+                    targets,
+                    ..
+                }) = &mut self.modal
+                {
+                    if *open == conversation_id {
+                        *targets = Some(list);
+                    }
+                }
             }
             NetEvent::Authorize(a) => {
                 if let Some(Modal::AddConnection(step)) = &mut self.modal {
@@ -866,11 +897,13 @@ impl App {
                 vec![Effect::OpenEditor(self.composer.value().to_string())]
             }
             (Transfer, Tab::Inbox, _) => {
-                self.current_conversation()?;
+                let id = self.current_conversation()?.id.clone();
                 self.modal = Some(Modal::Transfer {
+                    conversation_id: id.clone(),
                     input: Input::default(),
+                    targets: None,
                 });
-                vec![]
+                vec![Effect::Api(ApiCall::TransferTargets(id))]
             }
             (Release, Tab::Inbox, _) => vec![Effect::Api(ApiCall::Release(
                 self.current_conversation()?.id.clone(),
@@ -1074,25 +1107,41 @@ impl App {
                     }
                 }
             }
-            Modal::Transfer { mut input } => match k.code {
-                KeyCode::Esc => (None, vec![]),
-                KeyCode::Enter => {
-                    let Some(id) = self.current_conversation().map(|c| c.id.clone()) else {
-                        return (None, vec![]);
-                    };
-                    match self.resolve_account(input.value()) {
-                        Some(a) => (None, vec![Effect::Api(ApiCall::Transfer { id, to: a })]),
-                        None => {
-                            self.notice(format!("{}: {}", self.s().unknown_member, input.value()));
-                            (Some(Modal::Transfer { input }), vec![])
+            Modal::Transfer {
+                conversation_id,
+                mut input,
+                targets,
+            } => {
+                let candidates = transfer_candidates(targets.as_deref(), input.value());
+                match k.code {
+                    KeyCode::Esc => return (None, vec![]),
+                    KeyCode::Tab => {
+                        if let Some(first) = candidates.first() {
+                            input = Input::new(first.username.clone());
                         }
                     }
+                    KeyCode::Enter => match candidates.as_slice() {
+                        [one] => {
+                            let fx = Effect::Api(ApiCall::Transfer {
+                                id: conversation_id,
+                                to: one.username.clone(),
+                            });
+                            return (None, vec![fx]);
+                        }
+                        _ if targets.is_some() => {
+                            self.notice(format!("{}: {}", self.s().unknown_member, input.value()))
+                        }
+                        _ => {}
+                    },
+                    _ => edit_input(&mut input, &k),
                 }
-                _ => {
-                    edit_input(&mut input, &k);
-                    (Some(Modal::Transfer { input }), vec![])
-                }
-            },
+                let modal = Modal::Transfer {
+                    conversation_id,
+                    input,
+                    targets,
+                };
+                (Some(modal), vec![])
+            }
             Modal::Attach { mut input } => match k.code {
                 KeyCode::Esc => (None, vec![]),
                 KeyCode::Enter => (
@@ -1435,10 +1484,32 @@ pub struct InboxFrame<'a> {
     pub selected: Option<&'a Conversation>,
 }
 
+/// Whom a transfer dialog offers for what was typed: an exact username alone, else every target
+/// whose username or name starts with it (accents and case ignored).
+pub fn transfer_candidates<'a>(
+    targets: Option<&'a [TransferTarget]>,
+    typed: &str,
+) -> Vec<&'a TransferTarget> {
+    let targets = targets.unwrap_or_default();
+    let typed = typed.trim();
+    if let Some(exact) = targets
+        .iter()
+        .find(|t| t.username.eq_ignore_ascii_case(typed))
+    {
+        return vec![exact];
+    }
+    let needle = fold(typed);
+    targets
+        .iter()
+        .filter(|t| fold(&t.username).starts_with(&needle) || fold(&t.name).starts_with(&needle))
+        .collect()
+}
+
+/// Accent- and case-insensitive: agents type "vo" for "Võ", "d" for "Đ".
 fn matches_filter(c: &Conversation, needle: &str) -> bool {
-    c.customer.display_name.to_lowercase().contains(needle)
+    fold(&c.customer.display_name).contains(needle)
         || c.customer.user_id.contains(needle)
-        || c.preview.to_lowercase().contains(needle)
+        || fold(&c.preview).contains(needle)
 }
 
 /// Rows `start..start + count` of `list` in `order`, in O(n) (select, then sort only the window).

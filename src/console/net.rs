@@ -192,6 +192,16 @@ impl Api {
                 )
                 .await
             }
+            ApiCall::TransferTargets(id) => {
+                let path = format!("/conversations/{id}/transfer-targets");
+                match self.call(Method::GET, &path, None).await {
+                    Ok(targets) => send(NetEvent::TransferTargets {
+                        conversation_id: id,
+                        targets,
+                    }),
+                    Err(e) => send(fail(e)),
+                }
+            }
             ApiCall::Release(id) => {
                 self.post_simple(&format!("/conversations/{id}/release"), None, &send)
                     .await

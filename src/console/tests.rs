@@ -6,7 +6,7 @@ use super::i18n::Lang;
 use super::keymap::Keymap;
 use super::view::{self, Theme};
 use crate::model::*;
-use crate::wire::{AuthorizeResponse, ConnectionView, Event, EventBody, View};
+use crate::wire::{AuthorizeResponse, ConnectionView, Event, EventBody, TransferTarget, View};
 use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
@@ -173,11 +173,8 @@ fn agent_app() -> App {
             created_at: 0,
             updated_at: 0,
         }],
-        accounts: vec![
-            account("a1", "CuongLM", Role::Admin),
-            account("a3", "QueCT3", Role::Agent),
-            account("a4", "TriLM22", Role::Agent),
-        ],
+        // What the hub sends an agent: no colleagues (accounts are admin-only).
+        accounts: vec![],
         head: 10,
     });
     app.link = Link::Connected;
@@ -232,8 +229,13 @@ fn admin_app() -> App {
     app.me = Some(account("a1", "CuongLM", Role::Admin));
     app.accounts
         .insert("a1".into(), account("a1", "CuongLM", Role::Admin));
-    app.accounts
-        .insert("a2".into(), account("a2", "HuongNT256", Role::Agent));
+    for (id, username, role) in [
+        ("a2", "HuongNT256", Role::Agent),
+        ("a3", "QueCT3", Role::Agent),
+        ("a4", "TriLM22", Role::Agent),
+    ] {
+        app.accounts.insert(id.into(), account(id, username, role));
+    }
     app.connections.insert(
         "p2".into(),
         connection(
@@ -582,6 +584,93 @@ fn threads_read_in_the_customers_time_order_whatever_order_they_arrive_in() {
     }))));
     let texts: Vec<&str> = app.messages["c9"].iter().map(|m| m.text.as_str()).collect();
     assert_eq!(texts, ["older", "09:56", "09:57", "09:58", "09:59"]);
+}
+
+fn target(id: &str, username: &str, name: &str, availability: Availability) -> TransferTarget {
+    TransferTarget {
+        id: id.into(),
+        username: username.into(),
+        name: name.into(),
+        role: Role::Agent,
+        availability,
+    }
+}
+
+#[test]
+fn transfer_offers_the_targets_the_hub_lists_with_completion() {
+    let mut app = agent_app();
+    app.update(key(KeyCode::Enter)); // focus the thread of c1 (mine)
+    let fx = app.update(ch('t'));
+    assert!(
+        matches!(fx.as_slice(), [Effect::Api(ApiCall::TransferTargets(id))] if id == "c1"),
+        "{fx:?}"
+    );
+    // Enter before the list arrives does nothing.
+    typed(&mut app, "q");
+    assert!(app.update(key(KeyCode::Enter)).is_empty());
+    app.update(Msg::Net(NetEvent::TransferTargets {
+        conversation_id: "c1".into(),
+        targets: vec![
+            target("a3", "QueCT3", "Cao Thị Quế", Availability::Away),
+            target("a4", "TriLM22", "Lê Minh Trí", Availability::Available),
+        ],
+    }));
+    let screen = render(&app, 80, 24);
+    assert!(
+        screen.contains("QueCT3 · Cao Thị Quế · Vắng mặt"),
+        "{screen}"
+    );
+    assert!(!screen.contains("TriLM22"), "filtered by what was typed");
+    app.update(key(KeyCode::Tab));
+    let fx = app.update(key(KeyCode::Enter));
+    assert!(
+        matches!(fx.as_slice(), [Effect::Api(ApiCall::Transfer { id, to })] if id == "c1" && to == "QueCT3"),
+        "{fx:?}"
+    );
+    // By name without accents; an unknown name keeps the dialog open and says so.
+    app.update(ch('t'));
+    app.update(Msg::Net(NetEvent::TransferTargets {
+        conversation_id: "c1".into(),
+        targets: vec![target(
+            "a4",
+            "TriLM22",
+            "Lê Minh Trí",
+            Availability::Available,
+        )],
+    }));
+    typed(&mut app, "le minh");
+    let fx = app.update(key(KeyCode::Enter));
+    assert!(
+        matches!(fx.as_slice(), [Effect::Api(ApiCall::Transfer { to, .. })] if to == "TriLM22")
+    );
+    app.update(ch('t'));
+    app.update(Msg::Net(NetEvent::TransferTargets {
+        conversation_id: "c1".into(),
+        targets: vec![],
+    }));
+    typed(&mut app, "QueCT3");
+    assert!(app.update(key(KeyCode::Enter)).is_empty());
+    assert!(app.modal.is_some());
+    assert!(app.notice.as_deref().unwrap_or("").contains("QueCT3"));
+}
+
+#[test]
+fn filter_ignores_accents_and_case_as_agents_type() {
+    let mut app = agent_app();
+    app.update(ch('u'));
+    for typed_text in ["binh", "PHAM THI", "Bình", "van phong lam"] {
+        app.update(ch('/'));
+        typed(&mut app, typed_text);
+        app.update(key(KeyCode::Enter));
+        let ids: Vec<&str> = app.visible().iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["c3"], "{typed_text:?}");
+        app.update(key(KeyCode::Esc));
+    }
+    app.update(ch('m'));
+    app.update(ch('/'));
+    typed(&mut app, "tran van");
+    app.update(key(KeyCode::Enter));
+    assert_eq!(app.visible().len(), 1, "Trần Văn An");
 }
 
 // ----- snapshots -----

@@ -846,12 +846,29 @@ fn draw_modal(f: &mut Frame, app: &App, theme: &Theme, modal: &Modal, area: Rect
             }
             (describe(Action::Palette, app.lang).into(), lines, 50, 16)
         }
-        Modal::Transfer { input } => {
+        Modal::Transfer { input, targets, .. } => {
             let mut lines = vec![Line::from(format!("> {}▏", clean(input.value())))];
-            for c in app.completions(input.value()) {
-                lines.push(Line::from(Span::styled(format!("  {c}"), theme.dim())));
+            if targets.is_none() {
+                lines.push(Line::from(Span::styled(s.loading, theme.dim())));
             }
-            (s.transfer_to.into(), lines, 44, 9)
+            for t in transfer_candidates(targets.as_deref(), input.value())
+                .into_iter()
+                .take(6)
+            {
+                let availability = match t.availability {
+                    Availability::Available => s.available,
+                    Availability::Away => s.away,
+                };
+                lines.push(Line::from(Span::styled(
+                    format!(
+                        "  {} · {} · {availability}",
+                        clean(&t.username),
+                        clean(&t.name)
+                    ),
+                    theme.dim(),
+                )));
+            }
+            (s.transfer_to.into(), lines, 52, 10)
         }
         Modal::Attach { input } => (
             s.attach_path.into(),

@@ -8,6 +8,17 @@ pub fn nfc(s: &str) -> String {
     s.nfc().collect()
 }
 
+/// Text as Vietnamese agents type it to search: lowercase, without tone marks or other
+/// diacritics, and `đ` as `d` (it is a letter of its own, with no Unicode decomposition).
+/// "Võ Thị Dung" and "vo thi dung" fold alike.
+pub fn fold(s: &str) -> String {
+    s.nfd()
+        .filter(|c| !unicode_normalization::char::is_combining_mark(*c))
+        .flat_map(char::to_lowercase)
+        .map(|c| if c == 'đ' { 'd' } else { c })
+        .collect()
+}
+
 pub fn char_count(s: &str) -> usize {
     s.chars().count()
 }
@@ -48,6 +59,16 @@ mod tests {
         let nfd = "Tie\u{302}\u{301}ng Vie\u{323}\u{302}t";
         assert_eq!(nfc(nfd), "Tiếng Việt");
         assert_eq!(char_count(&nfc(nfd)), 10);
+    }
+
+    #[test]
+    fn fold_matches_vietnamese_typed_without_accents() {
+        assert_eq!(fold("Võ Thị Dung"), "vo thi dung");
+        assert_eq!(fold("Đặt lịch"), "dat lich");
+        assert_eq!(fold("NGUYỄN"), "nguyen");
+        assert_eq!(fold("Tie\u{302}\u{301}ng Vie\u{323}\u{302}t"), "tieng viet");
+        assert_eq!(fold("đ"), fold("d"));
+        assert_eq!(fold("Đạt"), "dat");
     }
 
     #[test]

@@ -38,6 +38,10 @@ pub fn routes() -> Router<AppState> {
         .route("/conversations/{id}/claim", post(claim))
         .route("/conversations/{id}/reply", post(reply))
         .route("/conversations/{id}/transfer", post(transfer))
+        .route(
+            "/conversations/{id}/transfer-targets",
+            get(transfer_targets),
+        )
         .route("/conversations/{id}/release", post(release))
         .route("/conversations/{id}/done", post(done))
         .route("/conversations/{id}/read", post(read))
@@ -270,6 +274,14 @@ async fn transfer(
     ApiJson(body): ApiJson<TransferInput>,
 ) -> ApiResult<Json<Conversation>> {
     Ok(Json(app.hub.transfer(&caller.0, &id, &body.to).await?))
+}
+
+async fn transfer_targets(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<TransferTarget>>> {
+    Ok(Json(app.hub.transfer_targets(&caller.0, &id)?))
 }
 
 async fn release(

@@ -175,6 +175,29 @@ pub enum OutboundKind {
     File,
 }
 
+/// Someone a conversation may be handed to (`GET /conversations/{id}/transfer-targets`): what an
+/// agent needs to choose, without the colleague's email.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransferTarget {
+    pub id: AccountId,
+    pub username: String,
+    pub name: String,
+    pub role: Role,
+    pub availability: Availability,
+}
+
+impl From<&Account> for TransferTarget {
+    fn from(a: &Account) -> Self {
+        TransferTarget {
+            id: a.id.clone(),
+            username: a.username.clone(),
+            name: a.name.clone(),
+            role: a.role,
+            availability: a.availability,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransferInput {

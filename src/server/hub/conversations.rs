@@ -96,8 +96,7 @@ impl Hub {
                 .find_account(to)
                 .cloned()
                 .ok_or_else(|| HubError::Invalid(format!("unknown account {to}")))?;
-            let conn = &st.connections[&conv.connection_id];
-            if !target.is_admin() && !routing::is_eligible(st.page_of(conn), &target.id) {
+            if !st.may_take(&conv, &target) {
                 return Err(HubError::Invalid(format!(
                     "{} is not a member of this page's rule and cannot take its conversations",
                     target.username
@@ -116,6 +115,26 @@ impl Hub {
             Ok(conv)
         })
         .await
+    }
+
+    /// Who the caller may hand this conversation to: the page's eligible members and admins, the
+    /// current assignee excepted, by username.
+    pub fn transfer_targets(
+        &self,
+        who: &Account,
+        conv_id: &str,
+    ) -> HubResult<Vec<wire::TransferTarget>> {
+        self.read(|st| {
+            let conv = conversation_for_action(st, who, conv_id)?;
+            let mut targets: Vec<wire::TransferTarget> = st
+                .accounts
+                .values()
+                .filter(|a| conv.assignee.as_ref() != Some(&a.id) && st.may_take(&conv, a))
+                .map(wire::TransferTarget::from)
+                .collect();
+            targets.sort_by_key(|a| a.username.to_lowercase());
+            Ok(targets)
+        })
     }
 
     /// Gives a conversation back: round robin passes it to the next available member, self-claim
@@ -433,6 +452,17 @@ pub(super) fn put_message(st: &State, tx: &mut Tx, msg: &Message) {
         },
         audience,
     );
+}
+
+impl State {
+    /// Whether `target` may be handed this conversation: eligible on its page, or an admin.
+    fn may_take(&self, conv: &Conversation, target: &Account) -> bool {
+        target.is_admin()
+            || self
+                .connections
+                .get(&conv.connection_id)
+                .is_some_and(|conn| routing::is_eligible(self.page_of(conn), &target.id))
+    }
 }
 
 fn in_view(st: &State, who: &Account, view: View, c: &Conversation) -> bool {
