@@ -269,3 +269,78 @@ async fn agents_hand_over_to_the_eligible_targets_the_hub_lists() {
     );
     t.stop().await;
 }
+
+/// Connects the simulator's OA `OA` with one customer and returns (conversation id, agent token)
+/// for an agent who owns the customer's conversation (round robin, one member).
+async fn connected_page_with_agent(s: &Stack) -> (String, String) {
+    s.sim_oa(OA, "Trang", &[("an", "Trần Văn An", 0)]).await;
+    assert_eq!(
+        s.connect(OA, "zalo-admin-1", "allow").await.0,
+        StatusCode::OK
+    );
+    let (_, agent_token) = s.t.account("HuongNT256", "agent").await;
+    let conn = s.t.hub.read(|st| st.connections().next().unwrap().clone());
+    let (status, body) = s
+        .t
+        .post("/api/v1/rules", &s.t.admin_token, json!({"name": "r", "sources": [conn.id], "members": ["HuongNT256"], "method": "round_robin", "old_conversations": "none"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    s.customer_says(OA, "an", "Chào shop").await;
+    let conv = eventually("the agent's conversation", || async {
+        let (_, b) =
+            s.t.get("/api/v1/conversations?view=mine", &agent_token)
+                .await;
+        b["items"][0]["id"].as_str().map(str::to_string)
+    })
+    .await;
+    (conv, agent_token)
+}
+
+/// A reply through the API; waits for its final delivery state and returns the message.
+async fn reply_and_settle(s: &Stack, conv: &str, token: &str, key: &str, text: &str) -> Value {
+    let (status, m) =
+        s.t.post(
+            &format!("/api/v1/conversations/{conv}/reply"),
+            token,
+            json!({"client_key": key, "text": text}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{m}");
+    eventually("the reply settles", || async {
+        let (_, page) =
+            s.t.get(&format!("/api/v1/conversations/{conv}/messages"), token)
+                .await;
+        page["items"]
+            .as_array()?
+            .iter()
+            .find(|x| x["id"] == m["id"] && x["delivery"] != "pending")
+            .cloned()
+    })
+    .await
+}
+
+/// Item 4: the reply whose refresh met a revoked grant says the page needs reconnecting, as the
+/// replies after it do; the hub learnt of the revocation only through that refresh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_grant_fails_replies_with_reconnect_words_from_the_first() {
+    let s = start_stack().await;
+    let (conv, agent) = connected_page_with_agent(&s).await;
+    s.sim_post("/faults", json!({"webhook_down": true})).await; // permission_revoked is not heard
+    s.sim_post(&format!("/oas/{OA}/revoke"), json!({})).await;
+    let first = reply_and_settle(&s, &conv, &agent, "k1", "Dạ em chào anh").await;
+    let second = reply_and_settle(&s, &conv, &agent, "k2", "Anh còn đó không ạ?").await;
+    for m in [&first, &second] {
+        assert_eq!(m["delivery"], "failed", "{m}");
+        let reason = m["error_reason"].as_str().unwrap();
+        assert!(
+            reason.contains("kết nối lại") && reason.contains("reconnect"),
+            "{reason}"
+        );
+        assert!(!reason.contains("Zalo từ chối tin nhắn"), "{reason}");
+    }
+    assert_eq!(
+        first["error_code"], second["error_code"],
+        "one failure, one code"
+    );
+    s.t.stop().await;
+}

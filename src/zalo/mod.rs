@@ -103,8 +103,41 @@ pub fn human_reason(code: i64, message: &str) -> String {
         -210 => ("Tệp vượt quá giới hạn dung lượng", "The file exceeds Zalo's size limit"),
         -211 | -218 => ("Hết hạn mức gửi tin", "Out of message quota"),
         -204 | -205 => ("OA không tồn tại hoặc đã bị vô hiệu", "The OA is disabled or does not exist"),
-        -216 | -220 => ("Trang cần cấp quyền lại", "The page needs re-authorisation"),
+        -216 | -220 => (
+            "Trang cần cấp quyền lại — hãy kết nối lại",
+            "The page needs re-authorisation — reconnect it",
+        ),
         -32 => ("Zalo giới hạn tốc độ gọi API", "Zalo rate limit reached"),
+        // OAuth (§2.7): the consent and token endpoints' -14xxx family.
+        -14001 => ("Không tìm thấy Official Account", "The Official Account was not found"),
+        -14002 => (
+            "Mã ứng dụng Zalo không hợp lệ — kiểm tra app_id",
+            "Invalid Zalo app id — check [zalo] app_id",
+        ),
+        -14003 => (
+            "Địa chỉ chuyển hướng chưa được đăng ký cho ứng dụng — kiểm tra redirect_uri",
+            "The redirect URI is not registered for the app — check [zalo] redirect_uri",
+        ),
+        -14004 => (
+            "Khóa bí mật của ứng dụng không đúng — kiểm tra app_secret",
+            "Wrong app secret — check [zalo] app_secret",
+        ),
+        -14005 => (
+            "Mã xác minh PKCE không khớp — hãy kết nối lại từ đầu",
+            "The PKCE verifier does not match — start the connection again",
+        ),
+        -14010 => (
+            "Chỉ admin của Trang OA mới kết nối được Trang đó",
+            "Only an admin of the OA can connect it",
+        ),
+        -14014 | -118 => (
+            "Quyền truy cập đã hết hạn hoặc bị thu hồi — cần kết nối lại Trang",
+            "The grant expired or was revoked — reconnect the page",
+        ),
+        -14999..=-14000 => (
+            "Zalo từ chối cấp quyền — cần kết nối lại Trang",
+            "Zalo refused the authorisation — reconnect the page",
+        ),
         NETWORK_ERROR => ("Không kết nối được Zalo", "Zalo could not be reached"),
         _ => ("Zalo từ chối tin nhắn", "Zalo refused the message"),
     };
@@ -138,6 +171,19 @@ impl Envelope {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_oauth_code_has_a_reason_of_its_own() {
+        let generic = human_reason(-999, "x");
+        let generic = generic.split(" (").next().unwrap();
+        for code in [
+            -14001, -14002, -14003, -14004, -14005, -14010, -14014, -14020, -118,
+        ] {
+            let reason = human_reason(code, "x");
+            assert!(!reason.starts_with(generic), "{code}: {reason}");
+        }
+        assert!(human_reason(-14014, "").contains("reconnect the page"));
+    }
 
     #[test]
     fn signature_matches_the_official_algorithm() {

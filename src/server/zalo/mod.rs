@@ -64,12 +64,7 @@ impl ZaloHub {
     pub async fn access_token(&self, conn_id: &str) -> Result<String, ZaloError> {
         let conn = self.connection(conn_id)?;
         if conn.status == ConnectionStatus::NeedsReauth {
-            return Err(ZaloError {
-                code: -216,
-                message: conn
-                    .status_reason
-                    .unwrap_or_else(|| "the page needs re-authorisation".into()),
-            });
+            return Err(needs_reauth(conn.status_reason.unwrap_or_default()));
         }
         if conn.tokens.access_expires_at - now_ms() < REFRESH_MARGIN_MS {
             return self.refresh(conn_id, &conn.tokens.access_token).await;
@@ -99,10 +94,7 @@ impl ZaloHub {
             return Ok(conn.tokens.access_token);
         }
         if conn.status == ConnectionStatus::NeedsReauth {
-            return Err(ZaloError {
-                code: -216,
-                message: "the page needs re-authorisation".into(),
-            });
+            return Err(needs_reauth(conn.status_reason.unwrap_or_default()));
         }
         self.hub
             .metrics
@@ -123,15 +115,19 @@ impl ZaloHub {
             }
             Err(e) if e.code == crate::zalo::NETWORK_ERROR => Err(e),
             Err(e) => {
-                let reason = format!(
-                    "Không làm mới được quyền truy cập — cần kết nối lại / Token refresh failed — reconnect the page ({e})"
-                );
-                tracing::warn!(conn_id, "{reason}");
+                // From here on the page needs reconnecting: this caller fails exactly as the
+                // ones after it will (see `access_token`).
+                let reason = human_reason(e.code, &e.message);
+                tracing::warn!(conn_id, code = e.code, "token refresh failed: {reason}");
                 let _ = self
                     .hub
-                    .set_connection_status(conn_id, ConnectionStatus::NeedsReauth, Some(reason))
+                    .set_connection_status(
+                        conn_id,
+                        ConnectionStatus::NeedsReauth,
+                        Some(reason.clone()),
+                    )
                     .await;
-                Err(e)
+                Err(needs_reauth(reason))
             }
         }
     }
@@ -188,6 +184,19 @@ impl ZaloHub {
                 z.profiles_in_flight.lock().remove(&conv_id);
             });
         }
+    }
+}
+
+/// The error every Zalo call of a page that needs reconnecting fails with; `why` is the page's
+/// status reason (what the refresh or `permission_revoked` said).
+fn needs_reauth(why: String) -> ZaloError {
+    ZaloError {
+        code: -216,
+        message: if why.is_empty() {
+            "the page needs re-authorisation".into()
+        } else {
+            why
+        },
     }
 }
 

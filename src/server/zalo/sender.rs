@@ -88,7 +88,17 @@ async fn send_job(z: &ZaloHub, job: OutboundJob) -> bool {
             }
             return false;
         }
-        Err(e) => Err((e.code, human_reason(e.code, &e.message))),
+        Err(e) => {
+            let reason = human_reason(e.code, &e.message);
+            tracing::warn!(
+                conversation = %job.conversation_id,
+                message = %job.message_id,
+                code = e.code,
+                attempts = job.attempts + 1,
+                "reply not sent: {reason}"
+            );
+            Err((e.code, reason))
+        }
     };
     if let Err(e) = z.hub.finish_job(&job.message_id, finish).await {
         tracing::error!(message = %job.message_id, "cannot record the send: {e}");
