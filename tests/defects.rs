@@ -344,3 +344,87 @@ async fn a_revoked_grant_fails_replies_with_reconnect_words_from_the_first() {
     );
     s.t.stop().await;
 }
+
+/// Item 7: deleting a page takes its reply jobs and indexes with it; the page connected again
+/// starts clean (a reused client key makes a new reply, sent once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_page_removes_its_jobs_and_indexes() {
+    let s = start_stack().await;
+    let (conv, agent) = connected_page_with_agent(&s).await;
+    let conn = s.t.hub.read(|st| st.connections().next().unwrap().clone());
+    s.sim_post("/faults", json!({"rate_limit_next": 1000}))
+        .await;
+    let (status, m) =
+        s.t.post(
+            &format!("/api/v1/conversations/{conv}/reply"),
+            &agent,
+            json!({"client_key": "k1", "text": "Dạ"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    eventually("a retried job", || async {
+        s.t.hub
+            .outbound_job(m["id"].as_str().unwrap())
+            .unwrap()
+            .filter(|j| j.attempts > 0)
+    })
+    .await;
+    let (status, _) =
+        s.t.call(
+            Method::DELETE,
+            &format!("/api/v1/connections/{}", conn.id),
+            Some(&s.t.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert!(s.t.hub.outbound_jobs().unwrap().is_empty(), "jobs removed");
+    for prefix in [
+        "job/",
+        "mref/",
+        "ckey/",
+        "mt/",
+        "msg/",
+        &format!("zmid/{}/", conn.id),
+    ] {
+        let left =
+            s.t.hub
+                .store()
+                .range(
+                    prefix.as_bytes(),
+                    &sop_console::store::prefix_end(prefix.as_bytes()),
+                    false,
+                    10,
+                )
+                .unwrap();
+        assert!(left.is_empty(), "{prefix} left behind: {}", left.len());
+    }
+
+    s.sim_post("/faults", json!({"rate_limit_next": 0})).await;
+    assert_eq!(
+        s.connect(OA, "zalo-admin-1", "allow").await.0,
+        StatusCode::OK
+    );
+    // A new page starts "Chỉ mình tôi": the admin who connected it answers.
+    s.customer_says(OA, "an", "Em hỏi lại").await;
+    let conv = eventually("the new conversation", || async {
+        let (_, b) =
+            s.t.get("/api/v1/conversations?view=all", &s.t.admin_token)
+                .await;
+        b["items"][0]["id"].as_str().map(str::to_string)
+    })
+    .await;
+    let again = reply_and_settle(&s, &conv, &s.t.admin_token, "k1", "Dạ em đây").await;
+    assert_ne!(again["id"], m["id"], "a new reply, not the deleted page's");
+    assert_eq!(again["delivery"], "sent", "{again}");
+    let sent = s.sim_get("/sent").await;
+    let texts: Vec<&str> = sent
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["from_oa_manager"] == false)
+        .filter_map(|x| x["text"].as_str())
+        .collect();
+    assert_eq!(texts, ["Dạ em đây"], "{sent}");
+    s.t.stop().await;
+}

@@ -199,15 +199,27 @@ impl Hub {
                         .remove(&(c.connection_id, c.customer.user_id));
                 }
                 tx.batch.delete(key_conv(&id));
-                let prefix = format!("msg/{id}/");
-                for (k, _) in store.range(
-                    prefix.as_bytes(),
-                    &prefix_end(prefix.as_bytes()),
-                    false,
-                    usize::MAX,
-                )? {
-                    tx.batch.delete(k);
+                // The messages with everything that points at them: reply jobs, id and client-key
+                // lookups, the time index.
+                for m in store.scan_json::<Message>(&format!("msg/{id}/"))? {
+                    let (at, n) = m.thread_order();
+                    tx.batch.delete(key_msg(&id, n));
+                    tx.batch.delete(key_msg_time(&id, at, n));
+                    tx.batch.delete(format!("mref/{}", m.id));
+                    tx.batch.delete(format!("job/{}", m.id));
+                    if let Some(key) = &m.client_key {
+                        tx.batch.delete(format!("ckey/{}/{key}", m.sender));
+                    }
                 }
+            }
+            let zmid = format!("zmid/{conn_id}/");
+            for (k, _) in store.range(
+                zmid.as_bytes(),
+                &prefix_end(zmid.as_bytes()),
+                false,
+                usize::MAX,
+            )? {
+                tx.batch.delete(k);
             }
             let mut audience = vec![conn.connector.clone()];
             audience.push(EVERYONE.into());

@@ -355,16 +355,23 @@ impl Hub {
         .await
     }
 
-    /// Records the outcome of a send: `Ok(zalo_msg_id)` or `Err((code, reason))`.
+    /// Records the outcome of a send: `Ok(zalo_msg_id)` or `Err((code, reason))`, and removes the
+    /// job. `None` when the message no longer exists (its page was deleted meanwhile).
     pub async fn finish_job(
         &self,
         message_id: &str,
         outcome: Result<String, (i64, String)>,
-    ) -> HubResult<Message> {
+    ) -> HubResult<Option<Message>> {
         let store = self.store.clone();
         let r = self
             .write(|st, tx| {
-                let mut msg = load_message(&*store, tx, message_id)?;
+                // Whatever happens, the job is finished: a job is never retried forever.
+                tx.batch.delete(format!("job/{message_id}"));
+                let mut msg = match load_message(&*store, tx, message_id) {
+                    Ok(m) => m,
+                    Err(HubError::NotFound(_)) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
                 let conn_id = st
                     .conversations
                     .get(&msg.conversation_id)
@@ -386,9 +393,8 @@ impl Hub {
                         msg.error_reason = Some(reason.clone());
                     }
                 }
-                tx.batch.delete(format!("job/{message_id}"));
                 put_message(st, tx, &msg);
-                Ok(msg)
+                Ok(Some(msg))
             })
             .await?;
         let c = if outcome.is_ok() {
