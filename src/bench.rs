@@ -987,6 +987,7 @@ pub fn console_prepare(dir: &Path, n: usize) -> Result<()> {
         rules: vec![],
         accounts: vec![],
         head: 1,
+        dead_webhooks: 0,
     };
     match console::cache::Cache::open(dir)? {
         console::cache::Opened::Ready(c) => c.save_snapshot(&snapshot),

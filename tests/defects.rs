@@ -6,6 +6,7 @@ use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sop_console::wire::{EventBody, Frame};
+use std::sync::Arc;
 use std::time::Duration;
 
 const OA: &str = "1423847451268726170";
@@ -427,4 +428,224 @@ async fn deleting_a_page_removes_its_jobs_and_indexes() {
         .collect();
     assert_eq!(texts, ["Dạ em đây"], "{sent}");
     s.t.stop().await;
+}
+
+/// `info` nested `depth` levels deep: {"a": {"a": … "x" …}}.
+fn nested(depth: usize) -> String {
+    format!("{}\"x\"{}", "{\"a\":".repeat(depth), "}".repeat(depth))
+}
+
+/// Item 8: a signed body nesting 125 levels deep is refused at intake (never acknowledged, so
+/// never stuck), and intake, reads and stream replay go on as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deeply_nested_webhook_is_refused_and_nothing_sticks() {
+    let s = start_stack().await;
+    let (conv, agent) = connected_page_with_agent(&s).await;
+    let head = s.t.hub.published_seq();
+    let now = sop_console::model::now_ms();
+    let body = format!(
+        r#"{{"app_id":"{APP_ID}","event_name":"user_submit_info","timestamp":"{now}","sender":{{"id":"an"}},"recipient":{{"id":"{OA}"}},"info":{}}}"#,
+        nested(125)
+    );
+    let (status, answer) = s.post_webhook(&body).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(answer["error"]["code"], "too_deep", "{answer}");
+    // Modest nesting (what Zalo sends) is still taken.
+    let body = format!(
+        r#"{{"app_id":"{APP_ID}","event_name":"user_submit_info","timestamp":"{now}","sender":{{"id":"an"}},"recipient":{{"id":"{OA}"}},"info":{{"name":"An","address":{}}}}}"#,
+        nested(8)
+    );
+    assert_eq!(s.post_webhook(&body).await.0, StatusCode::OK);
+    s.sim_post(
+        &format!("/oas/{OA}/customers/an/staff-reply"),
+        json!({"text": "Từ OA Manager"}),
+    )
+    .await;
+    s.customer_says(OA, "an", "sau đó").await;
+    let texts = eventually("everything after it applied", || async {
+        let (status, page) =
+            s.t.get(&format!("/api/v1/conversations/{conv}/messages"), &agent)
+                .await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        let texts: Vec<String> = page["items"]
+            .as_array()?
+            .iter()
+            .map(|m| m["text"].as_str().unwrap_or("").to_string())
+            .collect();
+        (texts.len() == 4).then_some(texts)
+    })
+    .await;
+    assert!(texts[1].contains("shared info"), "{texts:?}");
+    assert_eq!(texts[2..], ["Từ OA Manager", "sau đó"]);
+    let mut replay = ws::connect(&s.t.ws_url(Some(head)), &s.t.admin_token).await;
+    assert!(
+        !until_live(&mut replay).await.is_empty(),
+        "admin replay across it"
+    );
+    s.t.stop().await;
+}
+
+/// A store that refuses any write carrying `POISON` (but the dead-letter list's): a webhook that
+/// can never be applied.
+struct PoisonStore(sop_console::store::SledStore);
+
+impl sop_console::store::Store for PoisonStore {
+    fn get(&self, key: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
+        self.0.get(key)
+    }
+    fn range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+        limit: usize,
+    ) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.0.range(start, end, reverse, limit)
+    }
+    fn apply(&self, batch: sop_console::store::Batch) -> anyhow::Result<()> {
+        let poisoned = batch.ops().any(|(k, v)| {
+            !k.starts_with(b"dead/") && v.is_some_and(|v| v.windows(6).any(|w| w == b"POISON"))
+        });
+        if poisoned {
+            anyhow::bail!("injected write failure");
+        }
+        self.0.apply(batch)
+    }
+    fn flush(&self) -> anyhow::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Item 8: a webhook that cannot be applied is retried a few times, then set aside in the
+/// dead-letter list (raw body + error, admin API, metric) while the webhooks behind it flow; the
+/// webhooks applied with it in a failed batch are applied once, not twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_that_cannot_be_applied_is_set_aside_and_the_rest_flows() {
+    let dir = temp_dir("poison");
+    let store = Arc::new(PoisonStore(
+        sop_console::store::SledStore::open(&dir).unwrap(),
+    ));
+    let s = start_stack_over(dir, store).await;
+    let (conv, agent) = connected_page_with_agent(&s).await;
+    for text in ["trước", "POISON", "sau"] {
+        s.customer_says(OA, "an", text).await;
+    }
+    let texts = eventually("the webhooks after it applied", || async {
+        let (_, page) =
+            s.t.get(&format!("/api/v1/conversations/{conv}/messages"), &agent)
+                .await;
+        let texts: Vec<String> = page["items"]
+            .as_array()?
+            .iter()
+            .map(|m| m["text"].as_str().unwrap().to_string())
+            .collect();
+        texts.contains(&"sau".to_string()).then_some(texts)
+    })
+    .await;
+    assert_eq!(
+        texts,
+        ["Chào shop", "trước", "sau"],
+        "each once, the bad one set aside"
+    );
+    let (_, c) =
+        s.t.get(&format!("/api/v1/conversations/{conv}"), &agent)
+            .await;
+    assert_eq!(c["preview"], "sau");
+    let (status, dead) = s.t.get("/api/v1/webhooks/dead", &s.t.admin_token).await;
+    assert_eq!(status, StatusCode::OK);
+    let dead = dead.as_array().unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert!(dead[0]["body"].as_str().unwrap().contains("POISON"));
+    assert!(
+        dead[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("injected write failure"),
+        "{}",
+        dead[0]
+    );
+    assert_eq!(
+        s.t.get("/api/v1/webhooks/dead", &agent).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let metrics =
+        s.t.http
+            .get(format!("{}/metrics", s.t.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    assert!(metrics.contains("sop_webhooks_dead 1"), "{metrics}");
+    s.t.stop().await;
+}
+
+/// Item 13: a console that falls behind further than the log keeps is told to re-sync; it is
+/// never handed a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_that_falls_behind_the_log_gets_resync_never_a_gap() {
+    let t = start_hub_with(sop_console::config::Config::default(), 300).await;
+    let page = t.page(OA).await;
+    let head = t.hub.published_seq();
+    let mut sock = ws::connect(&t.ws_url(Some(head)), &t.admin_token).await;
+    until_live(&mut sock).await;
+    // Not reading: the hub's sender blocks on the socket and its live feed (4,096) overflows,
+    // while the log keeps only 300 events.
+    let long = "Tin nhắn dài ".repeat(600);
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let (hub, page, long) = (t.hub.clone(), page.clone(), long.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..400 {
+                hub.ingest(sop_console::server::hub::Inbound {
+                    connection_id: page.id.clone(),
+                    customer_user_id: format!("u{w}-{i}"),
+                    direction: sop_console::model::Direction::Inbound,
+                    sender_name: String::new(),
+                    zalo_msg_id: Some(format!("z{w}-{i}")),
+                    kind: sop_console::model::MessageKind::Text,
+                    text: long.clone(),
+                    attachments: vec![],
+                    quote_msg_id: None,
+                    at: sop_console::model::now_ms(),
+                    origin: sop_console::model::Origin::Live,
+                    raw: None,
+                })
+                .await
+                .unwrap();
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let end = t.hub.published_seq();
+    let mut last = head;
+    let mut resyncs = 0;
+    while last < end {
+        match ws::next(&mut sock, Duration::from_secs(10))
+            .await
+            .expect("stream ended")
+        {
+            Frame::Event { event } => {
+                assert_eq!(
+                    event.seq,
+                    last + 1,
+                    "a gap after {last} ({resyncs} resyncs so far)"
+                );
+                last = event.seq;
+            }
+            Frame::Resync { head, .. } => {
+                resyncs += 1;
+                last = head;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(
+        resyncs > 0,
+        "the test must make the stream fall behind the log"
+    );
+    t.stop().await;
 }

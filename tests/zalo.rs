@@ -5,7 +5,6 @@ mod common;
 use common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
-use sop_console::zalo::webhook_mac;
 use std::collections::HashMap;
 
 const OA: &str = "1423847451268726170";
@@ -254,16 +253,6 @@ async fn seed_scenario_end_to_end() {
     s.t.stop().await;
 }
 
-fn signed(body: &str) -> String {
-    let v: Value = serde_json::from_str(body).unwrap();
-    webhook_mac(
-        APP_ID,
-        body.as_bytes(),
-        v["timestamp"].as_str().unwrap(),
-        OA_SECRET,
-    )
-}
-
 #[tokio::test]
 async fn webhook_signatures_and_bad_input() {
     let s = start_stack().await;
@@ -306,7 +295,8 @@ async fn webhook_signatures_and_bad_input() {
         200,
         "without mac= prefix"
     );
-    let wrong_secret = webhook_mac(APP_ID, body.as_bytes(), "1751272409784", APP_SECRET);
+    let wrong_secret =
+        sop_console::zalo::webhook_mac(APP_ID, body.as_bytes(), "1751272409784", APP_SECRET);
     assert_eq!(
         post(body.clone(), Some(wrong_secret))
             .await

@@ -58,6 +58,9 @@ pub struct Snapshot {
     pub rules: Vec<Rule>,
     pub accounts: Vec<Account>,
     pub head: u64,
+    /// Webhooks the hub set aside (admins only; `GET /webhooks/dead`).
+    #[serde(default)]
+    pub dead_webhooks: usize,
 }
 
 #[derive(Debug)]
@@ -226,6 +229,8 @@ pub struct App {
     pub filter: Option<Input>,
     /// Keys go to the filter while typing it.
     pub filter_typing: bool,
+    /// Webhooks the hub could not apply and set aside (shown to admins on Connections).
+    pub dead_webhooks: usize,
     pub composer: Input,
     pub quote: Option<String>,
     pub modal: Option<Modal>,
@@ -282,6 +287,7 @@ impl App {
             rule_selected: 0,
             filter: None,
             filter_typing: false,
+            dead_webhooks: 0,
             composer: Input::default(),
             quote: None,
             modal: None,
@@ -314,6 +320,7 @@ impl App {
             rules: self.rules.values().cloned().collect(),
             accounts: self.accounts.values().cloned().collect(),
             head: self.last_seq,
+            dead_webhooks: self.dead_webhooks,
         }
     }
 
@@ -335,6 +342,7 @@ impl App {
             self.accounts.insert(me.id.clone(), me.clone());
         }
         self.last_seq = s.head;
+        self.dead_webhooks = s.dead_webhooks;
         self.clamp_selection();
         self.dirty = true;
     }

@@ -132,6 +132,13 @@ impl Api {
         } else {
             vec![me.clone()]
         };
+        let dead_webhooks = if me.is_admin() {
+            let dead: Vec<serde_json::Value> =
+                self.call(Method::GET, "/webhooks/dead", None).await?;
+            dead.len()
+        } else {
+            0
+        };
         Ok(Snapshot {
             me: Some(me),
             conversations,
@@ -139,6 +146,7 @@ impl Api {
             rules,
             accounts,
             head,
+            dead_webhooks,
         })
     }
 

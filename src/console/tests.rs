@@ -176,6 +176,7 @@ fn agent_app() -> App {
         // What the hub sends an agent: no colleagues (accounts are admin-only).
         accounts: vec![],
         head: 10,
+        dead_webhooks: 0,
     });
     app.link = Link::Connected;
     app.live = true;
@@ -704,6 +705,7 @@ fn snapshot_composer() {
 #[test]
 fn snapshot_connections_and_rules() {
     let mut app = admin_app();
+    app.dead_webhooks = 2;
     app.update(ch('2'));
     both_sizes("connections", &app);
     app.update(ch('3'));

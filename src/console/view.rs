@@ -682,6 +682,12 @@ fn draw_connections(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         }
         lines.push(Line::from(""));
     }
+    if app.is_admin() && app.dead_webhooks > 0 {
+        lines.push(Line::from(Span::styled(
+            format!("⚠ {} {}", app.dead_webhooks, s.dead_webhooks),
+            theme.fg(Color::Red),
+        )));
+    }
     let k = &app.keymap;
     if app.is_admin() {
         lines.push(Line::from(Span::styled(

@@ -31,6 +31,7 @@ pub fn routes() -> Router<AppState> {
             "/rules/{id}",
             get(get_rule).put(update_rule).delete(delete_rule),
         )
+        .route("/webhooks/dead", get(dead_webhooks))
         .route("/conversations", get(list_conversations))
         .route("/conversations/counts", get(counts))
         .route("/conversations/{id}", get(get_conversation))
@@ -92,6 +93,14 @@ async fn rotate_token(
     caller.require_admin()?;
     let (account, token) = app.hub.rotate_token(&id).await?;
     Ok(Json(AccountWithToken { account, token }))
+}
+
+async fn dead_webhooks(
+    State(app): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<crate::server::hub::DeadWebhook>>> {
+    caller.require_admin()?;
+    Ok(Json(app.hub.dead_webhooks()?))
 }
 
 async fn list_connections(

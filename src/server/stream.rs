@@ -66,6 +66,8 @@ impl Conn {
     }
 
     /// Sends the stored events in `(after, upto]` the account may see; returns the last seq covered.
+    /// The log must hold every one of them: when one is missing (trimmed meanwhile, or a record
+    /// that does not read back) the client is told to re-sync instead of being handed a gap.
     async fn replay(
         &mut self,
         hub: &Hub,
@@ -75,17 +77,26 @@ impl Conn {
     ) -> anyhow::Result<u64> {
         while after < upto {
             let chunk = hub.read_events(after, upto, REPLAY_CHUNK)?;
-            let Some(last) = chunk.last().map(|e| e.event.seq) else {
-                break;
-            };
-            for e in chunk {
-                if may_receive(who, &e) {
-                    self.send_event(&e).await?;
+            for e in &chunk {
+                if e.event.seq != after + 1 {
+                    break;
                 }
+                if may_receive(who, e) {
+                    self.send_event(e).await?;
+                }
+                after = e.event.seq;
             }
-            after = last;
+            if after < upto && chunk.last().is_none_or(|e| e.event.seq != after) {
+                tracing::info!(account = %who.username, missing = after + 1, "replay gap: resync");
+                self.send(&Frame::Resync {
+                    oldest: hub.oldest_seq(),
+                    head: upto,
+                })
+                .await?;
+                return Ok(upto);
+            }
         }
-        Ok(upto.max(after))
+        Ok(after)
     }
 }
 

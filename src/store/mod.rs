@@ -41,6 +41,10 @@ impl Batch {
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
     }
+    /// The writes in order: `(key, Some(value))` or `(key, None)` for a delete.
+    pub fn ops(&self) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        self.ops.iter().map(|(k, v)| (k.as_slice(), v.as_deref()))
+    }
     pub fn len(&self) -> usize {
         self.ops.len()
     }

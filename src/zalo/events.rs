@@ -61,6 +61,25 @@ pub fn id_str(v: &Value) -> Option<String> {
     }
 }
 
+/// Zalo's events nest a few levels (`info.address`, `attachments[].payload`); anything deeper is
+/// refused at intake, so every record stored from a webhook reads back (serde_json stops at 128).
+pub const MAX_DEPTH: usize = 32;
+
+/// How deeply a JSON value nests (a scalar is 0), without recursion.
+pub fn depth(v: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(v, 0usize)];
+    while let Some((v, d)) = stack.pop() {
+        deepest = deepest.max(d);
+        match v {
+            Value::Array(a) => stack.extend(a.iter().map(|x| (x, d + 1))),
+            Value::Object(o) => stack.extend(o.values().map(|x| (x, d + 1))),
+            _ => {}
+        }
+    }
+    deepest
+}
+
 /// The fields the signature covers: `app_id` and `timestamp` from the body.
 pub fn signature_fields(v: &Value) -> (String, String) {
     (

@@ -7,7 +7,7 @@ use sop_console::config::Config;
 use sop_console::model::*;
 use sop_console::server::hub::{Hub, Inbound, Ingested, OaInfo};
 use sop_console::server::{self, Running};
-use sop_console::store::SledStore;
+use sop_console::store::{SledStore, Store};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -35,18 +35,25 @@ pub async fn start_hub_with(config: Config, retention: u64) -> TestHub {
 }
 
 pub async fn start_hub_on(
-    mut config: Config,
+    config: Config,
     retention: u64,
     listener: tokio::net::TcpListener,
     dir: PathBuf,
 ) -> TestHub {
+    let store = Arc::new(SledStore::open(&dir).unwrap());
+    start_hub_over(config, retention, listener, dir, store).await
+}
+
+/// `start_hub_on` over a given store (a wrapper that injects faults, say).
+pub async fn start_hub_over(
+    mut config: Config,
+    retention: u64,
+    listener: tokio::net::TcpListener,
+    dir: PathBuf,
+    store: Arc<dyn Store>,
+) -> TestHub {
     config.server.event_retention = retention;
-    let hub = Hub::open(
-        Arc::new(SledStore::open(&dir).unwrap()),
-        &dir.join("webhooks.log"),
-        retention,
-    )
-    .unwrap();
+    let hub = Hub::open(store, &dir.join("webhooks.log"), retention).unwrap();
     let running = server::start(config, hub.clone(), listener).await.unwrap();
     let base = format!("http://{}", running.addr);
     // Reopening a data dir (restart tests) keeps the first admin.
@@ -261,6 +268,12 @@ pub async fn start_stack() -> Stack {
 
 /// Starts (or restarts, on an existing data dir) the hub with a fresh simulator.
 pub async fn start_stack_in(dir: PathBuf) -> Stack {
+    let store = Arc::new(SledStore::open(&dir).unwrap());
+    start_stack_over(dir, store).await
+}
+
+/// `start_stack_in` over a given store.
+pub async fn start_stack_over(dir: PathBuf, store: Arc<dyn Store>) -> Stack {
     let hub_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hub_addr = hub_listener.local_addr().unwrap();
     let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -284,7 +297,7 @@ pub async fn start_stack_in(dir: PathBuf) -> Stack {
     config.zalo.redirect_uri = redirect;
     config.zalo.oauth_base = sim_base.clone();
     config.zalo.api_base = sim_base.clone();
-    let t = start_hub_on(config, 1_000_000, hub_listener, dir).await;
+    let t = start_hub_over(config, 1_000_000, hub_listener, dir, store).await;
     Stack { t, sim, sim_base }
 }
 
@@ -352,6 +365,34 @@ impl Stack {
             )
             .await;
         r["msg_id"].as_str().unwrap().to_string()
+    }
+}
+
+/// The `X-ZEvent-Signature` Zalo would send for this webhook body (its own `timestamp` field).
+pub fn signed(body: &str) -> String {
+    let v: Value = serde_json::from_str(body).unwrap();
+    let timestamp = match &v["timestamp"] {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    sop_console::zalo::webhook_mac(APP_ID, body.as_bytes(), &timestamp, OA_SECRET)
+}
+
+impl Stack {
+    /// POSTs a webhook body to the hub as Zalo would, signed; the status and JSON answer.
+    pub async fn post_webhook(&self, body: &str) -> (StatusCode, Value) {
+        let r = self
+            .t
+            .http
+            .post(format!("{}/zalo/webhook", self.t.base))
+            .header("content-type", "application/json")
+            .header("x-zevent-signature", signed(body))
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
     }
 }
 

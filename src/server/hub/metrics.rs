@@ -18,6 +18,8 @@ pub struct Metrics {
     pub webhooks_rejected: AtomicU64,
     pub webhooks_duplicate: AtomicU64,
     pub webhooks_applied: AtomicU64,
+    /// Webhooks in the dead-letter list (set at start from the store, then counted).
+    pub webhooks_dead: AtomicU64,
     pub outbound_sent: AtomicU64,
     pub outbound_failed: AtomicU64,
     pub token_refreshes: AtomicU64,
@@ -98,6 +100,12 @@ impl Metrics {
             "counter",
             "Queued webhooks applied (stored, routed, pushed).",
             &[("", &self.webhooks_applied)],
+        );
+        metric(
+            "sop_webhooks_dead",
+            "gauge",
+            "Acknowledged webhooks that could not be applied, set aside (GET /api/v1/webhooks/dead).",
+            &[("", &self.webhooks_dead)],
         );
         metric(
             "sop_outbound_total",

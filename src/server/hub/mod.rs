@@ -21,6 +21,7 @@ mod webhooks;
 
 pub use conversations::{Inbound, Ingested, OutboundJob};
 pub use metrics::Metrics;
+pub use webhooks::DeadWebhook;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
@@ -164,6 +165,48 @@ fn key_evt(seq: u64) -> String {
     format!("evt/{seq:020}")
 }
 
+/// The hub's memory as the store has it: everything an API answer or routing decision reads.
+fn load_state(store: &dyn Store) -> anyhow::Result<State> {
+    let mut st = State {
+        accounts: BTreeMap::new(),
+        credentials: HashMap::new(),
+        token_index: HashMap::new(),
+        connections: BTreeMap::new(),
+        rules: BTreeMap::new(),
+        conversations: HashMap::new(),
+        by_customer: HashMap::new(),
+        counters: store.get_json("meta/counters")?.unwrap_or_default(),
+        oldest_seq: 0,
+    };
+    for a in store.scan_json::<Account>("acct/")? {
+        st.accounts.insert(a.id.clone(), a);
+    }
+    for c in store.scan_json::<Credential>("cred/")? {
+        st.token_index
+            .insert(c.token_hash.clone(), c.account_id.clone());
+        st.credentials.insert(c.account_id, c.token_hash);
+    }
+    for c in store.scan_json::<Connection>("conn/")? {
+        st.connections.insert(c.id.clone(), c);
+    }
+    for r in store.scan_json::<Rule>("rule/")? {
+        st.rules.insert(r.id.clone(), r);
+    }
+    for c in store.scan_json::<Conversation>("conv/")? {
+        st.by_customer.insert(
+            (c.connection_id.clone(), c.customer.user_id.clone()),
+            c.id.clone(),
+        );
+        st.conversations.insert(c.id.clone(), c);
+    }
+    let first = store.range(b"evt/", &prefix_end(b"evt/"), false, 1)?;
+    st.oldest_seq = match first.first() {
+        Some((_, v)) => serde_json::from_slice::<StoredEvent>(v)?.event.seq,
+        None => st.counters.seq + 1,
+    };
+    Ok(st)
+}
+
 /// Data dirs written before the thread's time index existed get it once, at start.
 fn index_message_times(store: &dyn Store) -> anyhow::Result<()> {
     const DONE: &str = "meta/index/mt";
@@ -200,43 +243,7 @@ impl Hub {
         retention: u64,
     ) -> anyhow::Result<Arc<Hub>> {
         index_message_times(&*store)?;
-        let mut st = State {
-            accounts: BTreeMap::new(),
-            credentials: HashMap::new(),
-            token_index: HashMap::new(),
-            connections: BTreeMap::new(),
-            rules: BTreeMap::new(),
-            conversations: HashMap::new(),
-            by_customer: HashMap::new(),
-            counters: store.get_json("meta/counters")?.unwrap_or_default(),
-            oldest_seq: 0,
-        };
-        for a in store.scan_json::<Account>("acct/")? {
-            st.accounts.insert(a.id.clone(), a);
-        }
-        for c in store.scan_json::<Credential>("cred/")? {
-            st.token_index
-                .insert(c.token_hash.clone(), c.account_id.clone());
-            st.credentials.insert(c.account_id, c.token_hash);
-        }
-        for c in store.scan_json::<Connection>("conn/")? {
-            st.connections.insert(c.id.clone(), c);
-        }
-        for r in store.scan_json::<Rule>("rule/")? {
-            st.rules.insert(r.id.clone(), r);
-        }
-        for c in store.scan_json::<Conversation>("conv/")? {
-            st.by_customer.insert(
-                (c.connection_id.clone(), c.customer.user_id.clone()),
-                c.id.clone(),
-            );
-            st.conversations.insert(c.id.clone(), c);
-        }
-        let first = store.range(b"evt/", &prefix_end(b"evt/"), false, 1)?;
-        st.oldest_seq = match first.first() {
-            Some((_, v)) => serde_json::from_slice::<StoredEvent>(v)?.event.seq,
-            None => st.counters.seq + 1,
-        };
+        let st = load_state(&*store)?;
         let head = st.counters.seq;
         // Webhooks acknowledged but not yet applied (a crash in between) are in the log past the
         // applied watermark; numbering continues after the highest number ever used.
@@ -254,6 +261,10 @@ impl Hub {
         let (live, _) = broadcast::channel(4096);
         let published = Arc::new(AtomicU64::new(head));
         let metrics = Arc::new(Metrics::default());
+        let dead = store.range(b"dead/", &prefix_end(b"dead/"), false, usize::MAX)?;
+        metrics
+            .webhooks_dead
+            .store(dead.len() as u64, Ordering::Relaxed);
         let publish = {
             let live = live.clone();
             let published = published.clone();
@@ -320,7 +331,12 @@ impl Hub {
     ) -> HubResult<(R, u64)> {
         let mut st = self.state.lock();
         let mut tx = Tx::default();
-        let r = f(&mut st, &mut tx)?;
+        let r = match f(&mut st, &mut tx) {
+            Ok(r) => r,
+            // Most refusals change nothing; one that failed midway may have changed memory.
+            Err(e) if tx.batch.is_empty() => return Err(e),
+            Err(e) => return Err(self.rolled_back(&mut st, e)),
+        };
         // Even a change with nothing to write waits for the flush: an idempotent repeat must not be
         // acknowledged before the original is durable.
         let now = now_ms();
@@ -341,10 +357,28 @@ impl Hub {
         if !tx.batch.is_empty() {
             tx.batch.put_json("meta/counters", &st.counters);
             self.trim_log(&mut st, &mut tx.batch);
-            self.store.apply(tx.batch).map_err(HubError::Internal)?;
+            if let Err(e) = self.store.apply(tx.batch) {
+                return Err(self.rolled_back(&mut st, HubError::Internal(e)));
+            }
         }
         let ticket = self.commit.record(events);
         Ok((r, ticket))
+    }
+
+    /// Memory never runs ahead of the store: after a change that failed midway, the state is
+    /// read back from what is durable (rare, so a full reload is affordable).
+    fn rolled_back(&self, st: &mut State, cause: HubError) -> HubError {
+        match load_state(&*self.store) {
+            Ok(fresh) => {
+                *st = fresh;
+                tracing::warn!("a change failed midway and was rolled back: {cause}");
+                cause
+            }
+            Err(e) => {
+                tracing::error!("cannot reload the state after a failed change ({cause}): {e}");
+                HubError::Internal(e)
+            }
+        }
     }
 
     /// Drops the oldest events beyond the retention, a chunk at a time.
@@ -396,9 +430,18 @@ impl Hub {
             false,
             limit,
         )?;
-        rows.into_iter()
-            .map(|(_, v)| Ok(Arc::new(serde_json::from_slice(&v)?)))
-            .collect()
+        // A record that does not read back is left out; the stream sees the gap and re-syncs.
+        Ok(rows
+            .into_iter()
+            .filter_map(|(k, v)| match serde_json::from_slice(&v) {
+                Ok(e) => Some(Arc::new(e)),
+                Err(e) => {
+                    let key = String::from_utf8_lossy(&k);
+                    tracing::error!("unreadable event {key}: {e}");
+                    None
+                }
+            })
+            .collect())
     }
 
     pub fn authenticate(&self, token: &str) -> Option<Account> {

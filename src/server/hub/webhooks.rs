@@ -38,6 +38,19 @@ pub struct WebhookOutcome {
     pub profiles_to_fetch: Vec<(ConversationId, ConnectionId, String)>,
 }
 
+/// An acknowledged webhook that could not be applied, set aside so the rest flows
+/// (`GET /api/v1/webhooks/dead`). Kept until an operator deals with it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeadWebhook {
+    /// Its number in the intake log.
+    pub n: u64,
+    /// When it was set aside.
+    pub at: Ms,
+    pub error: String,
+    /// The body as Zalo signed it.
+    pub body: String,
+}
+
 /// Profiles older than this are refreshed when the customer writes again.
 const PROFILE_TTL_MS: Ms = DAY_MS;
 
@@ -106,6 +119,35 @@ impl Hub {
             .webhooks_applied
             .fetch_add(outcome.applied as u64, Ordering::Relaxed);
         Ok(outcome)
+    }
+
+    /// Sets the oldest queued webhook aside (it failed to apply again and again): stored with its
+    /// error, dequeued and past the applied watermark in one change.
+    pub async fn dead_letter_webhook(&self, n: u64, raw: &[u8], error: String) -> HubResult<()> {
+        let dead = DeadWebhook {
+            n,
+            at: now_ms(),
+            error,
+            body: String::from_utf8_lossy(raw).into_owned(),
+        };
+        self.write(|st, tx| {
+            st.counters.webhook = st.counters.webhook.max(n);
+            tx.batch.put_json(format!("dead/{n:020}"), &dead);
+            Ok(())
+        })
+        .await?;
+        let mut q = self.intake.queue.lock();
+        if q.front().is_some_and(|(front, _)| *front == n) {
+            q.pop_front();
+        }
+        self.metrics.webhooks_dead.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(n, error = %dead.error, "webhook set aside in the dead-letter list");
+        Ok(())
+    }
+
+    /// The dead-letter list, oldest first.
+    pub fn dead_webhooks(&self) -> HubResult<Vec<DeadWebhook>> {
+        Ok(self.store.scan_json("dead/")?)
     }
 
     /// Re-applies a page's rule's old-conversation handling (after a history sync).

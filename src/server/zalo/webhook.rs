@@ -48,6 +48,17 @@ pub async fn receive(
             format!("webhook body is not JSON: {e}"),
         )
     })?;
+    if events::depth(&value) > events::MAX_DEPTH {
+        rejected();
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "too_deep",
+            format!(
+                "webhook body nests deeper than {} levels",
+                events::MAX_DEPTH
+            ),
+        ));
+    }
     let signature = headers
         .get("x-zevent-signature")
         .and_then(|v| v.to_str().ok())
@@ -75,10 +86,18 @@ pub async fn receive(
     Ok(Json(json!({"error": 0, "message": "Success"})))
 }
 
+/// A webhook that fails this many times in a row is set aside in the dead-letter list.
+const MAX_APPLY_ATTEMPTS: u32 = 3;
+
 /// Applies queued webhooks, oldest first, in batches; also drains what a crash left queued.
+/// When a batch fails, its webhooks are applied one at a time to find the one at fault, which is
+/// retried a few times and then set aside, so one bad webhook never stops the rest.
 pub async fn run_worker(z: Arc<ZaloHub>) {
+    // Webhooks left to apply one at a time, and how often the oldest has failed.
+    let mut singles = 0usize;
+    let mut failures = 0u32;
     loop {
-        let items = match z.hub.queued_webhooks(BATCH) {
+        let items = match z.hub.queued_webhooks(if singles > 0 { 1 } else { BATCH }) {
             Ok(items) => items,
             Err(e) => {
                 tracing::error!("cannot read the webhook queue: {e}");
@@ -87,14 +106,50 @@ pub async fn run_worker(z: Arc<ZaloHub>) {
             }
         };
         if items.is_empty() {
+            singles = 0;
             let _ = tokio::time::timeout(Duration::from_secs(1), z.webhook_ready.notified()).await;
             continue;
         }
+        let oldest = items[0].clone();
+        let count = items.len();
         match z.hub.apply_webhooks(items).await {
-            Ok(outcome) => z.fetch_profiles(outcome.profiles_to_fetch),
+            Ok(outcome) => {
+                z.fetch_profiles(outcome.profiles_to_fetch);
+                failures = 0;
+                singles = singles.saturating_sub(1);
+            }
+            Err(e) if count > 1 => {
+                tracing::warn!(
+                    count,
+                    "a batch of webhooks failed ({e}); applying one at a time"
+                );
+                singles = count;
+            }
             Err(e) => {
-                tracing::error!("cannot apply webhooks (will retry): {e}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                failures += 1;
+                if failures < MAX_APPLY_ATTEMPTS {
+                    tracing::warn!(
+                        n = oldest.0,
+                        failures,
+                        "cannot apply webhook (will retry): {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(250 << failures)).await;
+                    continue;
+                }
+                match z
+                    .hub
+                    .dead_letter_webhook(oldest.0, &oldest.1, e.to_string())
+                    .await
+                {
+                    Ok(()) => {
+                        failures = 0;
+                        singles = singles.saturating_sub(1);
+                    }
+                    Err(e) => {
+                        tracing::error!("cannot set the webhook aside (will retry): {e}");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
             }
         }
     }
