@@ -649,3 +649,36 @@ async fn a_stream_that_falls_behind_the_log_gets_resync_never_a_gap() {
     );
     t.stop().await;
 }
+
+/// Item 10: Zalo's retry of the same `user_submit_info` (same sender, OA, time and info) makes
+/// one message, not two; a new submission later makes another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_submit_info_is_stored_once() {
+    let s = start_stack().await;
+    let (conv, agent) = connected_page_with_agent(&s).await;
+    let now = sop_console::model::now_ms();
+    let body = |at: i64| {
+        format!(
+            r#"{{"app_id":"{APP_ID}","event_name":"user_submit_info","timestamp":"{at}","sender":{{"id":"an"}},"recipient":{{"id":"{OA}"}},"info":{{"name":"Trần Văn An","phone":"0901234567"}}}}"#
+        )
+    };
+    for b in [body(now), body(now), body(now + 60_000)] {
+        assert_eq!(s.post_webhook(&b).await.0, StatusCode::OK);
+    }
+    s.customer_says(OA, "an", "xong").await;
+    let texts = eventually("all applied", || async {
+        let (_, page) =
+            s.t.get(&format!("/api/v1/conversations/{conv}/messages"), &agent)
+                .await;
+        let texts: Vec<String> = page["items"]
+            .as_array()?
+            .iter()
+            .map(|m| m["text"].as_str().unwrap().to_string())
+            .collect();
+        texts.contains(&"xong".to_string()).then_some(texts)
+    })
+    .await;
+    let shared = texts.iter().filter(|t| t.contains("0901234567")).count();
+    assert_eq!(shared, 2, "{texts:?}");
+    s.t.stop().await;
+}

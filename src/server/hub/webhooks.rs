@@ -278,12 +278,13 @@ fn apply_one(
                         .collect()
                 })
                 .unwrap_or_default();
+            let identity = submit_info_id(&oa_id, &user_id, at, &info);
             let inbound = Inbound {
                 connection_id: conn_id,
                 customer_user_id: user_id,
                 direction: Direction::Inbound,
                 sender_name: String::new(),
-                zalo_msg_id: Some(format!("submit-info-{n}")),
+                zalo_msg_id: Some(identity),
                 kind: MessageKind::Other,
                 text: format!(
                     "Khách hàng chia sẻ thông tin / shared info — {}",
@@ -311,6 +312,16 @@ fn apply_one(
         WebhookEvent::Other { .. } => store_raw(tx, n, value, "unknown event"),
     }
     Ok(())
+}
+
+/// `user_submit_info` has no message id: its identity is who sent what to which OA when, so
+/// Zalo's retry of it is recognised as a duplicate (serde_json objects keep their keys sorted, so
+/// equal info serialises alike).
+fn submit_info_id(oa_id: &str, user_id: &str, at: Ms, info: &serde_json::Value) -> String {
+    use sha2::Digest;
+    let identity = format!("{oa_id}\n{user_id}\n{at}\n{info}");
+    let digest = hex::encode(sha2::Sha256::digest(identity.as_bytes()));
+    format!("submit-info-{}", &digest[..32])
 }
 
 fn to_inbound(
