@@ -682,3 +682,194 @@ async fn a_retried_submit_info_is_stored_once() {
     assert_eq!(shared, 2, "{texts:?}");
     s.t.stop().await;
 }
+
+async fn set_away(t: &TestHub, token: &str, away: bool) {
+    let availability = if away { "away" } else { "available" };
+    let (s, _) = t
+        .call(
+            Method::PUT,
+            "/api/v1/me/availability",
+            Some(token),
+            Some(json!({"availability": availability})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+}
+
+async fn put_rule(t: &TestHub, rule: &sop_console::model::Rule, body: Value) -> Value {
+    let (s, b) = t
+        .call(
+            Method::PUT,
+            &format!("/api/v1/rules/{}", rule.id),
+            Some(&t.admin_token),
+            Some(body),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    b
+}
+
+async fn conversation(t: &TestHub, id: &str) -> Value {
+    t.get(&format!("/api/v1/conversations/{id}"), &t.admin_token)
+        .await
+        .1
+}
+
+/// Item 9: saving a rule distributes its queue oldest first, in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saving_a_rule_distributes_its_queue_oldest_first() {
+    let t = start_hub().await;
+    let (_, z_token) = t.account("Zed", "agent").await;
+    t.account("Xuan", "agent").await;
+    t.account("Yen", "agent").await;
+    set_away(&t, &z_token, true).await;
+    let page = t.page(OA).await;
+    let rule = t.rule("r", &[&page], &["Zed"], "round_robin").await;
+    let mut queued = Vec::new();
+    for i in 0..8 {
+        queued.push(
+            t.inbound(&page, &format!("u{i}"), &format!("z{i}"))
+                .await
+                .id,
+        );
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let body = json!({"name": "r", "sources": [page.id], "members": ["Xuan", "Yen"], "method": "round_robin", "old_conversations": "none"});
+    put_rule(&t, &rule, body).await;
+    let mut got = Vec::new();
+    for id in &queued {
+        let c = conversation(&t, id).await;
+        let who = t.hub.read(|st| {
+            st.account(c["assignee"].as_str().unwrap())
+                .unwrap()
+                .username
+                .clone()
+        });
+        got.push(who);
+    }
+    let expected: Vec<&str> = (0..8).map(|i| ["Xuan", "Yen"][i % 2]).collect();
+    assert_eq!(got, expected, "oldest first, in turn");
+    t.stop().await;
+}
+
+/// Item 9: members removed from a rule are told about its unclaimed conversations (so their
+/// consoles drop them); pages that leave a rule, or whose rule is deleted, are reconciled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rule_changes_reach_removed_members_and_pages_that_leave() {
+    let t = start_hub().await;
+    let (_, m_token) = t.account("Minh", "agent").await;
+    let (an, a_token) = t.account("An", "agent").await;
+    let p1 = t.page("oa-1").await;
+    let p2 = t.page("oa-2").await;
+    let rule = t
+        .rule("r", &[&p1, &p2], &["Minh", "An"], "self_claim")
+        .await;
+    let waiting = t.inbound(&p1, "u1", "z1").await;
+    let on_p2 = t.inbound(&p2, "u2", "z2").await;
+    let (s, _) = t
+        .post(
+            &format!("/api/v1/conversations/{}/claim", on_p2.id),
+            &a_token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+
+    let head = t.hub.published_seq();
+    let mut minh = ws::connect(&t.ws_url(Some(head)), &m_token).await;
+    until_live(&mut minh).await;
+    // Minh leaves the rule, and page 2 leaves it too.
+    put_rule(&t, &rule, json!({"name": "r", "sources": [p1.id], "members": ["An"], "method": "self_claim", "old_conversations": "none"})).await;
+    let events = drain(&mut minh, Duration::from_millis(500)).await;
+    let told: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match &e.body {
+            EventBody::Conversation { conversation } => Some(conversation.id.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        told.contains(&waiting.id.as_str()),
+        "the removed member hears of the queue: {told:?}"
+    );
+    assert_eq!(
+        t.get(&format!("/api/v1/conversations/{}", waiting.id), &m_token)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    // Page 2 left the rule: An, no longer eligible there, no longer holds its conversation.
+    assert_eq!(
+        t.get(&format!("/api/v1/conversations/{}", on_p2.id), &a_token)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    assert_ne!(conversation(&t, &on_p2.id).await["assignee"], json!(an.id));
+
+    // The rule is deleted: An's conversation on page 1 is reconciled as well.
+    let (s, _) = t
+        .post(
+            &format!("/api/v1/conversations/{}/claim", waiting.id),
+            &a_token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = t
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/rules/{}", rule.id),
+            Some(&t.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(
+        t.get(&format!("/api/v1/conversations/{}", waiting.id), &a_token)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    t.stop().await;
+}
+
+/// Item 9: a conversation released on a one-member round-robin rule keeps its place in the queue
+/// (the customer has waited since their message), ahead of newer ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_conversation_keeps_its_place_in_the_queue() {
+    let t = start_hub().await;
+    let (_, a_token) = t.account("An", "agent").await;
+    let page = t.page(OA).await;
+    t.rule("r", &[&page], &["An"], "round_robin").await;
+    let first = t.inbound(&page, "u0", "z0").await;
+    assert_eq!(first.state, sop_console::model::ConvState::Assigned);
+    set_away(&t, &a_token, true).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let newer = t.inbound(&page, "u1", "z1").await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let (s, b) = t
+        .post(
+            &format!("/api/v1/conversations/{}/release", first.id),
+            &a_token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(b["state"], "unclaimed");
+    let (_, list) = t
+        .get("/api/v1/conversations?view=unclaimed", &t.admin_token)
+        .await;
+    let order: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        [first.id.as_str(), newer.id.as_str()],
+        "longest waiting first"
+    );
+    t.stop().await;
+}

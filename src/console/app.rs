@@ -657,7 +657,13 @@ impl App {
                 if self.live && self.bell && newly_unclaimed && (mine_by_rule || self.is_admin()) {
                     fx.push(Effect::Bell);
                 }
-                self.conversations.insert(c);
+                if self.may_see(&c) {
+                    self.conversations.insert(c);
+                } else {
+                    // It left my sight (handed over, claimed by another, I left the rule).
+                    self.messages.remove(&c.id);
+                    self.conversations.remove(&c.id);
+                }
             }
             EventBody::Message { message } => {
                 let ours = self
@@ -726,6 +732,22 @@ impl App {
             }
         }
         fx
+    }
+
+    /// The hub's visibility rule (docs/api.md "Visibility"): the hub tells whoever could see a
+    /// conversation before a change, and the console keeps it only while it still may.
+    fn may_see(&self, c: &Conversation) -> bool {
+        let me = self.me_id();
+        self.is_admin()
+            || c.assignee.as_deref() == Some(me)
+            || self
+                .connections
+                .get(&c.connection_id)
+                .is_some_and(|p| p.chat_mode == ChatMode::OnlyMe && p.connector == me)
+            || (c.state == ConvState::Unclaimed
+                && self
+                    .rule_of_connection(&c.connection_id)
+                    .is_some_and(|r| r.members.iter().any(|m| m == me)))
     }
 
     fn rule_of_connection(&self, conn_id: &str) -> Option<&Rule> {

@@ -91,6 +91,14 @@ impl Inbox {
         self.all.insert(id, c);
     }
 
+    pub fn remove(&mut self, id: &str) {
+        if let Some((id, _)) = self.all.get_key_value(id) {
+            let id = id.clone();
+            self.unindex(&id);
+            self.all.remove(&id);
+        }
+    }
+
     /// Keeps only the conversations for which `keep` is true.
     pub fn retain(&mut self, keep: impl Fn(&Conversation) -> bool) {
         let gone: Vec<Id> = self

@@ -656,6 +656,26 @@ fn transfer_offers_the_targets_the_hub_lists_with_completion() {
 }
 
 #[test]
+fn conversations_that_leave_my_sight_leave_the_console() {
+    let mut app = agent_app();
+    app.update(ch('u'));
+    assert_eq!(app.visible().len(), 2);
+    let mut rule = app.rules["r1"].clone();
+    rule.members.retain(|m| m != "a2");
+    let ev = |seq, body| Msg::Net(NetEvent::Event(Box::new(Event { seq, at: NOW, body })));
+    app.update(ev(11, EventBody::Rule { rule }));
+    let c3 = app.conversations.get("c3").unwrap().clone();
+    app.update(ev(12, EventBody::Conversation { conversation: c3 }));
+    let ids: Vec<&str> = app.visible().iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(ids, ["c2"], "c3 was dropped once the hub said so");
+    // Handed over to a colleague: gone from Mine, messages too.
+    let mut c1 = app.conversations.get("c1").unwrap().clone();
+    c1.assignee = Some("a3".into());
+    app.update(ev(13, EventBody::Conversation { conversation: c1 }));
+    assert!(app.conversations.get("c1").is_none() && !app.messages.contains_key("c1"));
+}
+
+#[test]
 fn filter_ignores_accents_and_case_as_agents_type() {
     let mut app = agent_app();
     app.update(ch('u'));

@@ -70,6 +70,7 @@ impl Hub {
         who: &str,
         availability: Availability,
     ) -> HubResult<Account> {
+        let metrics = self.metrics.clone();
         self.write(|st, tx| {
             let mut account = st
                 .accounts
@@ -87,7 +88,7 @@ impl Hub {
                     .map(|r| r.id.clone())
                     .collect();
                 for r in rules {
-                    st.drain_rule_queue(tx, &r, now);
+                    st.drain_rule_queue(tx, &r, now, &metrics);
                 }
             }
             Ok(account)
@@ -241,7 +242,10 @@ impl Hub {
             .await
     }
 
+    /// Deletes a rule; its pages stay shared with no rule (their waiting conversations are for
+    /// admins) and their conversations are reconciled.
     pub async fn delete_rule(&self, id: &str) -> HubResult<()> {
+        let metrics = self.metrics.clone();
         self.write(|st, tx| {
             let rule = st
                 .rules
@@ -258,6 +262,10 @@ impl Hub {
                 EventBody::RuleRemoved { id: id.to_string() },
                 rule.members.clone(),
             );
+            st.tell_former_members(tx, &rule.sources, &rule.members);
+            for source in &rule.sources {
+                reconcile_page(st, tx, source, &metrics);
+            }
             Ok(())
         })
         .await
@@ -386,24 +394,29 @@ fn remove_source(st: &mut State, tx: &mut Tx, rule_id: &str, conn_id: &str) {
     }
 }
 
-/// After a page's routing changed: conversations whose assignee is no longer eligible, and
-/// waiting ones, are routed again.
+/// After a page's routing changed: conversations whose assignee is no longer eligible are routed
+/// again, longest waiting first, and so are waiting ones on a page that is now "only me". The
+/// rest of a rule's queue is left to `drain_rule_queue`, which takes it oldest first.
 fn reconcile_page(st: &mut State, tx: &mut Tx, conn_id: &str, metrics: &Metrics) {
     let Some(conn) = st.connections.get(conn_id) else {
         return;
     };
     let page = st.page_of(conn);
-    let stale: Vec<ConversationId> = st
+    let mut stale: Vec<&Conversation> = st
         .conversations
         .values()
         .filter(|c| {
             c.connection_id == conn_id
                 && c.status == ConvStatus::Open
-                && c.state != ConvState::Unattended
-                && !st.keeps_assignee(page, c)
+                && match c.state {
+                    ConvState::Assigned => !st.keeps_assignee(page, c),
+                    ConvState::Unclaimed => page.chat_mode == ChatMode::OnlyMe,
+                    ConvState::Unattended => false,
+                }
         })
-        .map(|c| c.id.clone())
         .collect();
+    stale.sort_by(|a, b| queue_order(a).cmp(&queue_order(b)));
+    let stale: Vec<ConversationId> = stale.iter().map(|c| c.id.clone()).collect();
     let now = now_ms();
     for id in stale {
         let mut conv = st.conversations[&id].clone();
@@ -498,8 +511,13 @@ fn save_rule(
     };
     st.put_rule(tx, rule.clone(), old_members.clone());
 
-    // Pages leaving the rule.
-    for s in old_sources.iter().filter(|s| !sources.contains(s)) {
+    // Pages leaving the rule: their conversations are routed as the page now says.
+    let leaving: Vec<ConnectionId> = old_sources
+        .iter()
+        .filter(|s| !sources.contains(s))
+        .cloned()
+        .collect();
+    for s in &leaving {
         if let Some(mut conn) = st.connections.get(s).cloned() {
             conn.rule_id = None;
             st.put_connection(tx, conn, None);
@@ -524,7 +542,8 @@ fn save_rule(
         .conversations
         .values()
         .filter(|c| {
-            sources.contains(&c.connection_id)
+            old_sources.contains(&c.connection_id)
+                && sources.contains(&c.connection_id)
                 && c.status == ConvStatus::Open
                 && c.state == ConvState::Assigned
                 && c.assignee.as_ref().is_some_and(|a| removed.contains(a))
@@ -545,14 +564,18 @@ fn save_rule(
         st.put_conversation(tx, conv, before);
     }
 
-    // Conversations on the rule's pages held by someone who is not a member (e.g. the connector of
-    // a page that was "only me") are routed again.
-    for s in &sources {
+    // Removed members stop seeing the queue of the rule's pages (before and after the save).
+    let removed: Vec<AccountId> = removed.into_iter().cloned().collect();
+    let pages: Vec<ConnectionId> = sources.iter().chain(&leaving).cloned().collect();
+    st.tell_former_members(tx, &pages, &removed);
+    // Conversations held by someone no longer eligible (e.g. the connector of a page that was
+    // "only me", or a member on a page that left the rule) are routed again.
+    for s in &pages {
         reconcile_page(st, tx, s, metrics);
     }
 
     apply_old_conversations(st, tx, &rule_id, now, metrics);
-    st.drain_rule_queue(tx, &rule_id, now);
+    st.drain_rule_queue(tx, &rule_id, now, metrics);
     Ok(st.rules[&rule_id].clone())
 }
 
@@ -585,31 +608,9 @@ pub(super) fn apply_old_conversations(
             }
             Method::SelfClaim => None,
         };
-        match next {
-            Some(to) => {
-                metrics.routed_assigned.fetch_add(1, Ordering::Relaxed);
-                State::assign(
-                    &mut conv,
-                    Some(to.clone()),
-                    ConvState::Assigned,
-                    None,
-                    AssignReason::OldConversations,
-                    now,
-                );
-                st.set_rule_cursor(tx, rule_id, to);
-            }
-            None => {
-                metrics.routed_unclaimed.fetch_add(1, Ordering::Relaxed);
-                State::assign(
-                    &mut conv,
-                    None,
-                    ConvState::Unclaimed,
-                    None,
-                    AssignReason::OldConversations,
-                    now,
-                );
-            }
-        }
+        let turn_of = next.is_some().then_some(rule_id);
+        let reason = AssignReason::OldConversations;
+        st.land(tx, &mut conv, next, None, reason, turn_of, now, metrics);
         st.put_conversation(tx, conv, before);
     }
 }

@@ -140,6 +140,7 @@ impl Hub {
     /// Gives a conversation back: round robin passes it to the next available member, self-claim
     /// puts it back in the unclaimed queue.
     pub async fn release(&self, who: &Account, conv_id: &str) -> HubResult<Conversation> {
+        let metrics = self.metrics.clone();
         self.write(|st, tx| {
             let mut conv = conversation_for_action(st, who, conv_id)?;
             let conn = st.connections[&conv.connection_id].clone();
@@ -160,14 +161,13 @@ impl Hub {
                 Method::SelfClaim => None,
             });
             let before = st.conversation_audience(&conv);
-            match next {
-                Some(to) => {
-                    State::assign(&mut conv, Some(to.clone()), ConvState::Assigned, Some(who.id.clone()), AssignReason::Release, now);
-                    if let Some(rule_id) = conn.rule_id.as_deref() {
-                        st.set_rule_cursor(tx, rule_id, to);
-                    }
-                }
-                None => State::assign(&mut conv, None, ConvState::Unclaimed, Some(who.id.clone()), AssignReason::Release, now),
+            let turn_of = conn.rule_id.as_deref().filter(|_| next.is_some());
+            let by = Some(who.id.clone());
+            st.land(tx, &mut conv, next, by, AssignReason::Release, turn_of, now, &metrics);
+            if conv.state == ConvState::Unclaimed {
+                // Back in the queue where the customer's wait puts it, not behind newer ones.
+                let waited_from = conv.last_interaction_at.unwrap_or(conv.created_at);
+                conv.waiting_since = Some(waited_from.min(now));
             }
             st.put_conversation(tx, conv.clone(), before);
             Ok(conv)

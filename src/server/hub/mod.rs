@@ -451,6 +451,11 @@ impl Hub {
     }
 }
 
+/// A rule's queue order: longest waiting first.
+fn queue_order(c: &Conversation) -> (Ms, &str) {
+    (c.waiting_since.unwrap_or(c.created_at), c.id.as_str())
+}
+
 /// Who may see what (DESIGN §3 "Visibility").
 impl State {
     pub fn account(&self, id: &str) -> Option<&Account> {
@@ -713,47 +718,63 @@ impl State {
         });
     }
 
-    /// Routes a conversation as new on its page; moves the rule's cursor when it assigns.
+    /// The one way a routing decision lands: the conversation goes to `to` (or waits, unclaimed,
+    /// when `None`), the rule whose turn chose `to` moves its cursor, and the decision is counted.
+    #[allow(clippy::too_many_arguments)]
+    fn land(
+        &mut self,
+        tx: &mut Tx,
+        conv: &mut Conversation,
+        to: Option<AccountId>,
+        by: Option<AccountId>,
+        reason: AssignReason,
+        turn_of: Option<&str>,
+        now: Ms,
+        metrics: &Metrics,
+    ) {
+        match to {
+            Some(to) => {
+                metrics.routed_assigned.fetch_add(1, Ordering::Relaxed);
+                if let Some(rule_id) = turn_of {
+                    self.set_rule_cursor(tx, rule_id, to.clone());
+                }
+                Self::assign(conv, Some(to), ConvState::Assigned, by, reason, now);
+            }
+            None => {
+                metrics.routed_unclaimed.fetch_add(1, Ordering::Relaxed);
+                if conv.state != ConvState::Unclaimed || conv.assignee.is_some() {
+                    Self::assign(conv, None, ConvState::Unclaimed, by, reason, now);
+                }
+            }
+        }
+    }
+
+    /// Routes a conversation as new on its page.
     fn route(&mut self, tx: &mut Tx, conv: &mut Conversation, now: Ms, metrics: &Metrics) {
         let Some(conn) = self.connections.get(&conv.connection_id) else {
             return;
         };
         let decision = routing::route_new(self.page_of(conn), &|m| self.is_available(m));
-        let rule_id = conn.rule_id.clone();
-        match decision.route {
-            routing::Route::Assign { to, reason } => {
-                metrics.routed_assigned.fetch_add(1, Ordering::Relaxed);
-                Self::assign(conv, Some(to), ConvState::Assigned, None, reason, now);
-            }
-            routing::Route::Unclaimed => {
-                metrics.routed_unclaimed.fetch_add(1, Ordering::Relaxed);
-                if conv.state != ConvState::Unclaimed || conv.assignee.is_some() {
-                    Self::assign(
-                        conv,
-                        None,
-                        ConvState::Unclaimed,
-                        None,
-                        AssignReason::Rule,
-                        now,
-                    );
-                }
-            }
-        }
-        if let (Some(cursor), Some(rule_id)) = (decision.cursor, rule_id) {
-            self.set_rule_cursor(tx, &rule_id, cursor);
-        }
+        let turn_of = conn.rule_id.clone().filter(|_| decision.cursor.is_some());
+        let (to, reason) = match decision.route {
+            routing::Route::Assign { to, reason } => (Some(to), reason),
+            routing::Route::Unclaimed => (None, AssignReason::Rule),
+        };
+        self.land(tx, conv, to, None, reason, turn_of.as_deref(), now, metrics);
     }
 
     /// The cursor is bookkeeping: persisted, not broadcast.
     fn set_rule_cursor(&mut self, tx: &mut Tx, rule_id: &str, cursor: AccountId) {
         if let Some(rule) = self.rules.get_mut(rule_id) {
-            rule.cursor = Some(cursor);
-            tx.batch.put_json(format!("rule/{rule_id}"), &*rule);
+            if rule.cursor.as_ref() != Some(&cursor) {
+                rule.cursor = Some(cursor);
+                tx.batch.put_json(format!("rule/{rule_id}"), &*rule);
+            }
         }
     }
 
     /// Assigns a round-robin rule's waiting conversations, oldest first, to available members.
-    fn drain_rule_queue(&mut self, tx: &mut Tx, rule_id: &str, now: Ms) {
+    fn drain_rule_queue(&mut self, tx: &mut Tx, rule_id: &str, now: Ms, metrics: &Metrics) {
         let Some(rule) = self.rules.get(rule_id) else {
             return;
         };
@@ -766,29 +787,42 @@ impl State {
                     && rule.sources.contains(&c.connection_id)
             })
             .collect();
-        queue.sort_by(|a, b| {
-            (a.waiting_since.unwrap_or(a.created_at), &a.id)
-                .cmp(&(b.waiting_since.unwrap_or(b.created_at), &b.id))
-        });
+        queue.sort_by(|a, b| queue_order(a).cmp(&queue_order(b)));
         let ids: Vec<ConversationId> = queue.iter().map(|c| c.id.clone()).collect();
-        let (assigned, cursor) = routing::drain_queue(rule, &ids, &|m| self.is_available(m));
+        let (assigned, _) = routing::drain_queue(rule, &ids, &|m| self.is_available(m));
         for (conv_id, to) in assigned {
             let mut conv = self.conversations[&conv_id].clone();
             let before = self.conversation_audience(&conv);
-            Self::assign(
+            let reason = AssignReason::Rule;
+            self.land(
+                tx,
                 &mut conv,
                 Some(to),
-                ConvState::Assigned,
                 None,
-                AssignReason::Rule,
+                reason,
+                Some(rule_id),
                 now,
+                metrics,
             );
             self.put_conversation(tx, conv, before);
         }
-        if let Some(cursor) = cursor {
-            if self.rules[rule_id].cursor.as_ref() != Some(&cursor) {
-                self.set_rule_cursor(tx, rule_id, cursor);
-            }
+    }
+
+    /// Tells accounts that just lost sight of pages' waiting conversations (members removed from
+    /// a rule, a rule deleted) about each one, so their consoles drop them.
+    fn tell_former_members(&mut self, tx: &mut Tx, pages: &[ConnectionId], former: &[AccountId]) {
+        if former.is_empty() {
+            return;
+        }
+        let mut waiting: Vec<Conversation> = self
+            .conversations
+            .values()
+            .filter(|c| c.state == ConvState::Unclaimed && pages.contains(&c.connection_id))
+            .cloned()
+            .collect();
+        waiting.sort_by(|a, b| queue_order(a).cmp(&queue_order(b)));
+        for conv in waiting {
+            self.put_conversation(tx, conv, former.to_vec());
         }
     }
 

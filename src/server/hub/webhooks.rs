@@ -157,7 +157,7 @@ impl Hub {
             if let Some(rule_id) = st.connections.get(conn_id).and_then(|c| c.rule_id.clone()) {
                 let now = now_ms();
                 super::admin::apply_old_conversations(st, tx, &rule_id, now, &metrics);
-                st.drain_rule_queue(tx, &rule_id, now);
+                st.drain_rule_queue(tx, &rule_id, now, &metrics);
             }
             Ok(())
         })
