@@ -50,6 +50,9 @@ pub struct ZaloConfig {
     pub redirect_uri: String,
     pub oauth_base: String,
     pub api_base: String,
+    /// How long a reply whose send was ambiguous waits for Zalo's echo before it is marked failed
+    /// (and may be sent again by hand).
+    pub echo_window_secs: u64,
 }
 
 impl Default for ZaloConfig {
@@ -61,6 +64,7 @@ impl Default for ZaloConfig {
             redirect_uri: String::new(),
             oauth_base: "https://oauth.zaloapp.com".into(),
             api_base: "https://openapi.zalo.me".into(),
+            echo_window_secs: 600,
         }
     }
 }

@@ -873,3 +873,98 @@ async fn a_released_conversation_keeps_its_place_in_the_queue() {
     );
     t.stop().await;
 }
+
+/// Item 5: a send Zalo accepted but whose answer was unreadable is not resent: it is `unknown`
+/// until Zalo's echo makes it `sent`; the customer gets it once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ambiguous_send_is_never_resent_and_the_echo_settles_it() {
+    let s = start_stack().await;
+    let (conv, agent) = connected_page_with_agent(&s).await;
+    s.sim_post(
+        "/faults",
+        json!({"garble_next_send": 1, "webhook_down": true}),
+    )
+    .await;
+    let m = reply_and_settle(&s, &conv, &agent, "k1", "Một lần thôi ạ").await;
+    assert_eq!(m["delivery"], "unknown", "{m}");
+    assert!(
+        m["error_reason"]
+            .as_str()
+            .unwrap()
+            .contains("may have received"),
+        "{m}"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await; // the sender would have retried by now
+    let sent_to_customer = || async {
+        let sent = s.sim_get("/sent").await;
+        sent.as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["text"] == "Một lần thôi ạ")
+            .map(|x| x["msg_id"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let ids = sent_to_customer().await;
+    assert_eq!(ids.len(), 1, "at most once towards the customer");
+    s.sim_post("/faults", json!({"webhook_down": false})).await;
+    let settled = eventually("the echo settles it", || async {
+        let (_, page) =
+            s.t.get(&format!("/api/v1/conversations/{conv}/messages"), &agent)
+                .await;
+        page["items"]
+            .as_array()?
+            .iter()
+            .find(|x| x["id"] == m["id"] && x["delivery"] == "sent")
+            .cloned()
+    })
+    .await;
+    assert_eq!(settled["zalo_msg_id"], json!(ids[0]));
+    assert!(settled["error_reason"].is_null(), "{settled}");
+    assert_eq!(sent_to_customer().await.len(), 1);
+    s.t.stop().await;
+}
+
+/// Item 5: without Zalo's echo, an ambiguous send becomes `failed` after the echo window, saying
+/// to send it again; it is never lost silently nor resent by the hub.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unconfirmed_ambiguous_send_fails_after_the_window() {
+    let dir = temp_dir("echo-window");
+    let store = Arc::new(sop_console::store::SledStore::open(&dir).unwrap());
+    let s = start_stack_over_with(dir, store, |c| c.zalo.echo_window_secs = 1).await;
+    let (conv, agent) = connected_page_with_agent(&s).await;
+    s.sim_post(
+        "/faults",
+        json!({"garble_next_send": 1, "webhook_down": true}),
+    )
+    .await;
+    let m = reply_and_settle(&s, &conv, &agent, "k1", "Không ai xác nhận").await;
+    assert_eq!(m["delivery"], "unknown");
+    let failed = eventually("failed after the window", || async {
+        let (_, page) =
+            s.t.get(&format!("/api/v1/conversations/{conv}/messages"), &agent)
+                .await;
+        page["items"]
+            .as_array()?
+            .iter()
+            .find(|x| x["id"] == m["id"] && x["delivery"] == "failed")
+            .cloned()
+    })
+    .await;
+    assert!(
+        failed["error_reason"]
+            .as_str()
+            .unwrap()
+            .contains("send it again"),
+        "{failed}"
+    );
+    let sent = s.sim_get("/sent").await;
+    assert_eq!(
+        sent.as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["text"] == "Không ai xác nhận")
+            .count(),
+        1
+    );
+    s.t.stop().await;
+}

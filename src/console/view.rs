@@ -360,6 +360,7 @@ fn truncate(s: &str, max: usize) -> String {
 fn delivery_mark(m: &Message) -> String {
     match m.delivery {
         Some(Delivery::Pending) => "⋯".into(),
+        Some(Delivery::Unknown) => format!("? {}", m.error_reason.as_deref().unwrap_or("unknown")),
         Some(Delivery::Sent) => "✓".into(),
         Some(Delivery::Delivered) => "✓✓".into(),
         Some(Delivery::Seen) => "✓✓ seen".into(),
@@ -468,7 +469,7 @@ fn draw_conversation(
         ];
         let mark = delivery_mark(m);
         if !mark.is_empty() {
-            let st = if m.delivery == Some(Delivery::Failed) {
+            let st = if matches!(m.delivery, Some(Delivery::Failed | Delivery::Unknown)) {
                 theme.fg(Color::Red).add_modifier(Modifier::BOLD)
             } else {
                 theme.dim()

@@ -338,6 +338,10 @@ pub struct Attachment {
 #[serde(rename_all = "snake_case")]
 pub enum Delivery {
     Pending,
+    /// The send's outcome is ambiguous (a timeout after Zalo may have accepted it, a 2xx without
+    /// Zalo's envelope): never resent blindly; Zalo's `oa_send_*` echo makes it `sent`, else it
+    /// becomes `failed` after the echo window and the agent may send it again.
+    Unknown,
     Sent,
     Delivered,
     Seen,

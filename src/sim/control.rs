@@ -437,6 +437,8 @@ struct FaultSettings {
     webhook_down: Option<bool>,
     #[serde(default)]
     auto_receipts: Option<bool>,
+    #[serde(default)]
+    garble_next_send: Option<u32>,
 }
 
 async fn set_faults(State(sim): State<Arc<Sim>>, Json(f): Json<FaultSettings>) -> Json<Value> {
@@ -447,6 +449,9 @@ async fn set_faults(State(sim): State<Arc<Sim>>, Json(f): Json<FaultSettings>) -
         }
         if let Some(a) = f.auto_receipts {
             st.faults.auto_receipts = a;
+        }
+        if let Some(n) = f.garble_next_send {
+            st.faults.garble_next_send = n;
         }
         let mut c = sim.webhooks.ctl.lock();
         if let Some(n) = f.duplicate_next {
@@ -469,7 +474,7 @@ fn faults_json(sim: &Sim) -> Json<Value> {
     let st = sim.state.lock();
     let c = sim.webhooks.ctl.lock();
     Json(
-        json!({"rate_limit_next": st.faults.rate_limit_next, "auto_receipts": st.faults.auto_receipts,
+        json!({"rate_limit_next": st.faults.rate_limit_next, "auto_receipts": st.faults.auto_receipts, "garble_next_send": st.faults.garble_next_send,
                 "duplicate_next": c.duplicate_next, "reorder_next": c.reorder_next, "delay_ms": c.delay_ms, "webhook_down": c.down}),
     )
 }

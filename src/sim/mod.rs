@@ -133,6 +133,10 @@ pub struct Faults {
     pub rate_limit_next: u32,
     /// After each OA send, deliver `user_received_message` then `user_seen_message`.
     pub auto_receipts: bool,
+    /// The next N accepted sends reach the customer (and are echoed) but are answered 200 with
+    /// an HTML page instead of Zalo's envelope, as a proxy in between might: the sender cannot
+    /// tell whether they went.
+    pub garble_next_send: u32,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -329,12 +329,22 @@ async fn send_cs(
         from_oa_manager: false,
     });
     let auto_receipts = st.faults.auto_receipts;
+    let garble = st.faults.garble_next_send > 0;
+    st.faults.garble_next_send = st.faults.garble_next_send.saturating_sub(1);
     drop(st);
     // Zalo echoes every OA send to the webhook, then (when the customer's phone gets it) receipts.
     sim.emit_oa_send(&oa_id, &user_id, &msg_id, &kind, &text, None);
     if auto_receipts {
         sim.emit_receipt(&oa_id, &user_id, &msg_id, "user_received_message");
         sim.emit_receipt(&oa_id, &user_id, &msg_id, "user_seen_message");
+    }
+    if garble {
+        return (
+            axum::http::StatusCode::OK,
+            [("content-type", "text/html")],
+            "<html><body>upstream answered</body></html>",
+        )
+            .into_response();
     }
     ok(
         json!({"message_id": msg_id, "user_id": user_id, "sent_time": now.to_string()}),

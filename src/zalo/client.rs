@@ -1,7 +1,7 @@
 //! HTTP client for Zalo's OAuth v4 and OA Open API. Knows Zalo only by its two base URLs, so the
 //! same code talks to the real Zalo and to `sop zalo-sim`.
 
-use super::{Envelope, TokenResponse, ZaloError, NETWORK_ERROR};
+use super::{Envelope, TokenResponse, ZaloError, AMBIGUOUS, NETWORK_ERROR};
 use crate::config::ZaloConfig;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -38,6 +38,21 @@ fn network(e: reqwest::Error) -> ZaloError {
         message: e.to_string(),
     }
 }
+
+/// For a send: only a request that never reached Zalo (no connection) is safely retried; any
+/// other failure after it went out leaves the outcome unknown.
+fn after_sending(e: ZaloError) -> ZaloError {
+    if e.code == NETWORK_ERROR && !e.message.starts_with(NOT_CONNECTED) {
+        ZaloError {
+            code: AMBIGUOUS,
+            message: e.message,
+        }
+    } else {
+        e
+    }
+}
+
+const NOT_CONNECTED: &str = "not connected: ";
 
 impl ZaloClient {
     pub fn new(cfg: &ZaloConfig) -> ZaloClient {
@@ -234,11 +249,26 @@ impl ZaloClient {
             .json(&json!({"recipient": {"user_id": user_id}, "message": message}))
             .send()
             .await
-            .map_err(network)?;
-        let d = Self::envelope(resp).await?;
+            .map_err(|e| match e.is_connect() {
+                true => ZaloError {
+                    code: NETWORK_ERROR,
+                    message: format!("{NOT_CONNECTED}{e}"),
+                },
+                false => network(e),
+            })
+            .map_err(after_sending)?;
+        let status = resp.status();
+        let d = Self::envelope(resp).await.map_err(|e| {
+            // 503 without an envelope: Zalo's front refused it, nothing was sent.
+            if status == reqwest::StatusCode::SERVICE_UNAVAILABLE {
+                e
+            } else {
+                after_sending(e)
+            }
+        })?;
         super::events::id_str(&d["message_id"]).ok_or_else(|| ZaloError {
-            code: NETWORK_ERROR,
-            message: "send succeeded without a message_id".into(),
+            code: AMBIGUOUS,
+            message: "Zalo answered success without a message_id".into(),
         })
     }
 

@@ -85,8 +85,14 @@ pub fn is_retryable(code: i64) -> bool {
     matches!(code, -32 | -100 | NETWORK_ERROR)
 }
 
-/// Our own code for "no answer from Zalo" (timeout, refused connection, 5xx without a body).
+/// Our own code for "no answer from Zalo" (refused connection, 5xx without a body): the request
+/// did not take effect, so it may be retried.
 pub const NETWORK_ERROR: i64 = -1;
+
+/// Our own code for a send whose outcome is unknown: the request went out, but the answer was lost
+/// (timeout, reset) or unreadable (a 2xx without Zalo's envelope). Zalo has no idempotency key, so
+/// it must not be resent blindly.
+pub const AMBIGUOUS: i64 = -2;
 
 /// A reason an agent can act on, in Vietnamese and English.
 pub fn human_reason(code: i64, message: &str) -> String {
@@ -139,6 +145,10 @@ pub fn human_reason(code: i64, message: &str) -> String {
             "Zalo refused the authorisation — reconnect the page",
         ),
         NETWORK_ERROR => ("Không kết nối được Zalo", "Zalo could not be reached"),
+        AMBIGUOUS => (
+            "Chưa rõ Zalo đã nhận tin chưa — đang chờ Zalo xác nhận",
+            "Zalo may have received it — waiting for Zalo's confirmation",
+        ),
         _ => ("Zalo từ chối tin nhắn", "Zalo refused the message"),
     };
     format!("{vi} / {en} (Zalo {code}: {message})")

@@ -274,6 +274,15 @@ pub async fn start_stack_in(dir: PathBuf) -> Stack {
 
 /// `start_stack_in` over a given store.
 pub async fn start_stack_over(dir: PathBuf, store: Arc<dyn Store>) -> Stack {
+    start_stack_over_with(dir, store, |_| {}).await
+}
+
+/// `start_stack_over` with the hub's configuration adjusted by `tune`.
+pub async fn start_stack_over_with(
+    dir: PathBuf,
+    store: Arc<dyn Store>,
+    tune: impl FnOnce(&mut Config),
+) -> Stack {
     let hub_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hub_addr = hub_listener.local_addr().unwrap();
     let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -297,6 +306,7 @@ pub async fn start_stack_over(dir: PathBuf, store: Arc<dyn Store>) -> Stack {
     config.zalo.redirect_uri = redirect;
     config.zalo.oauth_base = sim_base.clone();
     config.zalo.api_base = sim_base.clone();
+    tune(&mut config);
     let t = start_hub_over(config, 1_000_000, hub_listener, dir, store).await;
     Stack { t, sim, sim_base }
 }

@@ -32,6 +32,17 @@ pub enum Ingested {
     Duplicate { message_id: MessageId },
 }
 
+/// How a send ended.
+#[derive(Debug, Clone)]
+pub enum SendOutcome {
+    /// Zalo took it: its message id.
+    Sent(String),
+    /// Zalo refused it, or retries ran out: the code and a human reason.
+    Failed(i64, String),
+    /// It may or may not have reached Zalo (reason given): it waits for Zalo's echo.
+    Unknown(String),
+}
+
 /// A reply waiting to be sent through Zalo.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OutboundJob {
@@ -355,12 +366,12 @@ impl Hub {
         .await
     }
 
-    /// Records the outcome of a send: `Ok(zalo_msg_id)` or `Err((code, reason))`, and removes the
-    /// job. `None` when the message no longer exists (its page was deleted meanwhile).
+    /// Records the outcome of a send and removes the job. `None` when the message no longer
+    /// exists (its page was deleted meanwhile).
     pub async fn finish_job(
         &self,
         message_id: &str,
-        outcome: Result<String, (i64, String)>,
+        outcome: SendOutcome,
     ) -> HubResult<Option<Message>> {
         let store = self.store.clone();
         let r = self
@@ -378,33 +389,92 @@ impl Hub {
                     .map(|c| c.connection_id.clone())
                     .unwrap_or_default();
                 match &outcome {
-                    Ok(zalo_id) => {
-                        msg.zalo_msg_id = Some(zalo_id.clone());
-                        // A delivery receipt may have overtaken the send's response.
-                        if msg.delivery.is_none_or(|d| d < Delivery::Sent) {
-                            msg.delivery = Some(Delivery::Sent);
-                        }
-                        tx.batch
-                            .put_json(format!("zmid/{conn_id}/{zalo_id}"), &msg.id);
-                    }
-                    Err((code, reason)) => {
+                    SendOutcome::Sent(zalo_id) => mark_sent(tx, &conn_id, &mut msg, zalo_id),
+                    SendOutcome::Failed(code, reason) => {
                         msg.delivery = Some(Delivery::Failed);
                         msg.error_code = Some(*code);
                         msg.error_reason = Some(reason.clone());
+                    }
+                    SendOutcome::Unknown(reason) => {
+                        msg.delivery = Some(Delivery::Unknown);
+                        msg.error_code = Some(crate::zalo::AMBIGUOUS);
+                        msg.error_reason = Some(reason.clone());
+                        tx.batch
+                            .put_json(key_unknown(&msg.id), &msg.conversation_id);
                     }
                 }
                 put_message(st, tx, &msg);
                 Ok(Some(msg))
             })
             .await?;
-        let c = if outcome.is_ok() {
-            &self.metrics.outbound_sent
-        } else {
-            &self.metrics.outbound_failed
+        let c = match outcome {
+            SendOutcome::Sent(_) => &self.metrics.outbound_sent,
+            SendOutcome::Failed(..) => &self.metrics.outbound_failed,
+            SendOutcome::Unknown(_) => &self.metrics.outbound_unknown,
         };
         c.fetch_add(1, Ordering::Relaxed);
         Ok(r)
     }
+
+    /// Replies whose send stayed ambiguous longer than `window` without Zalo's echo become
+    /// `failed`, so the agent knows to send them again.
+    pub async fn expire_unknown_sends(&self, window: Ms) -> HubResult<usize> {
+        let now = now_ms();
+        let waiting = self
+            .store
+            .range(b"unk/", &prefix_end(b"unk/"), false, usize::MAX)
+            .map_err(HubError::Internal)?;
+        if waiting.is_empty() {
+            return Ok(0);
+        }
+        let store = self.store.clone();
+        let expired = self
+            .write(|st, tx| {
+                let mut expired = 0;
+                for (k, _) in &waiting {
+                    let id = String::from_utf8_lossy(&k[4..]).into_owned();
+                    let Ok(mut msg) = load_message(&*store, tx, &id) else {
+                        tx.batch.delete(k.clone());
+                        continue;
+                    };
+                    if msg.delivery != Some(Delivery::Unknown) {
+                        tx.batch.delete(k.clone());
+                    } else if now - msg.created_at > window {
+                        tx.batch.delete(k.clone());
+                        msg.delivery = Some(Delivery::Failed);
+                        msg.error_reason = Some(
+                            "Zalo không xác nhận đã nhận tin — hãy gửi lại / Zalo never confirmed it — send it again".into(),
+                        );
+                        tracing::warn!(conversation = %msg.conversation_id, message = %msg.id, "ambiguous send never confirmed: failed");
+                        put_message(st, tx, &msg);
+                        expired += 1;
+                    }
+                }
+                Ok(expired)
+            })
+            .await?;
+        Ok(expired)
+    }
+}
+
+/// `unk/<message id>`: replies whose send is ambiguous, waiting for Zalo's echo.
+pub(super) fn key_unknown(message_id: &str) -> String {
+    format!("unk/{message_id}")
+}
+
+/// Zalo took our reply (its answer, or its echo): record its id; a receipt may have come first.
+pub(super) fn mark_sent(tx: &mut Tx, conn_id: &str, msg: &mut Message, zalo_id: &str) {
+    msg.zalo_msg_id = Some(zalo_id.to_string());
+    if msg.delivery.is_none_or(|d| d < Delivery::Sent) {
+        msg.delivery = Some(Delivery::Sent);
+    }
+    if msg.error_code == Some(crate::zalo::AMBIGUOUS) {
+        msg.error_code = None;
+        msg.error_reason = None;
+        tx.batch.delete(key_unknown(&msg.id));
+    }
+    tx.batch
+        .put_json(format!("zmid/{conn_id}/{zalo_id}"), &msg.id);
 }
 
 pub(super) fn load_message(store: &dyn Store, tx: &Tx, id: &str) -> HubResult<Message> {

@@ -22,6 +22,7 @@ pub struct Metrics {
     pub webhooks_dead: AtomicU64,
     pub outbound_sent: AtomicU64,
     pub outbound_failed: AtomicU64,
+    pub outbound_unknown: AtomicU64,
     pub token_refreshes: AtomicU64,
 }
 
@@ -114,6 +115,7 @@ impl Metrics {
             &[
                 ("{result=\"sent\"}", &self.outbound_sent),
                 ("{result=\"failed\"}", &self.outbound_failed),
+                ("{result=\"unknown\"}", &self.outbound_unknown),
             ],
         );
         metric(

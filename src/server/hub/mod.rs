@@ -19,7 +19,7 @@ mod conversations;
 mod metrics;
 mod webhooks;
 
-pub use conversations::{Inbound, Ingested, OutboundJob};
+pub use conversations::{Inbound, Ingested, OutboundJob, SendOutcome};
 pub use metrics::Metrics;
 pub use webhooks::DeadWebhook;
 
@@ -149,6 +149,8 @@ pub struct Hub {
     pub metrics: Arc<Metrics>,
     /// Woken when an outbound reply is queued (the Zalo sender listens).
     pub outbox_ready: Arc<Notify>,
+    /// How far apart a reply and Zalo's `oa_send_*` echo of it may be (`[zalo] echo_window_secs`).
+    echo_window_ms: std::sync::atomic::AtomicI64,
 }
 
 fn key_conv(id: &str) -> String {
@@ -298,7 +300,17 @@ impl Hub {
             retention: retention.max(1),
             metrics,
             outbox_ready: Arc::new(Notify::new()),
+            echo_window_ms: std::sync::atomic::AtomicI64::new(600_000),
         }))
+    }
+
+    pub fn set_echo_window(&self, window: std::time::Duration) {
+        self.echo_window_ms
+            .store(window.as_millis() as i64, Ordering::Relaxed);
+    }
+
+    pub fn echo_window(&self) -> Ms {
+        self.echo_window_ms.load(Ordering::Relaxed)
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {

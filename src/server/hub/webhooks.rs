@@ -2,7 +2,7 @@
 //! batch that applies queued events and removes them from the queue in one atomic change — so an
 //! acknowledged event is applied exactly once, even across a crash.
 
-use super::conversations::{apply_delivery, ingest, put_message, Inbound};
+use super::conversations::{apply_delivery, ingest, mark_sent, put_message, Inbound};
 use super::*;
 use crate::store::wal::Wal;
 use crate::zalo::events::{self, ChatMessage, WebhookEvent};
@@ -86,8 +86,11 @@ impl Hub {
 
     /// Applies queued webhooks in order and dequeues them, all in one atomic change.
     pub async fn apply_webhooks(&self, items: Vec<(u64, Vec<u8>)>) -> HubResult<WebhookOutcome> {
-        let metrics = self.metrics.clone();
-        let store = self.store.clone();
+        let ctx = Apply {
+            store: &*self.store,
+            metrics: &self.metrics,
+            echo_window: self.echo_window_ms.load(Ordering::Relaxed),
+        };
         let outcome = self
             .write(|st, tx| {
                 let mut out = WebhookOutcome::default();
@@ -96,7 +99,7 @@ impl Hub {
                     st.counters.webhook = st.counters.webhook.max(n);
                     let value: serde_json::Value =
                         serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null);
-                    apply_one(st, tx, &*store, n, &value, &metrics, &mut out)?;
+                    apply_one(st, tx, &ctx, n, &value, &mut out)?;
                     out.applied += 1;
                 }
                 Ok(out)
@@ -176,15 +179,27 @@ fn store_raw(tx: &mut Tx, n: u64, value: &serde_json::Value, why: &str) {
     tx.batch.put_json(format!("raw/{n:020}"), value);
 }
 
+/// What applying a webhook reads besides the state.
+struct Apply<'a> {
+    store: &'a dyn Store,
+    metrics: &'a Metrics,
+    /// How far apart (ms) a reply and Zalo's echo of it may be.
+    echo_window: Ms,
+}
+
 fn apply_one(
     st: &mut State,
     tx: &mut Tx,
-    store: &dyn Store,
+    ctx: &Apply<'_>,
     n: u64,
     value: &serde_json::Value,
-    metrics: &Metrics,
     out: &mut WebhookOutcome,
 ) -> HubResult<()> {
+    let Apply {
+        store,
+        metrics,
+        echo_window,
+    } = *ctx;
     let event = events::parse(value);
     let conn_of = |st: &State, oa_id: &str| st.connection_by_oa(oa_id).map(|c| c.id.clone());
     match event {
@@ -211,16 +226,12 @@ fn apply_one(
                 store_raw(tx, n, value, "no connection for this OA");
                 return Ok(());
             };
-            match match_echo(st, tx, store, &conn_id, &m)? {
+            match match_echo(st, tx, store, &conn_id, &m, echo_window)? {
                 Some(mut ours) => {
-                    // Our own send, echoed: record Zalo's id (the echo may overtake the send's response).
+                    // Our own send, echoed: record Zalo's id (the echo may overtake the send's
+                    // response, or be all we learn of an ambiguous send).
                     if ours.zalo_msg_id.is_none() {
-                        ours.zalo_msg_id = Some(m.msg_id.clone());
-                        tx.batch
-                            .put_json(format!("zmid/{conn_id}/{}", m.msg_id), &ours.id);
-                        if ours.delivery.is_none_or(|d| d < Delivery::Sent) {
-                            ours.delivery = Some(Delivery::Sent);
-                        }
+                        mark_sent(tx, &conn_id, &mut ours, &m.msg_id);
                         put_message(st, tx, &ours);
                     }
                 }
@@ -352,13 +363,15 @@ fn to_inbound(
 }
 
 /// The outbound message a Zalo `oa_send_*` echo is about: by msg_id, or else the newest of our
-/// replies in that conversation with the same text and no Zalo id yet (echo before response).
+/// replies to that customer with the same text, no Zalo id yet (the echo came before the send's
+/// answer, or the answer was lost) and sent within the echo window of the echo's time.
 fn match_echo(
     st: &State,
     tx: &Tx,
     store: &dyn Store,
     conn_id: &str,
     m: &ChatMessage,
+    echo_window: Ms,
 ) -> HubResult<Option<Message>> {
     if let Some(id) = tx.lookup::<String>(store, &format!("zmid/{conn_id}/{}", m.msg_id))? {
         return Ok(super::conversations::load_message(store, tx, &id).ok());
@@ -376,6 +389,7 @@ fn match_echo(
         if msg.direction == Direction::Outbound
             && msg.client_key.is_some()
             && msg.zalo_msg_id.is_none()
+            && (m.at - msg.created_at).abs() <= echo_window
             && msg.text == crate::model::text::nfc(&m.text)
         {
             return Ok(Some(msg));

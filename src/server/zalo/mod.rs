@@ -35,6 +35,7 @@ impl ZaloHub {
         if config.app_id.is_empty() {
             return None;
         }
+        hub.set_echo_window(std::time::Duration::from_secs(config.echo_window_secs));
         Some(Arc::new(ZaloHub {
             client: ZaloClient::new(config),
             config: config.clone(),

@@ -3,9 +3,9 @@
 
 use super::ZaloHub;
 use crate::model::*;
-use crate::server::hub::OutboundJob;
+use crate::server::hub::{OutboundJob, SendOutcome};
 use crate::wire::OutboundKind;
-use crate::zalo::{human_reason, is_retryable, ZaloError};
+use crate::zalo::{human_reason, is_retryable, ZaloError, AMBIGUOUS};
 use base64::Engine;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
@@ -57,6 +57,9 @@ pub async fn run(z: Arc<ZaloHub>) {
             }
             Err(e) => tracing::error!("cannot read outbound jobs: {e}"),
         }
+        if let Err(e) = z.hub.expire_unknown_sends(z.hub.echo_window()).await {
+            tracing::error!("cannot expire ambiguous sends: {e}");
+        }
         let _ = tokio::time::timeout(wait, z.hub.outbox_ready.notified()).await;
     }
 }
@@ -78,7 +81,16 @@ async fn send_job(z: &ZaloHub, job: OutboundJob) -> bool {
     }
     let result = attempt(z, &job).await;
     let finish = match result {
-        Ok(zalo_id) => Ok(zalo_id),
+        Ok(zalo_id) => SendOutcome::Sent(zalo_id),
+        Err(e) if e.code == AMBIGUOUS => {
+            tracing::warn!(
+                conversation = %job.conversation_id,
+                message = %job.message_id,
+                "send outcome unknown ({}); waiting for Zalo's echo, not resending",
+                e.message
+            );
+            SendOutcome::Unknown(human_reason(e.code, &e.message))
+        }
         Err(e) if is_retryable(e.code) && job.attempts + 1 < MAX_ATTEMPTS => {
             job.attempts += 1;
             job.next_attempt_at = now_ms() + backoff_ms(job.attempts);
@@ -97,7 +109,7 @@ async fn send_job(z: &ZaloHub, job: OutboundJob) -> bool {
                 attempts = job.attempts + 1,
                 "reply not sent: {reason}"
             );
-            Err((e.code, reason))
+            SendOutcome::Failed(e.code, reason)
         }
     };
     if let Err(e) = z.hub.finish_job(&job.message_id, finish).await {
