@@ -47,6 +47,20 @@ pub struct OutboxItem {
     pub quote_msg_id: Option<String>,
     pub attachment: Option<OutboundAttachment>,
     pub created_at: Ms,
+    /// Sends that failed without an answer from the hub (network, 5xx); the next one is due at
+    /// `retry_at`. The hub sends a client key once, so retrying is safe.
+    #[serde(default)]
+    pub attempts: u32,
+    #[serde(default)]
+    pub retry_at: Option<Ms>,
+}
+
+/// When the outbox tries a reply again after `attempts` failures: 1 s doubling to a minute,
+/// with ±25% jitter so consoles that failed together do not retry together.
+pub fn outbox_retry_at(now: Ms, attempts: u32) -> Ms {
+    let base = (1_000i64 << attempts.saturating_sub(1).min(6)).min(60_000);
+    let jitter = (rand::random::<u64>() % (base as u64 / 2 + 1)) as i64 - base / 4;
+    now + base + jitter
 }
 
 /// Everything the console shows, as loaded from the hub (or the cache).
@@ -142,6 +156,12 @@ pub enum NetEvent {
         message: Box<Message>,
     },
     ReplyRejected {
+        client_key: String,
+        error: String,
+    },
+    /// The hub could not be reached or failed (5xx): the reply stays in the outbox and is tried
+    /// again with backoff.
+    ReplyDeferred {
         client_key: String,
         error: String,
     },
@@ -496,10 +516,12 @@ impl App {
         match msg {
             Msg::Tick(now) => {
                 // Only the clock moved: redraw when a countdown is on screen.
+                let retrying = self.outbox.iter().any(|o| o.retry_at.is_some());
                 self.dirty = matches!(self.link, Link::Reconnecting { .. })
+                    || retrying
                     || now / 60_000 != self.now / 60_000;
                 self.now = now;
-                vec![]
+                self.retry_due_replies()
             }
             Msg::Net(e) => self.on_net(e),
             Msg::Shutdown => vec![Effect::Quit],
@@ -586,6 +608,14 @@ impl App {
                     .entry(message.conversation_id.clone())
                     .or_default();
                 upsert_message(list, *message);
+            }
+            NetEvent::ReplyDeferred { client_key, error } => {
+                let now = self.now;
+                if let Some(item) = self.outbox.iter_mut().find(|o| o.client_key == client_key) {
+                    item.attempts += 1;
+                    item.retry_at = Some(outbox_retry_at(now, item.attempts));
+                    tracing::info!(attempts = item.attempts, "reply deferred: {error}");
+                }
             }
             NetEvent::ReplyRejected { client_key, error } => {
                 self.outbox.retain(|o| o.client_key != client_key);
@@ -757,6 +787,22 @@ impl App {
             .and_then(|r| self.rules.get(r))
     }
 
+    /// Replies whose retry time has come go again (while the link is down they wait for it).
+    fn retry_due_replies(&mut self) -> Vec<Effect> {
+        if self.link != Link::Connected {
+            return vec![];
+        }
+        let now = self.now;
+        self.outbox
+            .iter_mut()
+            .filter(|o| o.retry_at.is_some_and(|t| t <= now))
+            .map(|o| {
+                o.retry_at = None;
+                Effect::Api(ApiCall::Reply(o.clone()))
+            })
+            .collect()
+    }
+
     fn new_outbox_item(
         &self,
         conversation_id: ConversationId,
@@ -770,6 +816,8 @@ impl App {
             quote_msg_id: self.quote.clone(),
             attachment,
             created_at: self.now,
+            attempts: 0,
+            retry_at: None,
         }
     }
 

@@ -183,9 +183,13 @@ impl Api {
                         client_key: item.client_key,
                         message: Box::new(m),
                     }),
-                    // Unreachable: it stays in the outbox and goes when the link returns.
-                    Err(ApiErr::Network(_)) => {}
-                    Err(e @ ApiErr::Status { status: 500.., .. }) => send(fail(e)),
+                    // No answer, or the hub failed: it stays in the outbox and is tried again.
+                    Err(e @ (ApiErr::Network(_) | ApiErr::Status { status: 500.., .. })) => {
+                        send(NetEvent::ReplyDeferred {
+                            client_key: item.client_key,
+                            error: e.to_string(),
+                        })
+                    }
                     Err(e) => send(NetEvent::ReplyRejected {
                         client_key: item.client_key,
                         error: e.to_string(),

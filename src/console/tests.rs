@@ -676,6 +676,64 @@ fn conversations_that_leave_my_sight_leave_the_console() {
 }
 
 #[test]
+fn a_reply_the_hub_did_not_answer_is_retried_with_backoff_and_shown_pending() {
+    let mut app = agent_app();
+    app.update(Msg::Tick(NOW));
+    app.update(key(KeyCode::Enter));
+    app.update(ch('r'));
+    typed(&mut app, "Dạ em gửi lại");
+    let fx = app.update(key(KeyCode::Enter));
+    let Some(Effect::Api(ApiCall::Reply(item))) = fx.first() else {
+        panic!("{fx:?}")
+    };
+    let key_sent = item.client_key.clone();
+    let deferred = || {
+        Msg::Net(NetEvent::ReplyDeferred {
+            client_key: key_sent.clone(),
+            error: "connection reset".into(),
+        })
+    };
+    app.update(deferred());
+    let retry_at = app.outbox[0].retry_at.expect("a retry is scheduled");
+    assert!(
+        (NOW + 750..=NOW + 1_250).contains(&retry_at),
+        "{}",
+        retry_at - NOW
+    );
+    let screen = render(&app, 80, 24);
+    let secs = (retry_at - NOW + 999) / 1000;
+    assert!(
+        screen.contains(&format!("đang chờ gửi — thử lại sau {secs}s")),
+        "{screen}"
+    );
+    assert!(
+        app.update(Msg::Tick(retry_at - 1)).is_empty(),
+        "not before its time"
+    );
+    let fx = app.update(Msg::Tick(retry_at));
+    assert!(
+        matches!(fx.as_slice(), [Effect::Api(ApiCall::Reply(o))] if o.client_key == key_sent),
+        "the same client key again: {fx:?}"
+    );
+    // The next failure waits longer.
+    app.update(deferred());
+    let second = app.outbox[0].retry_at.unwrap() - retry_at;
+    assert!((1_500..=2_500).contains(&second), "{second}");
+    app.update(Msg::Net(NetEvent::ReplyAccepted {
+        client_key: key_sent.clone(),
+        message: Box::new(message(
+            "m9",
+            "c1",
+            Direction::Outbound,
+            "Dạ em gửi lại",
+            Some(Delivery::Pending),
+            0,
+        )),
+    }));
+    assert!(app.outbox.is_empty());
+}
+
+#[test]
 fn filter_ignores_accents_and_case_as_agents_type() {
     let mut app = agent_app();
     app.update(ch('u'));
@@ -929,6 +987,8 @@ fn cache_keeps_the_snapshot_and_the_outbox_across_restarts() {
         quote_msg_id: None,
         attachment: None,
         created_at: NOW,
+        attempts: 0,
+        retry_at: None,
     }];
     {
         let super::cache::Opened::Ready(c) = super::cache::Cache::open(&dir).unwrap() else {

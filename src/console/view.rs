@@ -518,8 +518,17 @@ fn draw_conversation(
                 .iter()
                 .any(|m| m.client_key.as_ref() == Some(&o.client_key))
     }) {
+        let waiting = match o.retry_at {
+            Some(at) => format!(
+                "⇪ {} {}s · ",
+                s.outbox_retry,
+                ((at - app.now).max(0) + 999) / 1000
+            ),
+            None => "⇪ → ".to_string(),
+        };
+        let room = width.saturating_sub(waiting.chars().count());
         lines.push(Line::from(Span::styled(
-            format!("⇪ → {}", truncate(&clean(&o.text), width.saturating_sub(4))),
+            format!("{waiting}{}", truncate(&clean(&o.text), room)),
             theme.dim(),
         )));
     }
