@@ -52,18 +52,59 @@ impl Side for TerminalSide {
         let _ = write!(std::io::stdout(), "\x1b]52;c;{b64}\x07");
         let _ = std::io::stdout().flush();
     }
+    /// The editor owns the keyboard while it runs: the input reader is paused (it would
+    /// otherwise steal keystrokes), the screen restored, and the draft kept private.
     fn edit(&mut self, text: &str) -> Option<String> {
         let editor = std::env::var("VISUAL")
             .or_else(|_| std::env::var("EDITOR"))
             .unwrap_or_else(|_| "vi".into());
-        let path = std::env::temp_dir().join(format!("sop-reply-{}.txt", rand::random::<u32>()));
-        std::fs::write(&path, text).ok()?;
+        let draft = match Draft::write(text) {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!("cannot write the draft for $EDITOR: {e}");
+                return None;
+            }
+        };
+        input::pause();
         terminal_guard::suspend();
-        let status = std::process::Command::new(&editor).arg(&path).status();
+        // `$EDITOR` may carry arguments ("code -w"), as shells and git allow.
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("{editor} \"$1\""))
+            .arg("sh")
+            .arg(draft.path())
+            .status();
         terminal_guard::resume();
-        let out = std::fs::read_to_string(&path).ok();
-        let _ = std::fs::remove_file(&path);
+        input::resume();
+        let out = std::fs::read_to_string(draft.path()).ok();
         status.ok().filter(|s| s.success()).and(out)
+    }
+}
+
+/// A reply draft for `$EDITOR`: a 0600 file in a fresh 0700 directory (never a guessable, shared
+/// `/tmp` path that a symlink could redirect), removed with the directory when dropped.
+pub struct Draft {
+    dir: tempfile::TempDir,
+}
+
+impl Draft {
+    pub fn write(text: &str) -> std::io::Result<Draft> {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        let dir = tempfile::Builder::new()
+            .prefix("sop-draft-")
+            .permissions(std::fs::Permissions::from_mode(0o700))
+            .tempdir()?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(dir.path().join("reply.txt"))?;
+        file.write_all(text.as_bytes())?;
+        Ok(Draft { dir })
+    }
+
+    pub fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("reply.txt")
     }
 }
 
@@ -240,7 +281,7 @@ pub async fn run_with_side(opts: Options, side: &mut dyn Side) -> Result<()> {
     let backend = ratatui::backend::CrosstermBackend::new(std::io::stdout());
     let mut terminal = Terminal::new(backend).context("cannot start the terminal")?;
     terminal.clear()?;
-    let input = spawn_input(tx.clone());
+    input::spawn(tx.clone());
     spawn_signals(tx.clone());
     let theme = view::Theme {
         color: opts.color,
@@ -248,7 +289,7 @@ pub async fn run_with_side(opts: Options, side: &mut dyn Side) -> Result<()> {
     };
     let result = run_loop(&mut terminal, session, side, theme).await;
     // Stop reading the terminal: once it is gone, reads would fail in a loop.
-    input.abort();
+    input::stop();
     terminal_guard::restore();
     result.map(|_| ())
 }
@@ -257,18 +298,70 @@ pub fn local_offset_min() -> i32 {
     chrono::Local::now().offset().local_minus_utc() / 60
 }
 
-fn spawn_input(tx: mpsc::UnboundedSender<Msg>) -> tokio::task::JoinHandle<()> {
-    use futures_util::StreamExt;
-    tokio::spawn(async move {
-        let mut events = crossterm::event::EventStream::new();
-        while let Some(Ok(ev)) = events.next().await {
-            if tx.send(Msg::Term(ev)).is_err() {
+/// The terminal's input, read on a thread of its own that can be paused while `$EDITOR` owns the
+/// keyboard (gitui's shape: poll with a timeout, never block in a read while paused).
+pub mod input {
+    use super::Msg;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    use tokio::sync::mpsc;
+
+    static PAUSED: AtomicBool = AtomicBool::new(false);
+    /// Set by the reader once it has seen `PAUSED` and stopped touching the terminal.
+    static IDLE: AtomicBool = AtomicBool::new(false);
+    static STOP: AtomicBool = AtomicBool::new(false);
+
+    pub fn spawn(tx: mpsc::UnboundedSender<Msg>) {
+        STOP.store(false, Ordering::SeqCst);
+        std::thread::spawn(move || loop {
+            if STOP.load(Ordering::SeqCst) || tx.is_closed() {
                 return;
             }
+            if PAUSED.load(Ordering::SeqCst) {
+                IDLE.store(true, Ordering::SeqCst);
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            }
+            IDLE.store(false, Ordering::SeqCst);
+            let event = match crossterm::event::poll(Duration::from_millis(50)) {
+                Ok(false) => continue,
+                Ok(true) => crossterm::event::read(),
+                Err(e) => Err(e),
+            };
+            match event {
+                Ok(ev) => {
+                    if tx.send(Msg::Term(ev)).is_err() {
+                        return;
+                    }
+                }
+                Err(_) => {
+                    // The terminal is gone (SSH dropped): leave like SIGHUP.
+                    let _ = tx.send(Msg::Shutdown);
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Stops reading the terminal; returns once the reader is idle.
+    pub fn pause() {
+        PAUSED.store(true, Ordering::SeqCst);
+        for _ in 0..100 {
+            if IDLE.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
         }
-        // The terminal is gone (SSH dropped): leave like SIGHUP.
-        let _ = tx.send(Msg::Shutdown);
-    })
+    }
+
+    pub fn resume() {
+        IDLE.store(false, Ordering::SeqCst);
+        PAUSED.store(false, Ordering::SeqCst);
+    }
+
+    pub fn stop() {
+        STOP.store(true, Ordering::SeqCst);
+    }
 }
 
 fn spawn_signals(tx: mpsc::UnboundedSender<Msg>) {

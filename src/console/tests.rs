@@ -1018,3 +1018,24 @@ fn cache_keeps_the_snapshot_and_the_outbox_across_restarts() {
     drop(c);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn the_editor_draft_is_private_and_removed_afterwards() {
+    use std::os::unix::fs::PermissionsExt;
+    let draft = super::Draft::write("Dạ, em chào anh").unwrap();
+    let path = draft.path();
+    let file_mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+    let dir_mode = std::fs::metadata(path.parent().unwrap())
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!((file_mode, dir_mode), (0o600, 0o700));
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "Dạ, em chào anh");
+    assert!(!std::fs::symlink_metadata(&path)
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    drop(draft);
+    assert!(!path.exists() && !path.parent().unwrap().exists());
+}
