@@ -151,6 +151,10 @@ pub enum NetEvent {
         next_cursor: Option<String>,
         older: bool,
     },
+    MessagesFailed {
+        conversation_id: ConversationId,
+        error: String,
+    },
     ReplyAccepted {
         client_key: String,
         message: Box<Message>,
@@ -251,6 +255,9 @@ pub struct App {
     pub filter_typing: bool,
     /// Webhooks the hub could not apply and set aside (shown to admins on Connections).
     pub dead_webhooks: usize,
+    /// The thread being loaded for the pane beside the list (one at a time, so holding `j` over
+    /// a long list does not queue a load per row).
+    preview_loading: Option<ConversationId>,
     pub composer: Input,
     pub quote: Option<String>,
     pub modal: Option<Modal>,
@@ -308,6 +315,7 @@ impl App {
             filter: None,
             filter_typing: false,
             dead_webhooks: 0,
+            preview_loading: None,
             composer: Input::default(),
             quote: None,
             modal: None,
@@ -513,6 +521,28 @@ impl App {
 
     pub fn update(&mut self, msg: Msg) -> Vec<Effect> {
         self.dirty = true;
+        let mut fx = self.update_inner(msg);
+        fx.extend(self.load_preview());
+        fx
+    }
+
+    /// The thread beside the list follows the cursor: the selected conversation's latest
+    /// messages are loaded when it has none yet.
+    fn load_preview(&mut self) -> Vec<Effect> {
+        if self.tab != Tab::Inbox || self.focus != Focus::List || self.preview_loading.is_some() {
+            return vec![];
+        }
+        let Some(id) = self.selected_conversation().map(|c| c.id.clone()) else {
+            return vec![];
+        };
+        if self.messages.contains_key(&id) || self.link != Link::Connected {
+            return vec![];
+        }
+        self.preview_loading = Some(id.clone());
+        vec![Effect::Api(ApiCall::LoadMessages { id, before: None })]
+    }
+
+    fn update_inner(&mut self, msg: Msg) -> Vec<Effect> {
         match msg {
             Msg::Tick(now) => {
                 // Only the clock moved: redraw when a countdown is on screen.
@@ -570,6 +600,9 @@ impl App {
                 }
                 self.link = link;
                 self.live = link == Link::Connected;
+                if !self.live {
+                    self.preview_loading = None;
+                }
                 if link == Link::Connected && !was_live {
                     // The link is back: send what was typed offline (the hub dedupes by key).
                     fx.extend(
@@ -589,6 +622,9 @@ impl App {
                 next_cursor,
                 older,
             } => {
+                if self.preview_loading.as_ref() == Some(&conversation_id) {
+                    self.preview_loading = None;
+                }
                 let list = self.messages.entry(conversation_id.clone()).or_default();
                 for m in items {
                     upsert_message(list, m);
@@ -597,6 +633,17 @@ impl App {
                 if older || !self.older_cursor.contains_key(&conversation_id) {
                     self.older_cursor.insert(conversation_id, next_cursor);
                 }
+            }
+            NetEvent::MessagesFailed {
+                conversation_id,
+                error,
+            } => {
+                if self.preview_loading.as_ref() == Some(&conversation_id) {
+                    self.preview_loading = None;
+                    // Not again for this one until the link comes back.
+                    self.messages.entry(conversation_id).or_default();
+                }
+                self.notice(error);
             }
             NetEvent::ReplyAccepted {
                 client_key,

@@ -252,7 +252,10 @@ impl Api {
                         next_cursor: p.next_cursor,
                         older: before.is_some(),
                     }),
-                    Err(e) => send(fail(e)),
+                    Err(e) => send(NetEvent::MessagesFailed {
+                        conversation_id: id,
+                        error: e.to_string(),
+                    }),
                 }
             }
             ApiCall::Authorize => match self

@@ -733,6 +733,64 @@ fn a_reply_the_hub_did_not_answer_is_retried_with_backoff_and_shown_pending() {
     assert!(app.outbox.is_empty());
 }
 
+fn loads(fx: &[Effect]) -> Vec<&str> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Api(ApiCall::LoadMessages { id, before: None }) => Some(id.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn the_thread_pane_follows_the_cursor_loading_one_thread_at_a_time() {
+    let mut app = agent_app();
+    let fx = app.update(ch('u'));
+    assert_eq!(
+        loads(&fx),
+        ["c2"],
+        "the selected row's thread is loaded, no Enter needed"
+    );
+    assert!(loads(&app.update(ch('j'))).is_empty(), "one load at a time");
+    let fx = app.update(Msg::Net(NetEvent::Messages {
+        conversation_id: "c2".into(),
+        items: vec![message(
+            "m7",
+            "c2",
+            Direction::Inbound,
+            "Còn phòng trống không?",
+            None,
+            30,
+        )],
+        next_cursor: None,
+        older: false,
+    }));
+    assert_eq!(loads(&fx), ["c3"], "then the row the cursor moved to");
+    app.update(Msg::Net(NetEvent::Messages {
+        conversation_id: "c3".into(),
+        items: vec![message(
+            "m8",
+            "c3",
+            Direction::Inbound,
+            "Văn phòng làm việc đến mấy giờ?",
+            None,
+            5,
+        )],
+        next_cursor: None,
+        older: false,
+    }));
+    let screen = render(&app, 80, 24);
+    assert!(
+        screen.contains("Phạm Thị Bình") && screen.contains("Văn phòng làm việc đến mấy"),
+        "{screen}"
+    );
+    assert!(loads(&app.update(ch('k'))).is_empty(), "already loaded");
+    assert!(render(&app, 80, 24).contains("Còn phòng trống không?"));
+    // Enter moves focus into the thread.
+    app.update(key(KeyCode::Enter));
+    assert_eq!(app.focus, Focus::Conversation);
+}
+
 #[test]
 fn filter_ignores_accents_and_case_as_agents_type() {
     let mut app = agent_app();

@@ -377,7 +377,12 @@ fn draw_conversation(
     selected: Option<&Conversation>,
 ) {
     let s = app.s();
-    let Some(c) = app.open_conversation().or(selected) else {
+    // In the list the pane follows the cursor; inside a thread it shows the open one.
+    let c = match app.focus {
+        Focus::List => selected.or(app.open_conversation()),
+        _ => app.open_conversation().or(selected),
+    };
+    let Some(c) = c else {
         f.render_widget(Paragraph::new(s.no_conversation).style(theme.dim()), area);
         return;
     };
