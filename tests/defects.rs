@@ -968,3 +968,99 @@ async fn an_unconfirmed_ambiguous_send_fails_after_the_window() {
     );
     s.t.stop().await;
 }
+
+/// A store whose writes can be switched to fail (a full or broken disk).
+struct SwitchStore {
+    inner: sop_console::store::SledStore,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl sop_console::store::Store for SwitchStore {
+    fn get(&self, key: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
+        self.inner.get(key)
+    }
+    fn range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+        limit: usize,
+    ) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.inner.range(start, end, reverse, limit)
+    }
+    fn apply(&self, batch: sop_console::store::Batch) -> anyhow::Result<()> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            anyhow::bail!("No space left on device (injected)");
+        }
+        self.inner.apply(batch)
+    }
+    fn flush(&self) -> anyhow::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Item 12: `/healthz` says whether the hub can serve (store writable, workers alive) and why
+/// not; `/metrics` has latency histograms of HTTP by route, webhook → event and Zalo calls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_reflects_the_store_and_workers_and_metrics_have_histograms() {
+    let dir = temp_dir("health");
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let store = Arc::new(SwitchStore {
+        inner: sop_console::store::SledStore::open(&dir).unwrap(),
+        failing: failing.clone(),
+    });
+    let s = start_stack_over(dir, store).await;
+    let (conv, agent) = connected_page_with_agent(&s).await;
+    reply_and_settle(&s, &conv, &agent, "k1", "Dạ").await;
+    let health = || async {
+        let r =
+            s.t.http
+                .get(format!("{}/healthz", s.t.base))
+                .send()
+                .await
+                .unwrap();
+        (r.status(), r.json::<Value>().await.unwrap())
+    };
+    let (status, body) = health().await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body["checks"],
+        json!({"store": "ok", "intake": "ok", "sender": "ok"})
+    );
+
+    failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (status, body) = health().await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["checks"]["store"]
+            .as_str()
+            .unwrap()
+            .contains("No space left"),
+        "{body}"
+    );
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(
+        health().await.0,
+        StatusCode::OK,
+        "recovers when the store does"
+    );
+
+    let metrics =
+        s.t.http
+            .get(format!("{}/metrics", s.t.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    for series in [
+        r#"sop_http_request_duration_seconds_count{route="/api/v1/conversations/{id}/reply",method="POST",class="2xx"} 1"#,
+        "sop_webhook_to_event_seconds_count ",
+        r#"sop_zalo_api_call_seconds_count{call="/v3.0/oa/message/cs",outcome="ok"} 1"#,
+        r#"sop_routing_decisions_total{outcome="assigned"} 1"#,
+    ] {
+        assert!(metrics.contains(series), "{series} missing:\n{metrics}");
+    }
+    s.t.stop().await;
+}

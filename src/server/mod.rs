@@ -43,7 +43,7 @@ pub fn router(app: AppState) -> Router {
         .nest("/api/v1", api)
         .route("/zalo/webhook", post(zalo::webhook::receive))
         .route("/zalo/oauth/callback", get(zalo::oauth::callback))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .fallback(|| async { error::ApiError::not_found("no such endpoint").into_response() })
         .method_not_allowed_fallback(|| async {
@@ -58,19 +58,44 @@ pub fn router(app: AppState) -> Router {
         .with_state(app)
 }
 
+/// 200 when the hub can serve, else 503; the body says which check failed and why.
+async fn healthz(State(app): State<AppState>) -> Response {
+    let report = app.hub.check_health().await;
+    let status = if report.healthy {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    let body = serde_json::json!({
+        "status": if report.healthy { "ok" } else { "unhealthy" },
+        "checks": report.checks,
+    });
+    (status, axum::Json(body)).into_response()
+}
+
 async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
     (
         [(
             axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
         app.hub.metrics.render(),
     )
 }
 
+/// Counts and times every request by its route pattern (`MatchedPath`, never the raw path).
 async fn count_requests(State(app): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let started = std::time::Instant::now();
     let resp = next.run(req).await;
-    app.hub.metrics.count_status(resp.status().as_u16());
+    app.hub
+        .metrics
+        .observe_http(&route, &method, resp.status().as_u16(), started.elapsed());
     resp
 }
 

@@ -10,7 +10,6 @@ use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 use tokio::sync::broadcast::error::RecvError;
 
@@ -28,7 +27,7 @@ pub async fn stream(
 ) -> Response {
     ws.on_upgrade(move |socket| async move {
         let hub = app.hub.clone();
-        hub.metrics.stream_clients.fetch_add(1, Ordering::Relaxed);
+        hub.metrics.stream_clients.inc();
         let mut shutdown = app.shutdown.clone();
         tokio::select! {
             r = run(&hub, &caller.0, q.since, socket) => {
@@ -36,7 +35,7 @@ pub async fn stream(
             }
             _ = shutdown.wait_for(|s| *s) => {}
         }
-        hub.metrics.stream_clients.fetch_sub(1, Ordering::Relaxed);
+        hub.metrics.stream_clients.dec();
     })
 }
 

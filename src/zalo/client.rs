@@ -4,7 +4,11 @@
 use super::{Envelope, TokenResponse, ZaloError, AMBIGUOUS, NETWORK_ERROR};
 use crate::config::ZaloConfig;
 use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::Duration;
+
+/// Told of every call: which (its path), whether Zalo answered success, and how long it took.
+pub type CallObserver = Arc<dyn Fn(&'static str, bool, Duration) + Send + Sync>;
 
 #[derive(Clone)]
 pub struct ZaloClient {
@@ -13,6 +17,7 @@ pub struct ZaloClient {
     pub api_base: String,
     pub app_id: String,
     app_secret: String,
+    observer: Option<CallObserver>,
 }
 
 /// What `getoa` tells about an OA.
@@ -66,7 +71,27 @@ impl ZaloClient {
             api_base: cfg.api_base.trim_end_matches('/').to_string(),
             app_id: cfg.app_id.clone(),
             app_secret: cfg.app_secret.clone(),
+            observer: None,
         }
+    }
+
+    /// Reports every call to `observer` (the hub's latency histogram).
+    pub fn observed(mut self, observer: CallObserver) -> ZaloClient {
+        self.observer = Some(observer);
+        self
+    }
+
+    async fn timed<T>(
+        &self,
+        call: &'static str,
+        f: impl std::future::Future<Output = Result<T, ZaloError>>,
+    ) -> Result<T, ZaloError> {
+        let started = std::time::Instant::now();
+        let r = f.await;
+        if let Some(observe) = &self.observer {
+            observe(call, r.is_ok(), started.elapsed());
+        }
+        r
     }
 
     /// The consent URL: exactly `app_id`, `redirect_uri`, `code_challenge`, `state` (S256 implied).
@@ -87,6 +112,11 @@ impl ZaloClient {
     }
 
     async fn token_call(&self, form: &[(&str, &str)]) -> Result<TokenResponse, ZaloError> {
+        self.timed("/v4/oa/access_token", self.token_call_untimed(form))
+            .await
+    }
+
+    async fn token_call_untimed(&self, form: &[(&str, &str)]) -> Result<TokenResponse, ZaloError> {
         let resp = self
             .http
             .post(format!("{}/v4/oa/access_token", self.oauth_base))
@@ -150,7 +180,12 @@ impl ZaloClient {
     }
 
     /// GET with Zalo's single `data=<json>` query parameter.
-    async fn get(&self, token: &str, path: &str, data: Option<Value>) -> Result<Value, ZaloError> {
+    async fn get(
+        &self,
+        token: &str,
+        path: &'static str,
+        data: Option<Value>,
+    ) -> Result<Value, ZaloError> {
         let mut req = self
             .http
             .get(format!("{}{path}", self.api_base))
@@ -158,7 +193,10 @@ impl ZaloClient {
         if let Some(d) = data {
             req = req.query(&[("data", d.to_string())]);
         }
-        Self::envelope(req.send().await.map_err(network)?).await
+        self.timed(path, async {
+            Self::envelope(req.send().await.map_err(network)?).await
+        })
+        .await
     }
 
     pub async fn get_oa(&self, token: &str) -> Result<OaProfile, ZaloError> {
@@ -242,6 +280,19 @@ impl ZaloClient {
         user_id: &str,
         message: Value,
     ) -> Result<String, ZaloError> {
+        self.timed(
+            "/v3.0/oa/message/cs",
+            self.send_cs_untimed(token, user_id, message),
+        )
+        .await
+    }
+
+    async fn send_cs_untimed(
+        &self,
+        token: &str,
+        user_id: &str,
+        message: Value,
+    ) -> Result<String, ZaloError> {
         let resp = self
             .http
             .post(format!("{}/v3.0/oa/message/cs", self.api_base))
@@ -274,6 +325,20 @@ impl ZaloClient {
 
     /// Uploads `image`, `gif` or `file`; returns the `attachment_id` (image, gif) or `token` (file).
     pub async fn upload(
+        &self,
+        token: &str,
+        kind: &str,
+        name: &str,
+        bytes: Vec<u8>,
+    ) -> Result<String, ZaloError> {
+        self.timed(
+            "/v2.0/oa/upload",
+            self.upload_untimed(token, kind, name, bytes),
+        )
+        .await
+    }
+
+    async fn upload_untimed(
         &self,
         token: &str,
         kind: &str,

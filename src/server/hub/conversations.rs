@@ -2,7 +2,6 @@
 
 use super::*;
 use crate::wire::{self, OutboundAttachment, ReplyInput, View};
-use std::sync::atomic::Ordering;
 
 /// One message arriving from Zalo (webhook or history sync), already parsed.
 #[derive(Debug, Clone)]
@@ -75,7 +74,7 @@ impl Hub {
             Err(HubError::Conflict { .. }) => &self.metrics.claims_lost,
             Err(_) => return r,
         };
-        counter.fetch_add(1, Ordering::Relaxed);
+        counter.inc();
         r
     }
 
@@ -412,7 +411,7 @@ impl Hub {
             SendOutcome::Failed(..) => &self.metrics.outbound_failed,
             SendOutcome::Unknown(_) => &self.metrics.outbound_unknown,
         };
-        c.fetch_add(1, Ordering::Relaxed);
+        c.inc();
         Ok(r)
     }
 
@@ -781,7 +780,7 @@ pub(super) fn ingest(
     };
     if let Some(zid) = &msg.zalo_msg_id {
         if let Some(existing) = tx.lookup::<String>(store, &format!("zmid/{}/{zid}", conn.id))? {
-            metrics.webhooks_duplicate.fetch_add(1, Ordering::Relaxed);
+            metrics.webhooks_duplicate.inc();
             return Ok(Ingested::Duplicate {
                 message_id: existing,
             });

@@ -16,10 +16,12 @@ use tokio::sync::{broadcast, Notify};
 mod admin;
 pub use admin::{OaInfo, PendingConsent};
 mod conversations;
+mod health;
 mod metrics;
 mod webhooks;
 
 pub use conversations::{Inbound, Ingested, OutboundJob, SendOutcome};
+pub use health::Health;
 pub use metrics::Metrics;
 pub use webhooks::DeadWebhook;
 
@@ -149,6 +151,8 @@ pub struct Hub {
     pub metrics: Arc<Metrics>,
     /// Woken when an outbound reply is queued (the Zalo sender listens).
     pub outbox_ready: Arc<Notify>,
+    /// The background workers' heartbeats, for `/healthz`.
+    pub health: Health,
     /// How far apart a reply and Zalo's `oa_send_*` echo of it may be (`[zalo] echo_window_secs`).
     echo_window_ms: std::sync::atomic::AtomicI64,
 }
@@ -264,9 +268,7 @@ impl Hub {
         let published = Arc::new(AtomicU64::new(head));
         let metrics = Arc::new(Metrics::default());
         let dead = store.range(b"dead/", &prefix_end(b"dead/"), false, usize::MAX)?;
-        metrics
-            .webhooks_dead
-            .store(dead.len() as u64, Ordering::Relaxed);
+        metrics.webhooks_dead.set(dead.len() as i64);
         let publish = {
             let live = live.clone();
             let published = published.clone();
@@ -276,7 +278,7 @@ impl Hub {
                     // Advance `published` before sending: a stream that subscribes and then reads
                     // `published` either replays this event from the store or receives it live.
                     published.store(e.event.seq, Ordering::SeqCst);
-                    metrics.events_total.fetch_add(1, Ordering::Relaxed);
+                    metrics.events_total.inc();
                     let _ = live.send(e);
                 }
             }
@@ -300,6 +302,7 @@ impl Hub {
             retention: retention.max(1),
             metrics,
             outbox_ready: Arc::new(Notify::new()),
+            health: Health::default(),
             echo_window_ms: std::sync::atomic::AtomicI64::new(600_000),
         }))
     }
@@ -746,14 +749,14 @@ impl State {
     ) {
         match to {
             Some(to) => {
-                metrics.routed_assigned.fetch_add(1, Ordering::Relaxed);
+                metrics.routed_assigned.inc();
                 if let Some(rule_id) = turn_of {
                     self.set_rule_cursor(tx, rule_id, to.clone());
                 }
                 Self::assign(conv, Some(to), ConvState::Assigned, by, reason, now);
             }
             None => {
-                metrics.routed_unclaimed.fetch_add(1, Ordering::Relaxed);
+                metrics.routed_unclaimed.inc();
                 if conv.state != ConvState::Unclaimed || conv.assignee.is_some() {
                     Self::assign(conv, None, ConvState::Unclaimed, by, reason, now);
                 }

@@ -6,7 +6,7 @@ use super::conversations::{apply_delivery, ingest, mark_sent, put_message, Inbou
 use super::*;
 use crate::store::wal::Wal;
 use crate::zalo::events::{self, ChatMessage, WebhookEvent};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 /// Acknowledged webhooks: durable in the write-ahead log, queued in memory in log order for the
 /// worker. The applied watermark (`counters.webhook`) is stored with each batch's effects, so a
@@ -15,6 +15,8 @@ pub struct Intake {
     wal: Wal,
     queue: Mutex<VecDeque<(u64, Vec<u8>)>>,
     seq: AtomicU64,
+    /// When each queued webhook was acknowledged (for the webhook → event latency).
+    acknowledged: Mutex<HashMap<u64, std::time::Instant>>,
 }
 
 /// Empty the log once it is drained and at least this big.
@@ -26,6 +28,7 @@ impl Intake {
             wal,
             queue: Mutex::new(pending),
             seq: AtomicU64::new(last),
+            acknowledged: Mutex::new(HashMap::new()),
         }
     }
 }
@@ -69,6 +72,10 @@ impl Hub {
                 n
             })
             .await?;
+        intake
+            .acknowledged
+            .lock()
+            .insert(n, std::time::Instant::now());
         Ok(n)
     }
 
@@ -91,6 +98,7 @@ impl Hub {
             metrics: &self.metrics,
             echo_window: self.echo_window_ms.load(Ordering::Relaxed),
         };
+        let numbers: Vec<u64> = items.iter().map(|(n, _)| *n).collect();
         let outcome = self
             .write(|st, tx| {
                 let mut out = WebhookOutcome::default();
@@ -118,9 +126,17 @@ impl Hub {
                 .truncate_if(|| !intake.queue.lock().is_empty())
                 .map_err(HubError::Internal)?;
         }
-        self.metrics
-            .webhooks_applied
-            .fetch_add(outcome.applied as u64, Ordering::Relaxed);
+        self.metrics.webhooks_applied.inc_by(outcome.applied as u64);
+        // Published: the consoles have (or are about to get) the events.
+        let mut acknowledged = intake.acknowledged.lock();
+        for n in numbers {
+            if let Some(at) = acknowledged.remove(&n) {
+                self.metrics
+                    .webhook_to_event
+                    .observe(at.elapsed().as_secs_f64());
+            }
+        }
+        drop(acknowledged);
         Ok(outcome)
     }
 
@@ -143,7 +159,9 @@ impl Hub {
         if q.front().is_some_and(|(front, _)| *front == n) {
             q.pop_front();
         }
-        self.metrics.webhooks_dead.fetch_add(1, Ordering::Relaxed);
+        drop(q);
+        self.intake.acknowledged.lock().remove(&n);
+        self.metrics.webhooks_dead.inc();
         tracing::error!(n, error = %dead.error, "webhook set aside in the dead-letter list");
         Ok(())
     }

@@ -36,8 +36,11 @@ impl ZaloHub {
             return None;
         }
         hub.set_echo_window(std::time::Duration::from_secs(config.echo_window_secs));
+        let metrics = hub.metrics.clone();
+        let observe: crate::zalo::client::CallObserver =
+            Arc::new(move |call, ok, took| metrics.observe_zalo_call(call, ok, took));
         Some(Arc::new(ZaloHub {
-            client: ZaloClient::new(config),
+            client: ZaloClient::new(config).observed(observe),
             config: config.clone(),
             hub,
             refresh_locks: Mutex::new(HashMap::new()),
@@ -97,10 +100,7 @@ impl ZaloHub {
         if conn.status == ConnectionStatus::NeedsReauth {
             return Err(needs_reauth(conn.status_reason.unwrap_or_default()));
         }
-        self.hub
-            .metrics
-            .token_refreshes
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.hub.metrics.token_refreshes.inc();
         match self.client.refresh(&conn.tokens.refresh_token).await {
             Ok(t) => {
                 let tokens = TokenPair {

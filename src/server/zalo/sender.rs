@@ -22,6 +22,7 @@ fn backoff_ms(attempts: u32) -> Ms {
 pub async fn run(z: Arc<ZaloHub>) {
     let busy: Arc<Mutex<HashSet<ConversationId>>> = Arc::default();
     loop {
+        z.hub.health.beat("sender");
         let mut wait = Duration::from_secs(1);
         match z.hub.outbound_jobs() {
             Ok(jobs) => {

@@ -10,7 +10,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde_json::{json, Value};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,12 +23,7 @@ pub async fn receive(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let z = super::oauth::zalo_or_503(&app)?;
-    let rejected = || {
-        z.hub
-            .metrics
-            .webhooks_rejected
-            .fetch_add(1, Ordering::Relaxed)
-    };
+    let rejected = || z.hub.metrics.webhooks_rejected.inc();
     let raw = axum::body::to_bytes(body, MAX_WEBHOOK_BYTES)
         .await
         .map_err(|_| {
@@ -78,10 +72,7 @@ pub async fn receive(
         return Err(ApiError::unauthorized("bad webhook signature"));
     }
     z.hub.enqueue_webhook(&raw).await?;
-    z.hub
-        .metrics
-        .webhooks_accepted
-        .fetch_add(1, Ordering::Relaxed);
+    z.hub.metrics.webhooks_accepted.inc();
     z.webhook_ready.notify_one();
     Ok(Json(json!({"error": 0, "message": "Success"})))
 }
@@ -97,6 +88,7 @@ pub async fn run_worker(z: Arc<ZaloHub>) {
     let mut singles = 0usize;
     let mut failures = 0u32;
     loop {
+        z.hub.health.beat("intake");
         let items = match z.hub.queued_webhooks(if singles > 0 { 1 } else { BATCH }) {
             Ok(items) => items,
             Err(e) => {
