@@ -888,6 +888,47 @@ fn snapshot_rule_editor_and_confirmation() {
 }
 
 #[test]
+fn snapshot_long_vietnamese_names_at_80_columns() {
+    let mut app = admin_app();
+    let long_page =
+        "Công ty Trách nhiệm Hữu hạn Dịch vụ Tư vấn Pháp lý và Đầu tư Thành Đồng Miền Nam";
+    let long_rule =
+        "Chia chat cho nhóm chăm sóc khách hàng doanh nghiệp khu vực Thành phố Hồ Chí Minh";
+    app.connections.get_mut("p1").unwrap().name = long_page.into();
+    app.rules.get_mut("r1").unwrap().name = long_rule.into();
+    app.update(ch('2'));
+    let screen = render(&app, 80, 24);
+    // The rule is named once on the card, and wrapped lines keep the card's indentation.
+    assert_eq!(
+        screen.matches("Chia chat cho nhóm chăm sóc").count(),
+        1,
+        "{screen}"
+    );
+    for line in screen.lines().skip(2).take(5) {
+        assert!(
+            line.starts_with("   ") || line.starts_with("▸ "),
+            "{line:?}\n{screen}"
+        );
+    }
+    both_sizes("connections_long_names", &app);
+    let rule = app.rules["r1"].clone();
+    let mut ed = RuleEditor::from_rule(&rule, vec!["HuongNT256".into()]);
+    ed.old = OldConversations::All;
+    app.tab = Tab::Rules;
+    app.modal = Some(Modal::RuleEditor(ed));
+    let screen = render(&app, 80, 24);
+    let warning: Vec<&str> = screen
+        .lines()
+        .filter(|l| l.contains("lịch sử") || l.contains("nhân viên chat"))
+        .collect();
+    assert!(
+        warning.len() == 2 && warning[1].starts_with("│      "),
+        "{screen}"
+    );
+    both_sizes("rule_editor_long_names", &app);
+}
+
+#[test]
 fn snapshot_help_and_too_small() {
     let mut app = agent_app();
     app.modal = Some(Modal::Help);

@@ -13,6 +13,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span, Text};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Wrap};
 use ratatui::Frame;
+use unicode_width::UnicodeWidthStr;
 
 /// Colours are optional (NO_COLOR); modifiers always carry the meaning too.
 #[derive(Debug, Clone, Copy)]
@@ -312,8 +313,8 @@ fn draw_list(f: &mut Frame, app: &App, theme: &Theme, area: Rect, frame: &InboxF
             String::new()
         };
         let right = format!("{when}{badge}");
-        let name = truncate(&clean(&name), w.saturating_sub(right.chars().count() + 3));
-        let pad = w.saturating_sub(2 + name.chars().count() + right.chars().count());
+        let name = truncate(&clean(&name), w.saturating_sub(right.width() + 3));
+        let pad = w.saturating_sub(2 + name.width() + right.width());
         let mut style = if unread > 0 {
             theme.bold()
         } else {
@@ -348,13 +349,24 @@ fn draw_list(f: &mut Frame, app: &App, theme: &Theme, area: Rect, frame: &InboxF
     f.render_widget(Paragraph::new(lines), inner);
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    if char_count(s) <= max {
+/// The end of `s` in at most `max` columns, with `…` in front when cut.
+fn truncate_start(s: &str, max: usize) -> String {
+    use unicode_truncate::UnicodeTruncateStr;
+    if s.width() <= max {
         return s.to_string();
     }
-    let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
-    out.push('…');
-    out
+    let (kept, _) = s.unicode_truncate_start(max.saturating_sub(1));
+    format!("…{kept}")
+}
+
+/// At most `max` columns of display width, with `…` when cut (wide characters count double).
+fn truncate(s: &str, max: usize) -> String {
+    use unicode_truncate::UnicodeTruncateStr;
+    if s.width() <= max {
+        return s.to_string();
+    }
+    let (kept, _) = s.unicode_truncate(max.saturating_sub(1));
+    format!("{kept}…")
 }
 
 fn delivery_mark(m: &Message) -> String {
@@ -590,31 +602,28 @@ fn draw_conversation(
 
 /// Wraps by display width (Vietnamese, emoji and CJK widths included), at spaces when it can.
 fn wrap(s: &str, width: usize) -> Vec<String> {
-    use unicode_width::UnicodeWidthStr;
-    let mut out = vec![];
-    let mut cur = String::new();
-    for word in s.split_inclusive(' ') {
-        if cur.width() + word.trim_end().width() > width && !cur.is_empty() {
-            out.push(std::mem::take(&mut cur).trim_end().to_string());
-        }
-        if word.width() > width {
-            // A word longer than the line: cut it by characters.
-            for c in word.chars() {
-                if cur.width() + unicode_width::UnicodeWidthChar::width(c).unwrap_or(0) > width
-                    && !cur.is_empty()
-                {
-                    out.push(std::mem::take(&mut cur));
-                }
-                cur.push(c);
-            }
-        } else {
-            cur.push_str(word);
-        }
-    }
-    if !cur.is_empty() || out.is_empty() {
-        out.push(cur.trim_end().to_string());
-    }
-    out
+    wrap_indented(s, width, "", "")
+}
+
+/// `wrap`, with the first line starting with `first` and the others with `rest`, so a wrapped
+/// card line or warning stays aligned under its item.
+fn wrap_indented(s: &str, width: usize, first: &str, rest: &str) -> Vec<String> {
+    let options = textwrap::Options::new(width.max(1))
+        .initial_indent(first)
+        .subsequent_indent(rest)
+        .break_words(true);
+    textwrap::wrap(s, options)
+        .into_iter()
+        .map(|l| l.into_owned())
+        .collect()
+}
+
+/// Styled lines of `wrap_indented`.
+fn wrapped_lines(s: &str, width: u16, first: &str, rest: &str, style: Style) -> Vec<Line<'static>> {
+    wrap_indented(s, width as usize, first, rest)
+        .into_iter()
+        .map(|l| Line::from(Span::styled(l, style)))
+        .collect()
 }
 
 fn status_label(app: &App, theme: &Theme, c: &ConnectionView) -> Span<'static> {
@@ -654,10 +663,13 @@ fn draw_connections(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
                 ChatMode::OnlyMe => s.only_me,
                 ChatMode::Shared => s.share,
             };
+            // One line: the name gives way to the status.
+            let status = status_label(app, theme, c);
+            let room = (area.width as usize).saturating_sub(status.width() + 4);
             lines.push(Line::from(vec![
-                row_title(theme, sel, &c.name),
+                row_title(theme, sel, &truncate(&c.name, room)),
                 Span::raw("  "),
-                status_label(app, theme, c),
+                status,
             ]));
             let rule = c
                 .rule_id
@@ -665,17 +677,22 @@ fn draw_connections(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
                 .and_then(|r| app.rules.get(r))
                 .map(|r| format!(" · {}", clean(&r.name)))
                 .unwrap_or_default();
-            lines.push(Line::from(format!(
-                "   {}: {} · {} {} · {mode}{rule}",
+            let card = format!(
+                "{}: {} · {} {} · {mode}{rule}",
                 s.connector,
                 app.account_name(&c.connector),
                 s.last_connected,
                 fmt_time(theme, c.last_connected_at, true)
-            )));
+            );
+            let indent = "   ";
+            lines.extend(wrapped_lines(
+                &card,
+                area.width,
+                indent,
+                indent,
+                Style::default(),
+            ));
             let mut detail = vec![];
-            if let Some(r) = c.rule_id.as_ref().and_then(|r| app.rules.get(r)) {
-                detail.push(clean(&r.name));
-            }
             if let Some(t) = c.token_expires_at {
                 detail.push(format!("{} {}", s.token_expires, fmt_time(theme, t, true)));
             }
@@ -683,16 +700,24 @@ fn draw_connections(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
                 detail.push(format!("{} {}", s.last_event, fmt_time(theme, t, true)));
             }
             if !detail.is_empty() {
-                lines.push(Line::from(Span::styled(
-                    format!("   {}", detail.join(" · ")),
+                let text = detail.join(" · ");
+                lines.extend(wrapped_lines(
+                    &text,
+                    area.width,
+                    indent,
+                    indent,
                     theme.dim(),
-                )));
+                ));
             }
             if let Some(reason) = &c.status_reason {
-                lines.push(Line::from(Span::styled(
-                    format!("   {}", clean(reason)),
-                    theme.fg(Color::Red),
-                )));
+                let style = theme.fg(Color::Red);
+                lines.extend(wrapped_lines(
+                    &clean(reason),
+                    area.width,
+                    indent,
+                    indent,
+                    style,
+                ));
             }
         }
         lines.push(Line::from(""));
@@ -1069,9 +1094,13 @@ fn rule_editor_lines(
             Span::raw(format!("  {label}: "))
         }
     };
+    let width = area.width.min(90);
+    let inner = width.saturating_sub(2) as usize;
+    // A long name shows its end, where the cursor is.
+    let name_room = inner.saturating_sub(s.rule_name.width() + 5);
     let mut lines = vec![Line::from(vec![
         field(0, s.rule_name),
-        Span::raw(clean(ed.name.value())),
+        Span::raw(truncate_start(&clean(ed.name.value()), name_room)),
         Span::raw(if ed.field == 0 { "▏" } else { "" }),
     ])];
     lines.push(Line::from(field(1, s.sources)));
@@ -1086,8 +1115,9 @@ fn rule_editor_lines(
         } else {
             Style::default()
         };
+        let name = truncate(&clean(&c.name), inner.saturating_sub(8));
         lines.push(Line::from(Span::styled(
-            format!("    {checked} {}", clean(&c.name)),
+            format!("    {checked} {name}"),
             st,
         )));
     }
@@ -1122,10 +1152,15 @@ fn rule_editor_lines(
         radio(ed.old == OldConversations::All, s.old_all)
     )));
     if ed.old != OldConversations::None {
-        lines.push(Line::from(Span::styled(
-            format!("    ! {}", s.history_warning),
-            theme.fg(Color::Yellow),
-        )));
+        let style = theme.fg(Color::Yellow);
+        let inner = width.saturating_sub(2);
+        lines.extend(wrapped_lines(
+            s.history_warning,
+            inner,
+            "    ! ",
+            "      ",
+            style,
+        ));
     }
     if let Some(e) = &ed.error {
         lines.push(Line::from(Span::styled(
@@ -1146,5 +1181,5 @@ fn rule_editor_lines(
     } else {
         s.new_rule
     };
-    (title.to_string(), lines, area.width.min(90), area.height)
+    (title.to_string(), lines, width, area.height)
 }
