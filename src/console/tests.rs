@@ -995,7 +995,11 @@ enum InboxOp {
         state: u8,
         assignee: u8,
         done: bool,
+        /// Created, waiting since and last active: three independent times, so a view sorted
+        /// by the wrong one is caught.
         minutes_ago: i64,
+        waited: i64,
+        active: i64,
         page: u8,
     },
     RemovePage(u8),
@@ -1004,8 +1008,8 @@ enum InboxOp {
 fn inbox_op() -> impl proptest::strategy::Strategy<Value = InboxOp> {
     use proptest::prelude::*;
     prop_oneof![
-        8 => (0u8..40, 0u8..3, 0u8..3, any::<bool>(), 0i64..30, 0u8..3).prop_map(
-            |(id, state, assignee, done, minutes_ago, page)| InboxOp::Upsert { id, state, assignee, done, minutes_ago, page }
+        8 => (0u8..40, 0u8..3, 0u8..3, any::<bool>(), (0i64..30, 0i64..30, 0i64..30), 0u8..3).prop_map(
+            |(id, state, assignee, done, (minutes_ago, waited, active), page)| InboxOp::Upsert { id, state, assignee, done, minutes_ago, waited, active, page }
         ),
         1 => (0u8..3).prop_map(InboxOp::RemovePage),
     ]
@@ -1029,13 +1033,15 @@ proptest::proptest! {
         app.conversations.clear();
         for op in ops {
             match op {
-                InboxOp::Upsert { id, state, assignee, done, minutes_ago, page } => {
+                InboxOp::Upsert { id, state, assignee, done, minutes_ago, waited, active, page } => {
                     let state = [ConvState::Unclaimed, ConvState::Assigned, ConvState::Unattended][state as usize];
                     let assignee = [None, Some("a1"), Some("a2")][assignee as usize]
                         .filter(|_| state == ConvState::Assigned);
                     let mut c = conv(&format!("c{id}"), &format!("Khách {id}"), state, assignee, minutes_ago, "");
                     c.status = if done { ConvStatus::Done } else { ConvStatus::Open };
                     c.connection_id = format!("p{page}");
+                    c.waiting_since = c.waiting_since.map(|_| NOW - waited * 60_000);
+                    c.last_activity_at = NOW - active * 60_000;
                     app.conversations.insert(c);
                 }
                 InboxOp::RemovePage(page) => {

@@ -256,18 +256,38 @@ proptest! {
         prop_assert_eq!(d.route, Route::Assign { to: "boss".into(), reason: AssignReason::OnlyMe });
     }
 
-    /// Draining is deterministic and assigns a prefix of the queue, in order.
+    /// Draining takes the queue in order (all of it when anyone is available, none otherwise),
+    /// gives each conversation to the next available member after the previous one, starting
+    /// after the rule's cursor, and leaves the cursor on the last one served.
     #[test]
-    fn drain_is_a_prefix_in_order(q in 0usize..30, k in 1usize..5) {
+    fn drain_serves_the_queue_in_order_in_turn(
+        q in 0usize..30,
+        available in proptest::collection::vec(any::<bool>(), 1..6),
+        cursor in proptest::option::of(0usize..6),
+    ) {
+        let k = available.len();
         let members: Vec<String> = (0..k).map(|i| format!("m{i}")).collect();
         let names: Vec<&str> = members.iter().map(|s| s.as_str()).collect();
-        let r = rule(&names, Method::RoundRobin);
+        let mut r = rule(&names, Method::RoundRobin);
+        r.cursor = cursor.filter(|&c| c < k).map(|c| members[c].clone());
         let queue: Vec<String> = (0..q).map(|i| format!("c{i}")).collect();
-        let (a, c1) = drain_queue(&r, &queue, &|_| true);
-        let (b, c2) = drain_queue(&r, &queue, &|_| true);
-        prop_assert_eq!(&a, &b);
-        prop_assert_eq!(c1, c2);
-        let ids: Vec<&String> = a.iter().map(|(c, _)| c).collect();
-        prop_assert_eq!(ids, queue.iter().collect::<Vec<_>>());
+        let is_available = |m: &str| available[m[1..].parse::<usize>().unwrap()];
+        let (served, last) = drain_queue(&r, &queue, &is_available);
+
+        // The model: walk the members in a circle from after the cursor, skipping the away.
+        let mut expected = Vec::new();
+        let mut at = cursor.filter(|&c| c < k).map(|c| c + 1).unwrap_or(0);
+        if available.iter().any(|&a| a) {
+            for conv in &queue {
+                while !available[at % k] {
+                    at += 1;
+                }
+                expected.push((conv.clone(), members[at % k].clone()));
+                at += 1;
+            }
+        }
+        prop_assert_eq!(&served, &expected);
+        let expected_cursor = expected.last().map(|(_, m)| m.clone()).or(r.cursor.clone());
+        prop_assert_eq!(last, expected_cursor);
     }
 }

@@ -20,6 +20,24 @@ impl Drop for Fixture {
     }
 }
 
+impl Fixture {
+    /// Closes the hub and opens its data dir again, as a restart does.
+    fn reopen(mut self) -> Fixture {
+        let dir = self.dir.take().unwrap();
+        drop(self);
+        let hub = Hub::open(
+            Arc::new(crate::store::open_when_released(&dir)),
+            &dir.join("webhooks.log"),
+            10_000,
+        )
+        .unwrap();
+        Fixture {
+            hub,
+            dir: Some(dir),
+        }
+    }
+}
+
 fn fixture() -> Fixture {
     let dir = std::env::temp_dir().join(format!("sop-hub-{}", rand::random::<u64>()));
     let hub = Hub::open(
@@ -155,9 +173,14 @@ async fn seed_round_robin_spreads_six_customers_two_each() {
     for a in &s.agents {
         assert_eq!(counts.get(&a.id), Some(&2), "{counts:?}");
     }
-    // The cursor survives a restart: the next one goes to the first member again.
-    let rule = s.f.hub.read(|st| st.rules().next().unwrap().clone());
-    assert_eq!(rule.cursor.as_deref(), Some(s.agents[2].id.as_str()));
+    // The turn survives a restart: the seventh goes to the first member, and after a restart
+    // the eighth to the second (a cursor lost on restart would start again at the first).
+    let (agents, conn) = (s.agents.clone(), s.conn.clone());
+    let c = send(&s.f.hub, &conn, "u6", "m6").await;
+    assert_eq!(c.assignee.as_deref(), Some(agents[0].id.as_str()));
+    let f = s.f.reopen();
+    let c = send(&f.hub, &conn, "u7", "m7").await;
+    assert_eq!(c.assignee.as_deref(), Some(agents[1].id.as_str()));
 }
 
 #[tokio::test]
@@ -187,33 +210,49 @@ async fn a_second_message_keeps_the_assignee_and_is_idempotent() {
 async fn nobody_available_queues_then_drains_oldest_first() {
     let s = seed(Method::RoundRobin).await;
     everyone_away(&s).await;
-    let first = send(&s.f.hub, &s.conn, "u1", "m1").await;
-    let second = send(&s.f.hub, &s.conn, "u2", "m2").await;
-    assert_eq!(first.state, ConvState::Unclaimed);
-    assert_eq!(second.state, ConvState::Unclaimed);
+    let mut queued = vec![];
+    for i in 0..4 {
+        queued.push(send(&s.f.hub, &s.conn, &format!("u{i}"), &format!("m{i}")).await);
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    assert!(queued.iter().all(|c| c.state == ConvState::Unclaimed));
     let que = &s.agents[1];
-    assert_eq!(
+    let waiting =
         s.f.hub
             .list_conversations(que, View::Unclaimed, None, 10)
-            .unwrap()
-            .items[0]
-            .id,
-        first.id
+            .unwrap();
+    let order: Vec<&str> = waiting.items.iter().map(|c| c.id.as_str()).collect();
+    let oldest_first: Vec<&str> = queued.iter().map(|c| c.id.as_str()).collect();
+    assert_eq!(
+        order, oldest_first,
+        "the queue shows the longest waiting first"
     );
 
+    // Two members become eligible in one change (the rule is saved with them, both available):
+    // the queue is served oldest first, in turn — the order shows in who gets which.
+    let newcomer = account(&s.f.hub, "MoiVao", Role::Agent).await;
+    let rule_id = s.f.hub.read(|st| st.rules().next().unwrap().id.clone());
     s.f.hub
-        .set_availability(&que.id, Availability::Available)
+        .update_rule(
+            &rule_id,
+            rule_input(
+                "r",
+                &[&s.conn],
+                &["CuongLM", "MoiVao"],
+                Method::RoundRobin,
+                OldConversations::None,
+            ),
+        )
         .await
         .unwrap();
-    let (a, b) = s.f.hub.read(|st| {
-        (
-            st.conversation(&first.id).unwrap().clone(),
-            st.conversation(&second.id).unwrap().clone(),
-        )
+    let got: Vec<Option<String>> = s.f.hub.read(|st| {
+        queued
+            .iter()
+            .map(|c| st.conversation(&c.id).unwrap().assignee.clone())
+            .collect()
     });
-    assert_eq!(a.assignee.as_deref(), Some(que.id.as_str()));
-    assert_eq!(b.assignee.as_deref(), Some(que.id.as_str()));
-    assert!(a.assignments.last().unwrap().at <= b.assignments.last().unwrap().at);
+    let (admin, newcomer) = (Some(s.admin.id.clone()), Some(newcomer.id));
+    assert_eq!(got, [admin.clone(), newcomer.clone(), admin, newcomer]);
 }
 
 #[tokio::test]
