@@ -1,18 +1,91 @@
 //! The real console loop, headless (TestBackend), against a real `sop serve` process and the real
 //! simulator: a message arrives live, claim, reply, delivered/seen; the hub is killed and
-//! restarted — the console reconnects and misses nothing; a reply typed while the hub was down is
-//! sent exactly once.
+//! restarted while the console is cut off — the console reconnects and the stream's replay brings
+//! what it missed; a reply typed while the hub was down is sent exactly once. The test reads the
+//! console's screen to know what it shows (no sleeps as synchronisation).
 
 mod common;
 use common::*;
 use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
-use ratatui::backend::TestBackend;
+use ratatui::backend::{Backend, TestBackend};
 use ratatui::Terminal;
 use serde_json::{json, Value};
 use sop_console::console::{self, app::Msg, view::Theme, Session, Side};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const OA: &str = "4294967296000000001";
+
+/// A TestBackend the test can read while the console draws on it.
+#[derive(Clone)]
+struct SharedScreen(Arc<Mutex<TestBackend>>);
+
+impl SharedScreen {
+    fn text(&self) -> String {
+        let b = self.0.lock().unwrap();
+        let buf = b.buffer();
+        let mut out = String::new();
+        for y in 0..buf.area.height {
+            for x in 0..buf.area.width {
+                out.push_str(buf[(x, y)].symbol());
+            }
+            out.push('\n');
+        }
+        out
+    }
+
+    /// Waits until the screen shows `what`.
+    async fn shows(&self, what: &str) {
+        eventually_explained(&format!("{what:?} on the console's screen"), || async {
+            if self.text().contains(what) {
+                Ok(())
+            } else {
+                Err(self.text())
+            }
+        })
+        .await
+    }
+}
+
+impl Backend for SharedScreen {
+    type Error = <TestBackend as Backend>::Error;
+    fn draw<'a, I>(&mut self, content: I) -> Result<(), Self::Error>
+    where
+        I: Iterator<Item = (u16, u16, &'a ratatui::buffer::Cell)>,
+    {
+        self.0.lock().unwrap().draw(content)
+    }
+    fn hide_cursor(&mut self) -> Result<(), Self::Error> {
+        self.0.lock().unwrap().hide_cursor()
+    }
+    fn show_cursor(&mut self) -> Result<(), Self::Error> {
+        self.0.lock().unwrap().show_cursor()
+    }
+    fn get_cursor_position(&mut self) -> Result<ratatui::layout::Position, Self::Error> {
+        self.0.lock().unwrap().get_cursor_position()
+    }
+    fn set_cursor_position<P: Into<ratatui::layout::Position>>(
+        &mut self,
+        p: P,
+    ) -> Result<(), Self::Error> {
+        self.0.lock().unwrap().set_cursor_position(p)
+    }
+    fn clear(&mut self) -> Result<(), Self::Error> {
+        self.0.lock().unwrap().clear()
+    }
+    fn clear_region(&mut self, t: ratatui::backend::ClearType) -> Result<(), Self::Error> {
+        self.0.lock().unwrap().clear_region(t)
+    }
+    fn size(&self) -> Result<ratatui::layout::Size, Self::Error> {
+        self.0.lock().unwrap().size()
+    }
+    fn window_size(&mut self) -> Result<ratatui::backend::WindowSize, Self::Error> {
+        self.0.lock().unwrap().window_size()
+    }
+    fn flush(&mut self) -> Result<(), Self::Error> {
+        self.0.lock().unwrap().flush()
+    }
+}
 
 struct Recorder;
 impl Side for Recorder {
@@ -97,9 +170,10 @@ async fn console_live_claim_reply_restart_and_offline_outbox() {
         .unwrap();
     assert_eq!(r.status(), 201);
 
-    // The agent's console, headless.
+    // The agent's console, headless, through a link the test can cut.
+    let proxy = Proxy::start(format!("127.0.0.1:{port}").parse().unwrap()).await;
     let opts = console::Options {
-        server: hub.clone(),
+        server: format!("http://{}", proxy.addr),
         token: agent_token.clone(),
         lang: console::i18n::Lang::Vi,
         keymap: console::keymap::Keymap::default_map(),
@@ -114,12 +188,16 @@ async fn console_live_claim_reply_restart_and_offline_outbox() {
         color: false,
         utc_offset_min: 420,
     };
-    let ui = tokio::spawn(async move {
-        let mut terminal = Terminal::new(TestBackend::new(100, 30)).unwrap();
-        console::run_loop(&mut terminal, session, &mut Recorder, theme)
-            .await
-            .unwrap()
-    });
+    let screen = SharedScreen(Arc::new(Mutex::new(TestBackend::new(100, 30))));
+    let ui = {
+        let screen = screen.clone();
+        tokio::spawn(async move {
+            let mut terminal = Terminal::new(screen).unwrap();
+            console::run_loop(&mut terminal, session, &mut Recorder, theme)
+                .await
+                .unwrap()
+        })
+    };
 
     // A customer writes; the console receives it live, claims and replies.
     sim_post(
@@ -127,27 +205,7 @@ async fn console_live_claim_reply_restart_and_offline_outbox() {
         json!({"text": "Xin chào shop"}),
     )
     .await;
-    let agent_get = |path: &'static str| {
-        let (http, hub, t) = (http.clone(), hub.clone(), agent_token.clone());
-        async move {
-            http.get(format!("{hub}/api/v1{path}"))
-                .bearer_auth(t)
-                .send()
-                .await
-                .ok()?
-                .json::<Value>()
-                .await
-                .ok()
-        }
-    };
-    eventually("unclaimed at the hub", || async {
-        agent_get("/conversations?view=unclaimed")
-            .await
-            .filter(|v| v["items"].as_array().is_some_and(|a| !a.is_empty()))
-    })
-    .await;
-    // Time for the live event to reach the console (it has no outside view of its state).
-    tokio::time::sleep(Duration::from_millis(2000)).await;
+    screen.shows("Chưa ai nhận (1)").await;
     key(&tx, KeyCode::Char('g'));
     key(&tx, KeyCode::Char('c'));
     key(&tx, KeyCode::Char('r'));
@@ -187,27 +245,66 @@ async fn console_live_claim_reply_restart_and_offline_outbox() {
         json!({"msg_id": zalo_id, "kind": "seen"}),
     )
     .await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    screen.shows("✓✓ seen").await;
 
-    // The hub dies. A reply typed now waits in the outbox.
+    // The console is cut off and the hub dies. A reply typed now waits in the outbox.
+    proxy.set_down(true);
+    screen.shows("↻").await;
     hub_proc.kill().unwrap();
     hub_proc.wait().unwrap();
     text(&tx, "Gửi lúc mất mạng");
     key(&tx, KeyCode::Enter);
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    screen.shows("⇪1").await;
 
-    // Back up on the same port and data dir; a message arrives before the console reconnects.
+    // Back up on the same port and data dir; while the console is still cut off, the customer
+    // writes again and a new customer arrives: only the stream's replay can bring the new one
+    // (a reconnect reloads the open thread, never the list).
     let mut hub_proc = process::hub(&dir, port, Some(&sim_base));
     sim_post(
         format!("/oas/{OA}/customers/u1/messages"),
         json!({"text": "Sau khi khởi động lại"}),
     )
     .await;
+    sim_post(
+        "/oas/".to_string() + OA + "/customers",
+        json!({"user_id": "u2", "name": "Anh Minh"}),
+    )
+    .await;
+    sim_post(
+        format!("/oas/{OA}/customers/u2/messages"),
+        json!({"text": "Khách mới khi mất kết nối"}),
+    )
+    .await;
+    eventually("the hub applied both", || async {
+        let counts = get_json(
+            &http,
+            format!("{hub}/api/v1/conversations/counts"),
+            &admin_token,
+        )
+        .await;
+        (counts["unclaimed"] == 1).then_some(())
+    })
+    .await;
+    proxy.set_down(false);
+    screen.shows("Anh Minh").await;
+    // It came through the stream's replay: the restarted hub never served the console a list.
+    let metrics = http
+        .get(format!("{hub}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains(r#"route="/api/v1/conversations",method="GET""#),
+        "the console reloaded its list instead of replaying:\n{metrics}"
+    );
     eventually("offline reply sent", || async {
         (!sent("Gửi lúc mất mạng").await.is_empty()).then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    screen.shows("Sau khi khởi động lại").await;
     assert_eq!(
         sent("Gửi lúc mất mạng").await.len(),
         1,
@@ -222,6 +319,14 @@ async fn console_live_claim_reply_restart_and_offline_outbox() {
         .expect("console quits")
         .unwrap();
     assert!(app.outbox.is_empty(), "outbox drained");
+    // The replay brought the new customer's conversation, and the console is at the hub's head.
+    assert!(
+        app.conversations
+            .values()
+            .any(|c| c.customer.user_id == "u2"),
+        "the conversation created while cut off arrived through the replay"
+    );
+
     let conv_id = app.open.clone().expect("a conversation is open");
     let msgs = &app.messages[&conv_id];
     let texts: Vec<&str> = msgs.iter().map(|m| m.text.as_str()).collect();

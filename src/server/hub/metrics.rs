@@ -79,31 +79,31 @@ impl Default for Metrics {
         let http_requests = Family::default();
         registry.register(
             "http_requests",
-            "HTTP requests answered, by status class.",
+            "HTTP requests answered, by status class",
             http_requests.clone(),
         );
         let http_latency: Histograms<HttpLabels> = Family::new_with_constructor(latency_histogram);
         registry.register(
             "http_request_duration_seconds",
-            "HTTP request latency by route, method and status class.",
+            "HTTP request latency by route, method and status class",
             http_latency.clone(),
         );
         let events_total = Counter::default();
         registry.register(
             "events",
-            "Events appended to the log and published.",
+            "Events appended to the log and published",
             events_total.clone(),
         );
         let stream_clients = Gauge::default();
         registry.register(
             "stream_clients",
-            "Connected stream clients.",
+            "Connected stream clients",
             stream_clients.clone(),
         );
         let [routed_assigned, routed_unclaimed] = labelled(
             &mut registry,
             "routing_decisions",
-            "Routing decisions, by outcome.",
+            "Routing decisions, by outcome",
             "outcome",
             &["assigned", "unclaimed"],
         )
@@ -112,7 +112,7 @@ impl Default for Metrics {
         let [claims_won, claims_lost] = labelled(
             &mut registry,
             "claims",
-            "Claims, by result.",
+            "Claims, by result",
             "result",
             &["won", "lost"],
         )
@@ -121,7 +121,7 @@ impl Default for Metrics {
         let [webhooks_accepted, webhooks_rejected, webhooks_duplicate] = labelled(
             &mut registry,
             "webhooks",
-            "Zalo webhooks, by result.",
+            "Zalo webhooks, by result",
             "result",
             &["accepted", "rejected", "duplicate"],
         )
@@ -130,25 +130,25 @@ impl Default for Metrics {
         let webhooks_applied = Counter::default();
         registry.register(
             "webhooks_applied",
-            "Queued webhooks applied (stored, routed, pushed).",
+            "Queued webhooks applied (stored, routed, pushed)",
             webhooks_applied.clone(),
         );
         let webhooks_dead = Gauge::default();
         registry.register(
             "webhooks_dead",
-            "Acknowledged webhooks that could not be applied, set aside (GET /api/v1/webhooks/dead).",
+            "Acknowledged webhooks that could not be applied, set aside (GET /api/v1/webhooks/dead)",
             webhooks_dead.clone(),
         );
         let webhook_to_event = latency_histogram();
         registry.register(
             "webhook_to_event_seconds",
-            "From a webhook's acknowledgement to its events being published.",
+            "From a webhook's acknowledgement to its events being published",
             webhook_to_event.clone(),
         );
         let [outbound_sent, outbound_failed, outbound_unknown] = labelled(
             &mut registry,
             "outbound",
-            "Replies sent through Zalo, by result (unknown: ambiguous, awaiting Zalo's echo).",
+            "Replies sent through Zalo, by result (unknown: ambiguous, awaiting Zalo's echo)",
             "result",
             &["sent", "failed", "unknown"],
         )
@@ -157,14 +157,14 @@ impl Default for Metrics {
         let token_refreshes = Counter::default();
         registry.register(
             "token_refreshes",
-            "OAuth token refreshes.",
+            "OAuth token refreshes",
             token_refreshes.clone(),
         );
         let zalo_calls: Histograms<ZaloCallLabels> =
             Family::new_with_constructor(latency_histogram);
         registry.register(
             "zalo_api_call_seconds",
-            "Zalo API call latency, by call and outcome.",
+            "Zalo API call latency, by call and outcome",
             zalo_calls.clone(),
         );
         Metrics {
