@@ -69,12 +69,14 @@ async fn hundred_concurrent_claims_have_exactly_one_winner_twenty_times() {
     t.stop().await;
 }
 
-/// Who calls: no token, a bad token, an agent who may not, an agent who may, an admin.
+/// Who calls: no token, a bad token, an agent who may not, a member of the rule who is not the
+/// assignee, the assignee, an admin.
 #[derive(Clone, Copy, Debug)]
 enum Who {
     Nobody,
     BadToken,
     Outsider,
+    Colleague,
     Member,
     Admin,
 }
@@ -85,15 +87,17 @@ async fn authorization_matrix() {
     let (member, member_token) = t.account("HuongNT256", "agent").await;
     let (outsider, outsider_token) = t.account("QueCT3", "agent").await;
     let (spare, _) = t.account("TriLM22", "agent").await;
+    let (colleague, colleague_token) = t.account("ThuPT", "agent").await;
     let p1 = t.page("oa-1").await;
     let p2 = t.page("oa-2").await;
     let p3 = t.page("oa-3").await;
     let p4 = t.page("oa-4").await;
     let rule = t
-        .rule("Best Sale", &[&p1], &["HuongNT256"], "round_robin")
+        .rule("Best Sale", &[&p1], &["HuongNT256", "ThuPT"], "round_robin")
         .await;
     let conv = t.inbound(&p1, "u1", "m1").await;
     assert_eq!(conv.assignee.as_deref(), Some(member.id.as_str()));
+    let _ = colleague;
     let _ = outsider;
 
     let token = |w: Who| -> Option<String> {
@@ -101,26 +105,28 @@ async fn authorization_matrix() {
             Who::Nobody => None,
             Who::BadToken => Some("sop_not_a_token".into()),
             Who::Outsider => Some(outsider_token.clone()),
+            Who::Colleague => Some(colleague_token.clone()),
             Who::Member => Some(member_token.clone()),
             Who::Admin => Some(t.admin_token.clone()),
         }
     };
     let c = &conv.id;
     let mut n = 0;
-    // (method, path, body, expected for [outsider, member, admin]); no/bad token is always 401.
-    let cases: Vec<(Method, String, Option<Value>, [u16; 3])> = vec![
-        (Method::GET, "/api/v1/me".into(), None, [200, 200, 200]),
+    // (method, path, body, expected for [outsider, colleague, member, admin]); no/bad token is
+    // always 401.
+    let cases: Vec<(Method, String, Option<Value>, [u16; 4])> = vec![
+        (Method::GET, "/api/v1/me".into(), None, [200, 200, 200, 200]),
         (
             Method::PUT,
             "/api/v1/me/availability".into(),
             Some(json!({"availability": "available"})),
-            [200, 200, 200],
+            [200, 200, 200, 200],
         ),
         (
             Method::GET,
             "/api/v1/accounts".into(),
             None,
-            [403, 403, 200],
+            [403, 403, 403, 200],
         ),
         (
             Method::POST,
@@ -128,44 +134,49 @@ async fn authorization_matrix() {
             Some(
                 json!({"email": "new@sop.vn", "username": "newbie", "name": "New", "role": "agent"}),
             ),
-            [403, 403, 201],
+            [403, 403, 403, 201],
         ),
         (
             Method::POST,
             format!("/api/v1/accounts/{}/token", spare.id),
             None,
-            [403, 403, 200],
+            [403, 403, 403, 200],
         ),
         (
             Method::GET,
             "/api/v1/connections".into(),
             None,
-            [200, 200, 200],
+            [200, 200, 200, 200],
         ),
         (
             Method::GET,
             format!("/api/v1/connections/{}", p1.id),
             None,
-            [404, 200, 200],
+            [404, 200, 200, 200],
         ),
         (
             Method::PUT,
             format!("/api/v1/connections/{}/chat-mode", p2.id),
             Some(json!({"chat_mode": "shared"})),
-            [403, 403, 200],
+            [403, 403, 403, 200],
         ),
         (
             Method::DELETE,
             format!("/api/v1/connections/{}", p3.id),
             None,
-            [403, 403, 204],
+            [403, 403, 403, 204],
         ),
-        (Method::GET, "/api/v1/rules".into(), None, [200, 200, 200]),
+        (
+            Method::GET,
+            "/api/v1/rules".into(),
+            None,
+            [200, 200, 200, 200],
+        ),
         (
             Method::GET,
             format!("/api/v1/rules/{}", rule.id),
             None,
-            [404, 200, 200],
+            [404, 200, 200, 200],
         ),
         (
             Method::POST,
@@ -173,87 +184,87 @@ async fn authorization_matrix() {
             Some(
                 json!({"name": "r2", "sources": [p4.id], "members": ["TriLM22"], "method": "self_claim", "old_conversations": "none"}),
             ),
-            [403, 403, 201],
+            [403, 403, 403, 201],
         ),
         (
             Method::PUT,
             format!("/api/v1/rules/{}", rule.id),
             Some(
-                json!({"name": "Best Sale", "sources": [p1.id], "members": ["HuongNT256"], "method": "round_robin", "old_conversations": "none"}),
+                json!({"name": "Best Sale", "sources": [p1.id], "members": ["HuongNT256", "ThuPT"], "method": "round_robin", "old_conversations": "none"}),
             ),
-            [403, 403, 200],
+            [403, 403, 403, 200],
         ),
         (
             Method::GET,
             "/api/v1/conversations?view=mine".into(),
             None,
-            [200, 200, 200],
+            [200, 200, 200, 200],
         ),
         (
             Method::GET,
             "/api/v1/conversations?view=unclaimed".into(),
             None,
-            [200, 200, 200],
+            [200, 200, 200, 200],
         ),
         (
             Method::GET,
             "/api/v1/conversations?view=all".into(),
             None,
-            [403, 403, 200],
+            [403, 403, 403, 200],
         ),
         (
             Method::GET,
             "/api/v1/conversations/counts".into(),
             None,
-            [200, 200, 200],
+            [200, 200, 200, 200],
         ),
         (
             Method::GET,
             format!("/api/v1/conversations/{c}"),
             None,
-            [404, 200, 200],
+            [404, 404, 200, 200],
         ),
         (
             Method::GET,
             format!("/api/v1/conversations/{c}/messages"),
             None,
-            [404, 200, 200],
+            [404, 404, 200, 200],
         ),
         (
             Method::POST,
             format!("/api/v1/conversations/{c}/read"),
             None,
-            [404, 200, 200],
+            [404, 404, 200, 200],
         ),
         (
             Method::POST,
             format!("/api/v1/conversations/{c}/claim"),
             None,
-            [404, 200, 409],
+            [404, 409, 200, 409],
         ),
         (
             Method::POST,
             format!("/api/v1/conversations/{c}/reply"),
             Some(json!({"client_key": "k", "text": "Dạ"})),
-            [404, 202, 202],
+            [404, 404, 202, 202],
         ),
         (
             Method::POST,
             format!("/api/v1/conversations/{c}/transfer"),
             Some(json!({"to": "HuongNT256"})),
-            [404, 200, 200],
+            [404, 404, 200, 200],
         ),
         (
             Method::POST,
             format!("/api/v1/conversations/{c}/done"),
             None,
-            [404, 200, 200],
+            [404, 404, 200, 200],
         ),
         (
             Method::POST,
             format!("/api/v1/conversations/{c}/release"),
             None,
-            [404, 200, 200],
+            [404, 404, 200, 200],
         ),
     ];
     for (method, path, body, expected) in cases {
@@ -261,9 +272,15 @@ async fn authorization_matrix() {
             (Who::Nobody, 401),
             (Who::BadToken, 401),
             (Who::Outsider, expected[0]),
-            (Who::Member, expected[1]),
-            (Who::Admin, expected[2]),
+            (Who::Colleague, expected[1]),
+            (Who::Member, expected[2]),
+            (Who::Admin, expected[3]),
         ] {
+            let held_by = t
+                .get(&format!("/api/v1/conversations/{c}"), &t.admin_token)
+                .await
+                .1["assignee"]
+                .clone();
             // The admin's own reply key must differ from the member's.
             let body = body.clone().map(|mut b| {
                 if let Some(k) = b.get_mut("client_key") {
@@ -281,10 +298,45 @@ async fn authorization_matrix() {
                     "error body for {method} {path}: {resp}"
                 );
             }
+            // What the conversation actions did, not only that they were allowed.
+            if status.is_success() && path.starts_with("/api/v1/conversations/") {
+                let caller = match who {
+                    Who::Member => json!(member.id),
+                    _ => json!(t.admin.id),
+                };
+                let last = resp["assignments"]
+                    .as_array()
+                    .and_then(|a| a.last())
+                    .cloned()
+                    .unwrap_or_default();
+                match path.rsplit('/').next().unwrap() {
+                    "transfer" => {
+                        assert_eq!(resp["assignee"], json!(member.id), "{resp}");
+                        assert_eq!(
+                            (&last["reason"], &last["by"]),
+                            (&json!("transfer"), &caller),
+                            "{resp}"
+                        );
+                    }
+                    "release" => {
+                        assert_eq!(
+                            (&last["reason"], &last["by"]),
+                            (&json!("release"), &caller),
+                            "{resp}"
+                        );
+                        assert_ne!(
+                            resp["assignee"], held_by,
+                            "released to someone else or the queue: {resp}"
+                        );
+                    }
+                    "done" => assert_eq!(resp["status"], "done", "{resp}"),
+                    _ => {}
+                }
+            }
             n += 1;
         }
     }
-    assert!(n >= 125);
+    assert!(n >= 150);
 
     // The outsider never sees the conversation in any list.
     for view in ["mine", "unclaimed"] {

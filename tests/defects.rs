@@ -1064,3 +1064,155 @@ async fn healthz_reflects_the_store_and_workers_and_metrics_have_histograms() {
     }
     s.t.stop().await;
 }
+
+/// Untested in round 1: switching a page to "Chỉ mình tôi" routes its conversations to the
+/// connector, and the rule's members lose them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switching_a_page_to_only_me_routes_its_conversations_to_the_connector() {
+    let t = start_hub().await;
+    let (_, a_token) = t.account("An", "agent").await;
+    let page = t.page(OA).await;
+    t.rule("r", &[&page], &["An"], "round_robin").await;
+    let conv = t.inbound(&page, "u1", "z1").await;
+    let (_, mine) = t.get("/api/v1/conversations?view=mine", &a_token).await;
+    assert_eq!(mine["items"][0]["id"], json!(conv.id));
+    let (s, body) = t
+        .call(
+            Method::PUT,
+            &format!("/api/v1/connections/{}/chat-mode", page.id),
+            Some(&t.admin_token),
+            Some(json!({"chat_mode": "only_me"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let c = conversation(&t, &conv.id).await;
+    assert_eq!(c["assignee"], json!(t.admin.id), "the connector: {c}");
+    assert_eq!(
+        c["assignments"].as_array().unwrap().last().unwrap()["reason"],
+        "only_me"
+    );
+    assert_eq!(
+        t.get(&format!("/api/v1/conversations/{}", conv.id), &a_token)
+            .await
+            .0,
+        StatusCode::NOT_FOUND
+    );
+    t.stop().await;
+}
+
+/// Untested in round 1: a quote Zalo no longer knows fails the send with -201; the reply is sent
+/// again without the quote, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_quote_is_dropped_and_the_reply_still_goes_once() {
+    let s = start_stack().await;
+    let (conv, agent) = connected_page_with_agent(&s).await;
+    let (status, m) =
+        s.t.post(
+            &format!("/api/v1/conversations/{conv}/reply"),
+            &agent,
+            json!({"client_key": "q1", "text": "Dạ đúng ạ", "quote_msg_id": "khong-con-nua"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{m}");
+    let done = eventually("sent", || async {
+        let (_, page) =
+            s.t.get(&format!("/api/v1/conversations/{conv}/messages"), &agent)
+                .await;
+        page["items"]
+            .as_array()?
+            .iter()
+            .find(|x| x["id"] == m["id"] && x["delivery"] == "sent")
+            .cloned()
+    })
+    .await;
+    let sent = s.sim_get("/sent").await;
+    let ours: Vec<&Value> = sent
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["text"] == "Dạ đúng ạ")
+        .collect();
+    assert_eq!(ours.len(), 1, "{sent}");
+    assert!(ours[0]["quote_message_id"].is_null());
+    assert_eq!(done["zalo_msg_id"], ours[0]["msg_id"]);
+    s.t.stop().await;
+}
+
+/// Untested in round 1: a write the store refuses is answered 500 and leaves nothing behind —
+/// not in the API, not in memory, not on the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_the_store_refuses_is_not_visible_anywhere() {
+    let dir = temp_dir("refused");
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let store = Arc::new(SwitchStore {
+        inner: sop_console::store::SledStore::open(&dir).unwrap(),
+        failing: failing.clone(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let t = start_hub_over(
+        sop_console::config::Config::default(),
+        10_000,
+        listener,
+        dir,
+        store,
+    )
+    .await;
+    let (_, agent_token) = t.account("An", "agent").await;
+    let page = t.page(OA).await;
+    let rule = t.rule("r", &[&page], &["An"], "round_robin").await;
+    let conv = t.inbound(&page, "u1", "z1").await;
+    let head = t.hub.published_seq();
+    let mut stream = ws::connect(&t.ws_url(Some(head)), &t.admin_token).await;
+    until_live(&mut stream).await;
+
+    failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (s, _) = t
+        .post(
+            "/api/v1/accounts",
+            &t.admin_token,
+            json!({"email": "x@sop.vn", "username": "Khong", "name": "Không", "role": "agent"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+    let (s, _) = t
+        .post(
+            &format!("/api/v1/conversations/{}/release", conv.id),
+            &agent_token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+    let (s, _) = t
+        .call(
+            Method::DELETE,
+            &format!("/api/v1/rules/{}", rule.id),
+            Some(&t.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+
+    let (_, accounts) = t.get("/api/v1/accounts", &t.admin_token).await;
+    assert!(!accounts.to_string().contains("Khong"), "{accounts}");
+    let c = conversation(&t, &conv.id).await;
+    assert_eq!(
+        c["assignments"].as_array().unwrap().len(),
+        1,
+        "no release recorded: {c}"
+    );
+    assert_eq!(
+        t.get(&format!("/api/v1/rules/{}", rule.id), &t.admin_token)
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert!(
+        drain(&mut stream, Duration::from_millis(300))
+            .await
+            .is_empty(),
+        "no event for what failed"
+    );
+    assert_eq!(t.hub.published_seq(), head);
+    t.stop().await;
+}
