@@ -606,23 +606,28 @@ pub async fn run(sizes: Sizes) -> Result<Vec<Row>> {
                         t.clone(),
                     );
                     tokio::spawn(async move {
-                        http.post(url)
-                            .bearer_auth(t)
-                            .send()
-                            .await
-                            .map(|r| r.status().as_u16())
-                            .unwrap_or(0)
+                        let r = http.post(url).bearer_auth(t).send().await.ok()?;
+                        let status = r.status().as_u16();
+                        let body: Value = r.json().await.unwrap_or(Value::Null);
+                        Some((status, body))
                     })
                 })
                 .collect();
-            let mut won = 0;
+            // Exactly one 200; every other claim a 409 naming that winner.
+            let mut winners = Vec::new();
+            let mut losers = Vec::new();
             for c in claims {
-                if c.await? == 200 {
-                    won += 1;
+                match c.await? {
+                    Some((200, body)) => winners.push(body["assignee"].clone()),
+                    Some((409, body)) => losers.push(body["error"]["winner"]["id"].clone()),
+                    _ => {}
                 }
             }
             claim_time += t0.elapsed();
-            if won == 1 {
+            let exact_round = winners.len() == 1
+                && losers.len() == agents.len() - 1
+                && losers.iter().all(|w| *w == winners[0]);
+            if exact_round {
                 exact += 1;
             }
         }
@@ -630,7 +635,7 @@ pub async fn run(sizes: Sizes) -> Result<Vec<Row>> {
         rows.push(Row {
             name: "claim race (100 concurrent claims)",
             value: format!(
-                "{exact}/{} rounds with exactly one winner; {claims_per_s:.0} claims/s",
+                "{exact}/{} rounds with one 200 and 99 × 409 naming the winner; {claims_per_s:.0} claims/s",
                 sizes.claim_rounds
             ),
             budget: "exactly one winner, every time",

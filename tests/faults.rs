@@ -359,7 +359,7 @@ async fn two_hundred_consoles_reconnecting_after_a_restart_miss_nothing() {
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let logs: Vec<Arc<parking_lot::Mutex<Vec<u64>>>> = (0..200).map(|_| Arc::default()).collect();
-    let tasks: Vec<_> = logs
+    let mut tasks: Vec<_> = logs
         .iter()
         .map(|l| {
             tokio::spawn(follower(
@@ -397,6 +397,7 @@ async fn two_hundred_consoles_reconnecting_after_a_restart_miss_nothing() {
         say(n).await;
     }
     // Wait for the hub to hold all 50 messages, then for every client to catch up.
+    rethrow_panics(&mut tasks);
     eventually("50 messages stored", || async {
         (all_messages(&http, &hub, &token).await.len() == 50).then_some(())
     })
@@ -417,21 +418,24 @@ async fn two_hundred_consoles_reconnecting_after_a_restart_miss_nothing() {
         }
     };
     // Events may follow `head` (profiles fetched in the background), so "caught up" is `>= head`.
-    eventually_explained("every console at or past the head", || async {
-        let behind: Vec<(usize, Option<u64>)> = logs
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (i, l.lock().last().copied()))
-            .filter(|(_, last)| last.is_none_or(|s| s < head))
-            .collect();
-        if behind.is_empty() {
-            return Ok(());
+    eventually_explained("every console at or past the head", || {
+        rethrow_panics(&mut tasks);
+        async {
+            let behind: Vec<(usize, Option<u64>)> = logs
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (i, l.lock().last().copied()))
+                .filter(|(_, last)| last.is_none_or(|s| s < head))
+                .collect();
+            if behind.is_empty() {
+                return Ok(());
+            }
+            Err(format!(
+                ": {} consoles never reached head {head}; first few (console, last seq): {:?}",
+                behind.len(),
+                &behind[..behind.len().min(10)]
+            ))
         }
-        Err(format!(
-            ": {} consoles never reached head {head}; first few (console, last seq): {:?}",
-            behind.len(),
-            &behind[..behind.len().min(10)]
-        ))
     })
     .await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

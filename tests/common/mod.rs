@@ -378,6 +378,20 @@ impl Stack {
     }
 }
 
+/// Re-raises, here and now, the panic of any of these tasks that already ended: an assertion that
+/// failed inside a spawned task then fails the test with its own message, not a later timeout.
+pub fn rethrow_panics(tasks: &mut [tokio::task::JoinHandle<()>]) {
+    use futures_util::FutureExt;
+    for task in tasks.iter_mut().filter(|t| t.is_finished()) {
+        if let Some(Err(e)) = task.now_or_never() {
+            if e.is_panic() {
+                std::panic::resume_unwind(e.into_panic());
+            }
+            panic!("a task ended early: {e}");
+        }
+    }
+}
+
 /// The `X-ZEvent-Signature` Zalo would send for this webhook body (its own `timestamp` field).
 pub fn signed(body: &str) -> String {
     let v: Value = serde_json::from_str(body).unwrap();
