@@ -1,5 +1,6 @@
 //! Property-based fuzzing of everything that parses untrusted input: webhook bodies and
-//! signatures, stream frames, API bodies, config, and customer text on its way to the terminal.
+//! signatures, stream frames, API bodies, config, the user's keymap, the console's cache, Zalo's
+//! API answers (over real HTTP) and history rows, and customer text on its way to the terminal.
 //! Seeds come from the reference's example payloads. CI runs the default case count; run longer by
 //! hand with e.g. `PROPTEST_CASES=200000 cargo test --release --test fuzz` (see FUZZING.md).
 
@@ -97,6 +98,102 @@ proptest! {
         prop_assert!(!out.chars().any(|c| c.is_control() && !(keep && c == '\n')), "{out:?}");
         prop_assert!(!out.chars().any(sop_console::model::text::is_bidi_control), "bidi control left in {out:?}");
     }
+}
+
+proptest! {
+    /// A user's `keymap.toml` is their own file, but a typo must give an error, never a panic.
+    #[test]
+    fn keymap_files_never_panic(
+        s in "(\\[keys\\]\n)?([a-z_]{1,16} = \\[(\"[a-z0-9-]{0,12}\"(, )?){0,3}\\]\n){0,5}",
+        junk in ".{0,40}",
+    ) {
+        let _ = sop_console::console::keymap::Keymap::load(Some(&s));
+        let _ = sop_console::console::keymap::Keymap::load(Some(&format!("{s}{junk}")));
+    }
+
+    /// The console's cache is decoded at start; a damaged one must read as "no cache".
+    #[test]
+    fn cache_records_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = postcard::from_bytes::<sop_console::console::app::Snapshot>(&bytes);
+        let _ = serde_json::from_slice::<Vec<sop_console::console::app::OutboxItem>>(&bytes);
+    }
+
+    /// Zalo's `conversation` rows (history sync) of any shape become a message or are skipped.
+    #[test]
+    fn history_rows_never_panic(v in arb_json()) {
+        let row = sop_console::server::zalo::sync::history_row("p1", "u1", "Lan", &v);
+        if let Some(m) = row {
+            prop_assert!(m.zalo_msg_id.is_some());
+        }
+    }
+}
+
+/// Zalo's API answers over real HTTP: whatever status and body the far end sends, every client
+/// call returns (never panics), and a send is reported sent only with Zalo's `message_id`.
+#[test]
+fn zalo_api_answers_of_any_shape_are_handled() {
+    use std::sync::{Arc, Mutex};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let answer: Arc<Mutex<(u16, Vec<u8>)>> = Arc::new(Mutex::new((200, vec![])));
+    let base = rt.block_on(async {
+        let answer = answer.clone();
+        let app = axum::Router::new().fallback(move || {
+            let (status, body) = answer.lock().unwrap().clone();
+            async move { (axum::http::StatusCode::from_u16(status).unwrap(), body) }
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        format!("http://{addr}")
+    });
+    let mut cfg = sop_console::config::ZaloConfig::default();
+    cfg.app_id = "1".into();
+    cfg.oauth_base = base.clone();
+    cfg.api_base = base;
+    let client = sop_console::zalo::client::ZaloClient::new(&cfg);
+    let statuses = prop_oneof![
+        Just(200u16),
+        Just(400),
+        Just(401),
+        Just(500),
+        Just(502),
+        Just(503)
+    ];
+    let bodies = prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..200),
+        arb_json().prop_map(|v| v.to_string().into_bytes()),
+        (arb_json(), any::<i64>()).prop_map(|(d, e)| {
+            serde_json::json!({"error": e % 300, "message": "x", "data": d})
+                .to_string()
+                .into_bytes()
+        }),
+    ];
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 128,
+        ..ProptestConfig::default()
+    });
+    runner
+        .run(&(statuses, bodies), |(status, body)| {
+            *answer.lock().unwrap() = (status, body.clone());
+            rt.block_on(async {
+                let _ = client.get_oa("t").await;
+                let _ = client.user_detail("t", "u").await;
+                let _ = client.list_recent_chat("t", 0, 10).await;
+                let _ = client.conversation("t", "u", 0, 10).await;
+                let _ = client.refresh("r").await;
+                let _ = client.upload("t", "image", "a.png", vec![1, 2, 3]).await;
+                let sent = client
+                    .send_cs("t", "u", serde_json::json!({"text": "x"}))
+                    .await;
+                if let Ok(id) = sent {
+                    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                    assert_eq!(v["error"].as_i64().unwrap_or(0), 0);
+                    assert!(!id.is_empty());
+                }
+            });
+            Ok(())
+        })
+        .unwrap();
 }
 
 fn arb_json() -> impl Strategy<Value = serde_json::Value> {

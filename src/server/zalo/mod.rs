@@ -3,7 +3,7 @@
 
 pub mod oauth;
 mod sender;
-mod sync;
+pub mod sync;
 pub mod webhook;
 
 use super::hub::{Hub, HubError};

@@ -73,50 +73,8 @@ async fn sync(z: &ZaloHub, conn_id: &str) -> Result<(usize, usize), crate::zalo:
                 break;
             }
             for row in rows {
-                let from_customer =
-                    row["src"].as_i64() == Some(1) || row["src"].as_str() == Some("1");
-                let Some(msg_id) = id_str(&row["message_id"]) else {
+                let Some(inbound) = history_row(conn_id, user_id, name, &row) else {
                     continue;
-                };
-                let kind = MessageKind::from_zalo(row["type"].as_str().unwrap_or("text"));
-                let url = row["url"]
-                    .as_str()
-                    .or(row["thumb"].as_str())
-                    .unwrap_or_default()
-                    .to_string();
-                let inbound = Inbound {
-                    connection_id: conn_id.to_string(),
-                    customer_user_id: user_id.clone(),
-                    direction: if from_customer {
-                        Direction::Inbound
-                    } else {
-                        Direction::Outbound
-                    },
-                    sender_name: if from_customer {
-                        name.clone()
-                    } else {
-                        String::new()
-                    },
-                    zalo_msg_id: Some(msg_id),
-                    kind,
-                    text: row["message"].as_str().unwrap_or_default().to_string(),
-                    attachments: if url.is_empty() {
-                        vec![]
-                    } else {
-                        vec![Attachment {
-                            kind: kind.as_str().into(),
-                            url,
-                            name: String::new(),
-                            size: None,
-                        }]
-                    },
-                    quote_msg_id: None,
-                    at: row["time"]
-                        .as_i64()
-                        .or_else(|| id_str(&row["time"]).and_then(|s| s.parse().ok()))
-                        .unwrap_or(0),
-                    origin: Origin::History,
-                    raw: None,
                 };
                 if let Err(e) = z.hub.ingest(inbound).await {
                     tracing::warn!("history message not stored: {e}");
@@ -128,4 +86,51 @@ async fn sync(z: &ZaloHub, conn_id: &str) -> Result<(usize, usize), crate::zalo:
         }
     }
     Ok((users.len(), messages))
+}
+
+/// One row of Zalo's `conversation` answer as a message to store; `None` without a message id.
+/// Zalo's answers are untrusted input: any shape is tolerated (fuzzed in tests/fuzz.rs).
+pub fn history_row(conn_id: &str, user_id: &str, name: &str, row: &Value) -> Option<Inbound> {
+    let from_customer = row["src"].as_i64() == Some(1) || row["src"].as_str() == Some("1");
+    let msg_id = id_str(&row["message_id"])?;
+    let kind = MessageKind::from_zalo(row["type"].as_str().unwrap_or("text"));
+    let url = row["url"]
+        .as_str()
+        .or(row["thumb"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    Some(Inbound {
+        connection_id: conn_id.to_string(),
+        customer_user_id: user_id.to_string(),
+        direction: if from_customer {
+            Direction::Inbound
+        } else {
+            Direction::Outbound
+        },
+        sender_name: if from_customer {
+            name.to_string()
+        } else {
+            String::new()
+        },
+        zalo_msg_id: Some(msg_id),
+        kind,
+        text: row["message"].as_str().unwrap_or_default().to_string(),
+        attachments: if url.is_empty() {
+            vec![]
+        } else {
+            vec![Attachment {
+                kind: kind.as_str().into(),
+                url,
+                name: String::new(),
+                size: None,
+            }]
+        },
+        quote_msg_id: None,
+        at: row["time"]
+            .as_i64()
+            .or_else(|| id_str(&row["time"]).and_then(|s| s.parse().ok()))
+            .unwrap_or(0),
+        origin: Origin::History,
+        raw: None,
+    })
 }
