@@ -146,10 +146,12 @@ fn zalo_api_answers_of_any_shape_are_handled() {
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         format!("http://{addr}")
     });
-    let mut cfg = sop_console::config::ZaloConfig::default();
-    cfg.app_id = "1".into();
-    cfg.oauth_base = base.clone();
-    cfg.api_base = base;
+    let cfg = sop_console::config::ZaloConfig {
+        app_id: "1".into(),
+        oauth_base: base.clone(),
+        api_base: base,
+        ..Default::default()
+    };
     let client = sop_console::zalo::client::ZaloClient::new(&cfg);
     let statuses = prop_oneof![
         Just(200u16),
