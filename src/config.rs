@@ -22,8 +22,6 @@ pub struct ServerConfig {
     pub event_retention: u64,
     /// Largest accepted API request body, in bytes.
     pub max_body_bytes: usize,
-    /// Public base URL of this hub (used in logs and docs; the OAuth callback is `zalo.redirect_uri`).
-    pub public_url: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -33,7 +31,6 @@ impl Default for ServerConfig {
             data_dir: None,
             event_retention: 100_000,
             max_body_bytes: 8 * 1024 * 1024,
-            public_url: None,
         }
     }
 }

@@ -245,7 +245,7 @@ async fn console_live_claim_reply_restart_and_offline_outbox() {
         json!({"msg_id": zalo_id, "kind": "seen"}),
     )
     .await;
-    screen.shows("✓✓ seen").await;
+    screen.shows("✓✓ đã xem").await;
 
     // The console is cut off and the hub dies. A reply typed now waits in the outbox.
     proxy.set_down(true);
@@ -350,7 +350,7 @@ async fn console_live_claim_reply_restart_and_offline_outbox() {
         .iter()
         .map(|c| c.symbol())
         .collect();
-    assert!(screen.contains("✓✓ seen"), "{screen}");
+    assert!(screen.contains("✓✓ đã xem"), "{screen}");
     assert!(screen.contains("Sau khi khởi động lại"));
     hub_proc.kill().unwrap();
     hub_proc.wait().unwrap();

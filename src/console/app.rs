@@ -670,10 +670,7 @@ impl App {
             }
             NetEvent::ClaimLost { winner } => {
                 let w = winner.unwrap_or_default();
-                self.notice(match self.lang {
-                    Lang::Vi => format!("Đã được nhận bởi {w}"),
-                    Lang::En => format!("Already claimed by {w}"),
-                });
+                self.notice(format!("{} {w}", self.s().claimed_by));
             }
             NetEvent::TransferTargets {
                 conversation_id,
@@ -1299,7 +1296,7 @@ impl App {
             .iter()
             .filter(|(a, name)| {
                 name.contains(&q)
-                    || super::view::describe(*a, self.lang)
+                    || super::i18n::describe(*a, self.lang)
                         .to_lowercase()
                         .contains(&q)
             })

@@ -1,5 +1,7 @@
 //! UI strings in Vietnamese (default, labels from the SOP guide) and English.
 
+use super::keymap::Action;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lang {
     Vi,
@@ -79,6 +81,12 @@ pub struct Strings {
     pub loading: &'static str,
     pub dead_webhooks: &'static str,
     pub outbox_retry: &'static str,
+    pub seen: &'static str,
+    pub delivery_unknown: &'static str,
+    pub delivery_failed: &'static str,
+    pub quoted: &'static str,
+    pub stored_raw: &'static str,
+    pub claimed_by: &'static str,
     pub attach_path: &'static str,
     pub filter: &'static str,
     pub last_event: &'static str,
@@ -151,6 +159,12 @@ pub const VI: Strings = Strings {
     loading: "Đang tải…",
     dead_webhooks: "sự kiện Zalo không xử lý được (GET /api/v1/webhooks/dead)",
     outbox_retry: "đang chờ gửi — thử lại sau",
+    seen: "đã xem",
+    delivery_unknown: "chưa rõ đã gửi chưa",
+    delivery_failed: "không gửi được",
+    quoted: "trích dẫn",
+    stored_raw: "loại tin khác — đã lưu nguyên bản",
+    claimed_by: "Đã được nhận bởi",
     attach_path: "Đường dẫn tệp",
     filter: "Lọc",
     last_event: "Sự kiện gần nhất",
@@ -223,6 +237,12 @@ pub const EN: Strings = Strings {
     loading: "Loading…",
     dead_webhooks: "Zalo events could not be applied (GET /api/v1/webhooks/dead)",
     outbox_retry: "pending — retry in",
+    seen: "seen",
+    delivery_unknown: "not known whether sent",
+    delivery_failed: "failed",
+    quoted: "quote",
+    stored_raw: "other — stored raw",
+    claimed_by: "Already claimed by",
     attach_path: "File path",
     filter: "Filter",
     last_event: "Last event",
@@ -235,5 +255,53 @@ pub fn strings(lang: Lang) -> &'static Strings {
     match lang {
         Lang::Vi => &VI,
         Lang::En => &EN,
+    }
+}
+
+/// The name of an action in help, the palette and hints.
+pub fn describe(a: Action, lang: Lang) -> &'static str {
+    use Action::*;
+    let (vi, en) = match a {
+        Quit => ("Thoát", "Quit"),
+        Help => ("Trợ giúp", "Help"),
+        Palette => ("Bảng lệnh", "Command palette"),
+        NextTab => ("Tab kế tiếp", "Next tab"),
+        PrevTab => ("Tab trước", "Previous tab"),
+        TabInbox => ("Tin nhắn", "Inbox"),
+        TabConnections => ("Cấu hình kênh chat", "Connections"),
+        TabRules => ("Quy tắc", "Rules"),
+        Up => ("Lên", "Up"),
+        Down => ("Xuống", "Down"),
+        PageUp => ("Trang trước", "Page up"),
+        PageDown => ("Trang sau", "Page down"),
+        Open => ("Mở", "Open"),
+        Back => ("Quay lại", "Back"),
+        Filter => ("Lọc hội thoại", "Filter conversations"),
+        ViewMine => ("Của tôi", "Mine"),
+        ViewUnclaimed => ("Chưa ai nhận", "Unclaimed"),
+        ViewAll => ("Tất cả (admin)", "All (admin)"),
+        Urgent => ("Đến hội thoại gấp nhất", "Jump to most urgent"),
+        Claim => ("Nhận chat", "Claim"),
+        Reply => ("Trả lời", "Reply"),
+        QuoteReply => ("Trả lời trích dẫn", "Quote reply"),
+        Attach => ("Gửi tệp", "Attach a file"),
+        Editor => ("Soạn bằng $EDITOR", "Compose in $EDITOR"),
+        Transfer => ("Chuyển hội thoại", "Transfer"),
+        Release => ("Trả về hàng chờ", "Release to the queue"),
+        Done => ("Đánh dấu xong", "Mark done"),
+        ToggleAvailability => ("Đổi trạng thái sẵn sàng", "Toggle availability"),
+        Older => ("Tải tin cũ hơn", "Load older messages"),
+        AddConnection => ("Thêm kết nối", "Add connection"),
+        Reconnect => ("Kết nối lại", "Reconnect"),
+        Remove => ("Xóa trang", "Remove page"),
+        ChatMode => ("Tùy chọn quyền truy cập", "Chat permission"),
+        NewRule => ("Thêm quy tắc", "New rule"),
+        EditRule => ("Sửa quy tắc", "Edit rule"),
+        Send => ("Gửi", "Send"),
+        Save => ("Lưu", "Save"),
+    };
+    match lang {
+        Lang::Vi => vi,
+        Lang::En => en,
     }
 }

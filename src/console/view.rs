@@ -3,7 +3,7 @@
 //! Customer text is sanitised before it reaches the terminal.
 
 use super::app::*;
-use super::i18n::Lang;
+use super::i18n::{describe, Strings};
 use super::keymap::Action;
 use crate::model::text::{char_count, sanitize_for_terminal};
 use crate::model::*;
@@ -39,53 +39,6 @@ impl Theme {
     }
     fn bold(&self) -> Style {
         Style::default().add_modifier(Modifier::BOLD)
-    }
-}
-
-pub fn describe(a: Action, lang: Lang) -> &'static str {
-    use Action::*;
-    let (vi, en) = match a {
-        Quit => ("Thoát", "Quit"),
-        Help => ("Trợ giúp", "Help"),
-        Palette => ("Bảng lệnh", "Command palette"),
-        NextTab => ("Tab kế tiếp", "Next tab"),
-        PrevTab => ("Tab trước", "Previous tab"),
-        TabInbox => ("Tin nhắn", "Inbox"),
-        TabConnections => ("Cấu hình kênh chat", "Connections"),
-        TabRules => ("Quy tắc", "Rules"),
-        Up => ("Lên", "Up"),
-        Down => ("Xuống", "Down"),
-        PageUp => ("Trang trước", "Page up"),
-        PageDown => ("Trang sau", "Page down"),
-        Open => ("Mở", "Open"),
-        Back => ("Quay lại", "Back"),
-        Filter => ("Lọc hội thoại", "Filter conversations"),
-        ViewMine => ("Của tôi", "Mine"),
-        ViewUnclaimed => ("Chưa ai nhận", "Unclaimed"),
-        ViewAll => ("Tất cả (admin)", "All (admin)"),
-        Urgent => ("Đến hội thoại gấp nhất", "Jump to most urgent"),
-        Claim => ("Nhận chat", "Claim"),
-        Reply => ("Trả lời", "Reply"),
-        QuoteReply => ("Trả lời trích dẫn", "Quote reply"),
-        Attach => ("Gửi tệp", "Attach a file"),
-        Editor => ("Soạn bằng $EDITOR", "Compose in $EDITOR"),
-        Transfer => ("Chuyển hội thoại", "Transfer"),
-        Release => ("Trả về hàng chờ", "Release to the queue"),
-        Done => ("Đánh dấu xong", "Mark done"),
-        ToggleAvailability => ("Đổi trạng thái sẵn sàng", "Toggle availability"),
-        Older => ("Tải tin cũ hơn", "Load older messages"),
-        AddConnection => ("Thêm kết nối", "Add connection"),
-        Reconnect => ("Kết nối lại", "Reconnect"),
-        Remove => ("Xóa trang", "Remove page"),
-        ChatMode => ("Tùy chọn quyền truy cập", "Chat permission"),
-        NewRule => ("Thêm quy tắc", "New rule"),
-        EditRule => ("Sửa quy tắc", "Edit rule"),
-        Send => ("Gửi", "Send"),
-        Save => ("Lưu", "Save"),
-    };
-    match lang {
-        Lang::Vi => vi,
-        Lang::En => en,
     }
 }
 
@@ -369,14 +322,15 @@ fn truncate(s: &str, max: usize) -> String {
     format!("{kept}…")
 }
 
-fn delivery_mark(m: &Message) -> String {
+fn delivery_mark(s: &Strings, m: &Message) -> String {
+    let reason = |fallback| m.error_reason.as_deref().unwrap_or(fallback);
     match m.delivery {
         Some(Delivery::Pending) => "⋯".into(),
-        Some(Delivery::Unknown) => format!("? {}", m.error_reason.as_deref().unwrap_or("unknown")),
+        Some(Delivery::Unknown) => format!("? {}", reason(s.delivery_unknown)),
         Some(Delivery::Sent) => "✓".into(),
         Some(Delivery::Delivered) => "✓✓".into(),
-        Some(Delivery::Seen) => "✓✓ seen".into(),
-        Some(Delivery::Failed) => format!("✗ {}", m.error_reason.as_deref().unwrap_or("failed")),
+        Some(Delivery::Seen) => format!("✓✓ {}", s.seen),
+        Some(Delivery::Failed) => format!("✗ {}", reason(s.delivery_failed)),
         None => String::new(),
     }
 }
@@ -484,7 +438,7 @@ fn draw_conversation(
             Span::raw(" "),
             Span::styled(sender, head_style),
         ];
-        let mark = delivery_mark(m);
+        let mark = delivery_mark(s, m);
         if !mark.is_empty() {
             let st = if matches!(m.delivery, Some(Delivery::Failed | Delivery::Unknown)) {
                 theme.fg(Color::Red).add_modifier(Modifier::BOLD)
@@ -496,7 +450,7 @@ fn draw_conversation(
         lines.push(Line::from(head));
         if m.quote_msg_id.is_some() {
             lines.push(Line::from(Span::styled(
-                "  ↪ (trích dẫn / quote)",
+                format!("  ↪ ({})", s.quoted),
                 theme.dim(),
             )));
         }
@@ -524,7 +478,7 @@ fn draw_conversation(
         }
         if m.kind == MessageKind::Other && m.text.is_empty() {
             lines.push(Line::from(Span::styled(
-                "  [other — stored raw]",
+                format!("  [{}]", s.stored_raw),
                 theme.dim(),
             )));
         }

@@ -179,7 +179,6 @@ pub enum AssignReason {
     Claim,
     Reply,
     Transfer,
-    Admin,
     Release,
     MemberRemoved,
     OldConversations,

@@ -19,6 +19,16 @@ pub fn fold(s: &str) -> String {
         .collect()
 }
 
+/// Text safe inside HTML (element content and quoted attributes): the hub's and the simulator's
+/// pages show names that come from outside.
+pub fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
 pub fn char_count(s: &str) -> usize {
     s.chars().count()
 }

@@ -95,13 +95,19 @@ pub fn is_eligible(page: Page<'_>, account: &str) -> bool {
     }
 }
 
-/// Whether a new message keeps the conversation with its current assignee.
-pub fn keeps_assignee(page: Page<'_>, conv: &Conversation) -> bool {
+/// Whether a new message keeps the conversation with its current assignee: DESIGN §3's rule
+/// (a member of the page's rule, or the connector of an only-me page), and admins, who keep what
+/// they claimed or were handed.
+pub fn keeps_assignee(
+    page: Page<'_>,
+    conv: &Conversation,
+    is_admin: &dyn Fn(&str) -> bool,
+) -> bool {
     conv.state == ConvState::Assigned
         && conv
             .assignee
             .as_deref()
-            .is_some_and(|a| is_eligible(page, a))
+            .is_some_and(|a| is_eligible(page, a) || is_admin(a))
 }
 
 /// Assigns a round-robin rule's queue (unclaimed conversations, given oldest first) to the members

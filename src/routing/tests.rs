@@ -178,8 +178,13 @@ fn eligibility_follows_the_page() {
     assert!(!is_eligible(only, "a"));
     let mut c = conv(ConvState::Assigned, None);
     c.assignee = Some("a".into());
-    assert!(keeps_assignee(shared(&r), &c));
-    assert!(!keeps_assignee(only, &c));
+    let nobody_admin = |_: &str| false;
+    assert!(keeps_assignee(shared(&r), &c, &nobody_admin));
+    assert!(!keeps_assignee(only, &c, &nobody_admin));
+    assert!(
+        keeps_assignee(only, &c, &|a| a == "a"),
+        "admins keep what they hold"
+    );
 }
 
 #[test]

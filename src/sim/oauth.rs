@@ -50,12 +50,7 @@ struct Decision {
     decision: String,
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
+use crate::model::text::html_escape as escape;
 
 fn error_page(status: StatusCode, code: i64, text: &str) -> Response {
     let body = format!(

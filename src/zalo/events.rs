@@ -47,8 +47,6 @@ pub struct ChatMessage {
     pub text: String,
     pub attachments: Vec<Attachment>,
     pub quote_msg_id: Option<String>,
-    /// Set when an OA admin typed it in Zalo's OA Manager.
-    pub admin_id: Option<String>,
     pub at: Ms,
 }
 
@@ -143,7 +141,6 @@ fn chat_message(v: &Value, suffix: &str, oa_side: &str, user_side: &str) -> Opti
         text: message["text"].as_str().unwrap_or_default().to_string(),
         attachments: atts,
         quote_msg_id: id_str(&message["quote_msg_id"]),
-        admin_id: id_str(&v["sender"]["admin_id"]),
         at: timestamp(v),
     })
 }
@@ -270,7 +267,6 @@ mod tests {
             panic!()
         };
         assert_eq!(m.oa_id, "1423847451268726170");
-        assert_eq!(m.admin_id.as_deref(), Some("8309393969855402319"));
         assert_eq!(m.kind, MessageKind::File);
         assert_eq!(m.attachments[0].size, Some(24165));
         assert_eq!(m.attachments[0].name, "20250625_084851.log");

@@ -409,7 +409,7 @@ fn reconcile_page(st: &mut State, tx: &mut Tx, conn_id: &str, metrics: &Metrics)
             c.connection_id == conn_id
                 && c.status == ConvStatus::Open
                 && match c.state {
-                    ConvState::Assigned => !st.keeps_assignee(page, c),
+                    ConvState::Assigned => !routing::keeps_assignee(page, c, &|a| st.is_admin(a)),
                     ConvState::Unclaimed => page.chat_mode == ChatMode::OnlyMe,
                     ConvState::Unattended => false,
                 }

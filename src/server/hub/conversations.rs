@@ -840,7 +840,7 @@ pub(super) fn ingest(
                 conv.status = ConvStatus::Open;
             }
             let page = st.page_of(&conn);
-            let keeps = st.keeps_assignee(page, &conv);
+            let keeps = routing::keeps_assignee(page, &conv, &|a| st.is_admin(a));
             if !keeps {
                 st.route(tx, &mut conv, now, metrics);
             }

@@ -511,16 +511,8 @@ impl State {
             .is_some_and(|a| a.availability == Availability::Available)
     }
 
-    /// DESIGN §3's rule (member of the page's rule, or the connector of an only_me page), plus
-    /// admins: an admin who claimed or was handed a conversation keeps it.
-    fn keeps_assignee(&self, page: Page<'_>, conv: &Conversation) -> bool {
-        routing::keeps_assignee(page, conv)
-            || (conv.state == ConvState::Assigned
-                && conv
-                    .assignee
-                    .as_deref()
-                    .and_then(|a| self.accounts.get(a))
-                    .is_some_and(|a| a.is_admin()))
+    fn is_admin(&self, id: &str) -> bool {
+        self.accounts.get(id).is_some_and(Account::is_admin)
     }
 
     fn page_of<'a>(&'a self, conn: &'a Connection) -> Page<'a> {

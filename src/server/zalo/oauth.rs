@@ -68,11 +68,7 @@ pub struct Callback {
 }
 
 fn page(status: StatusCode, title: &str, body: &str) -> Response {
-    let esc = |s: &str| {
-        s.replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-    };
+    let esc = crate::model::text::html_escape;
     let html = format!(
         "<!doctype html><html lang=\"vi\"><meta charset=\"utf-8\"><title>{t}</title>\
          <body style=\"font-family:sans-serif;max-width:40em;margin:3em auto\"><h1>{t}</h1><p>{b}</p></body></html>",
