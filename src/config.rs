@@ -124,36 +124,103 @@ impl Config {
         Ok(toml::from_str(text)?)
     }
 
+    /// Applies `SOP_<SECTION>_<KEY>` environment variables to every key alike
+    /// (`SOP_SERVER_LISTEN` sets `[server] listen`), plus the short names documented before
+    /// (`SOP_LISTEN`, `SOP_DATA_DIR`, `SOP_EVENT_RETENTION`, `SOP_SERVER`, `SOP_TOKEN`, `SOP_LANG`).
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<()> {
-        let set = |field: &mut String, key: &str| {
-            if let Some(v) = get(key) {
-                *field = v;
+        let mut pairs = Vec::new();
+        for (alias, key) in ENV_ALIASES {
+            if let Some(v) = get(alias) {
+                pairs.push((key.to_string(), v, alias.to_string()));
             }
-        };
-        set(&mut self.server.listen, "SOP_LISTEN");
-        set(&mut self.zalo.app_id, "SOP_ZALO_APP_ID");
-        set(&mut self.zalo.app_secret, "SOP_ZALO_APP_SECRET");
-        set(&mut self.zalo.oa_secret_key, "SOP_ZALO_OA_SECRET_KEY");
-        set(&mut self.zalo.redirect_uri, "SOP_ZALO_REDIRECT_URI");
-        set(&mut self.zalo.oauth_base, "SOP_ZALO_OAUTH_BASE");
-        set(&mut self.zalo.api_base, "SOP_ZALO_API_BASE");
-        set(&mut self.console.language, "SOP_LANG");
-        if let Some(v) = get("SOP_DATA_DIR") {
-            self.server.data_dir = Some(v.into());
         }
-        if let Some(v) = get("SOP_SERVER") {
-            self.console.server = Some(v);
+        for key in Self::keys() {
+            let name = env_name(&key);
+            if let Some(v) = get(&name) {
+                pairs.push((key, v, name));
+            }
         }
-        if let Some(v) = get("SOP_TOKEN") {
-            self.console.token = Some(v);
-        }
-        if let Some(v) = get("SOP_EVENT_RETENTION") {
-            self.server.event_retention = v
-                .parse()
-                .with_context(|| format!("SOP_EVENT_RETENTION must be a number, got {v:?}"))?;
+        for (key, value, from) in pairs {
+            self.set(&key, &value)
+                .with_context(|| format!("environment variable {from}"))?;
         }
         Ok(())
     }
+
+    /// Every key, as `section.key`.
+    pub fn keys() -> Vec<String> {
+        let table = toml::Table::try_from(Config::schema()).expect("the config serialises");
+        let mut keys = Vec::new();
+        for (section, fields) in table {
+            if let toml::Value::Table(fields) = fields {
+                keys.extend(fields.keys().map(|k| format!("{section}.{k}")));
+            }
+        }
+        keys
+    }
+
+    /// Sets one key from text (`--set server.listen=0.0.0.0:8700`, or an environment variable):
+    /// numbers and booleans are parsed for the keys that hold them, strings are taken as given.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<()> {
+        let (section, field) = key
+            .split_once('.')
+            .with_context(|| format!("{key:?}: a key is section.name, e.g. server.listen"))?;
+        let mut table = toml::Table::try_from(&*self)?;
+        let schema = toml::Table::try_from(Config::schema())?;
+        let current = schema
+            .get(section)
+            .and_then(|s| s.get(field))
+            .with_context(|| format!("unknown config key {key:?} (see config.example.toml)"))?;
+        let typed = match current {
+            toml::Value::Integer(_) => toml::Value::Integer(
+                value
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("{key} must be a whole number, got {value:?}"))?,
+            ),
+            toml::Value::Boolean(_) => toml::Value::Boolean(
+                value
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("{key} must be true or false, got {value:?}"))?,
+            ),
+            _ => toml::Value::String(value.to_string()),
+        };
+        table
+            .entry(section)
+            .or_insert_with(|| toml::Value::Table(Default::default()))
+            .as_table_mut()
+            .context("config sections are tables")?
+            .insert(field.to_string(), typed);
+        *self = table
+            .try_into()
+            .with_context(|| format!("invalid value for {key}"))?;
+        Ok(())
+    }
+
+    /// The defaults with every optional key present, so that every key can be listed and typed.
+    fn schema() -> Config {
+        let mut c = Config::default();
+        c.server.data_dir = Some(PathBuf::new());
+        c.console.server = Some(String::new());
+        c.console.token = Some(String::new());
+        c
+    }
+}
+
+/// The environment's short names, kept from round 1.
+const ENV_ALIASES: &[(&str, &str)] = &[
+    ("SOP_LISTEN", "server.listen"),
+    ("SOP_DATA_DIR", "server.data_dir"),
+    ("SOP_EVENT_RETENTION", "server.event_retention"),
+    ("SOP_SERVER", "console.server"),
+    ("SOP_TOKEN", "console.token"),
+    ("SOP_LANG", "console.language"),
+];
+
+/// `server.listen` → `SOP_SERVER_LISTEN`.
+pub fn env_name(key: &str) -> String {
+    format!("SOP_{}", key.replace('.', "_").to_uppercase())
 }
 
 #[cfg(test)]
@@ -168,6 +235,37 @@ mod tests {
         cfg.apply_env(|k| (k == "SOP_ZALO_API_BASE").then(|| "http://127.0.0.1:8710".to_string()))
             .unwrap();
         assert_eq!(cfg.zalo.api_base, "http://127.0.0.1:8710");
+    }
+
+    #[test]
+    fn every_key_is_settable_by_environment_and_by_name() {
+        let keys = Config::keys();
+        assert!(keys.len() >= 15, "{keys:?}");
+        for key in &keys {
+            let mut by_env = Config::default();
+            let value = match key.as_str() {
+                "server.event_retention" | "server.max_body_bytes" | "zalo.echo_window_secs" => {
+                    "42"
+                }
+                "console.bell" => "false",
+                "console.mouse" => "true",
+                _ => "x-test",
+            };
+            let name = env_name(key);
+            by_env
+                .apply_env(|k| (k == name).then(|| value.to_string()))
+                .unwrap();
+            let mut by_flag = Config::default();
+            by_flag.set(key, value).unwrap();
+            assert_eq!(by_env, by_flag, "{key}");
+            assert_ne!(by_env, Config::default(), "{key} ({name}) changed nothing");
+        }
+        let mut c = Config::default();
+        c.apply_env(|k| (k == "SOP_ZALO_APP_ID").then(|| "3608465249409039670".into()))
+            .unwrap();
+        assert_eq!(c.zalo.app_id, "3608465249409039670", "ids stay text");
+        assert!(c.set("zalo.nope", "1").is_err());
+        assert!(c.set("server.max_body_bytes", "big").is_err());
     }
 
     #[test]

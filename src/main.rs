@@ -14,6 +14,10 @@ struct Cli {
     /// Config file (default: the platform config dir's config.toml).
     #[arg(long, global = true, env = "SOP_CONFIG")]
     config: Option<PathBuf>,
+    /// Set any config key, over the file and the environment: `--set zalo.echo_window_secs=300`
+    /// (repeatable; every key of config.example.toml, also as SOP_<SECTION>_<KEY>).
+    #[arg(long = "set", global = true, value_name = "SECTION.KEY=VALUE")]
+    set: Vec<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -181,6 +185,14 @@ fn init_logging() {
 
 fn run(cli: Cli) -> Result<()> {
     let mut config = Config::load(cli.config.as_deref())?;
+    for pair in &cli.set {
+        let (key, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--set {pair:?}: expected SECTION.KEY=VALUE"))?;
+        config
+            .set(key.trim(), value)
+            .with_context(|| format!("--set {pair}"))?;
+    }
     match cli.command {
         Some(Command::Serve { listen, data_dir }) => {
             init_logging();
