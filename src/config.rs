@@ -50,6 +50,9 @@ pub struct ZaloConfig {
     /// How long a reply whose send was ambiguous waits for Zalo's echo before it is marked failed
     /// (and may be sent again by hand).
     pub echo_window_secs: u64,
+    /// A send Zalo answered with a retryable error (-32 rate limit, -100, no connection) is tried
+    /// again after this many milliseconds, doubling, up to a minute; 8 tries in all.
+    pub retry_base_ms: u64,
 }
 
 impl Default for ZaloConfig {
@@ -62,6 +65,7 @@ impl Default for ZaloConfig {
             oauth_base: "https://oauth.zaloapp.com".into(),
             api_base: "https://openapi.zalo.me".into(),
             echo_window_secs: 600,
+            retry_base_ms: 500,
         }
     }
 }
@@ -244,9 +248,10 @@ mod tests {
         for key in &keys {
             let mut by_env = Config::default();
             let value = match key.as_str() {
-                "server.event_retention" | "server.max_body_bytes" | "zalo.echo_window_secs" => {
-                    "42"
-                }
+                "server.event_retention"
+                | "server.max_body_bytes"
+                | "zalo.echo_window_secs"
+                | "zalo.retry_base_ms" => "42",
                 "console.bell" => "false",
                 "console.mouse" => "true",
                 _ => "x-test",

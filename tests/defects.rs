@@ -1216,3 +1216,33 @@ async fn a_write_the_store_refuses_is_not_visible_anywhere() {
     assert_eq!(t.hub.published_seq(), head);
     t.stop().await;
 }
+
+/// Untested in round 1: a reply Zalo keeps rate-limiting is tried 8 times with backoff, then
+/// marked failed with Zalo's reason — never retried forever, never sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_that_keeps_failing_is_given_up_after_eight_tries() {
+    let dir = temp_dir("exhaust");
+    let store = Arc::new(sop_console::store::SledStore::open(&dir).unwrap());
+    let s = start_stack_over_with(dir, store, |c| c.zalo.retry_base_ms = 5).await;
+    let (conv, agent) = connected_page_with_agent(&s).await;
+    let calls_before = s.sim_get("/stats").await["api_calls"].as_u64().unwrap();
+    s.sim_post("/faults", json!({"rate_limit_next": 1000}))
+        .await;
+    let m = reply_and_settle(&s, &conv, &agent, "k1", "Mãi không gửi được").await;
+    assert_eq!(m["delivery"], "failed", "{m}");
+    assert_eq!(m["error_code"], -32);
+    assert!(
+        m["error_reason"].as_str().unwrap().contains("rate limit"),
+        "{m}"
+    );
+    let calls = s.sim_get("/stats").await["api_calls"].as_u64().unwrap() - calls_before;
+    assert_eq!(calls, 8, "eight tries, then given up");
+    assert!(s.t.hub.outbound_jobs().unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        s.sim_get("/stats").await["api_calls"].as_u64().unwrap() - calls_before,
+        8,
+        "no more tries"
+    );
+    s.t.stop().await;
+}

@@ -15,8 +15,9 @@ use std::time::Duration;
 
 const MAX_ATTEMPTS: u32 = 8;
 
-fn backoff_ms(attempts: u32) -> Ms {
-    (500 * 2i64.pow(attempts.min(7))).min(60_000)
+/// The wait before the next try: `base` doubling, at most a minute.
+fn backoff_ms(base: Ms, attempts: u32) -> Ms {
+    (base * 2i64.pow(attempts.min(7))).min(60_000)
 }
 
 pub async fn run(z: Arc<ZaloHub>) {
@@ -94,7 +95,8 @@ async fn send_job(z: &ZaloHub, job: OutboundJob) -> bool {
         }
         Err(e) if is_retryable(e.code) && job.attempts + 1 < MAX_ATTEMPTS => {
             job.attempts += 1;
-            job.next_attempt_at = now_ms() + backoff_ms(job.attempts);
+            let base = z.config.retry_base_ms as Ms;
+            job.next_attempt_at = now_ms() + backoff_ms(base, job.attempts);
             tracing::info!(message = %job.message_id, attempts = job.attempts, "retrying send after {e}");
             if let Err(e) = z.hub.reschedule_job(job).await {
                 tracing::error!("cannot reschedule: {e}");
