@@ -587,6 +587,27 @@ fn threads_read_in_the_customers_time_order_whatever_order_they_arrive_in() {
     assert_eq!(texts, ["older", "09:56", "09:57", "09:58", "09:59"]);
 }
 
+#[test]
+fn history_replies_without_a_staff_name_show_the_page() {
+    let mut app = agent_app();
+    let mut m = message(
+        "m9",
+        "c1",
+        Direction::Outbound,
+        "Dạ, văn phòng xin nghe ạ.",
+        Some(Delivery::Sent),
+        1,
+    );
+    m.sender_name = String::new();
+    app.messages.get_mut("c1").unwrap().push(m);
+    app.update(key(KeyCode::Enter));
+    let screen = render(&app, 120, 40);
+    assert!(
+        screen.contains("→ Công ty Luật TNHH Thành Đồng ✓"),
+        "{screen}"
+    );
+}
+
 fn target(id: &str, username: &str, name: &str, availability: Availability) -> TransferTarget {
     TransferTarget {
         id: id.into(),

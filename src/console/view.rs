@@ -427,6 +427,10 @@ fn draw_conversation(
             } else {
                 &m.sender_name
             }),
+            // History synced from Zalo has no staff name: it was the page that answered.
+            Direction::Outbound if m.sender_name.is_empty() => {
+                format!("→ {}", clean(&app.connection_name(&c.connection_id)))
+            }
             Direction::Outbound => format!("→ {}", clean(&m.sender_name)),
         };
         let head_style = match m.direction {

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Walks the seed flow in `sop demo` from the keyboard, in tmux at 80×24, and asserts on the screen:
 # add connection → share → new round-robin rule with the three agents → a customer message arrives
-# → claim → reply → delivered.
+# → claim → reply → delivered → a reply composed in $EDITOR (which gets every keystroke) → a synced
+# history thread reads in time order (found by typing its name without accents) → a second console
+# as the agent HuongNT256 hands a conversation over to QueCT3 from the transfer dialog.
 # Usage: tests/tmux/seed_flow.sh [path/to/sop]
 set -euo pipefail
 SOP=$(realpath "${1:-target/debug/sop}")
@@ -9,13 +11,15 @@ S="sop-seed-$$"
 DIR=$(mktemp -d)
 cleanup() {
   tmux kill-session -t "$S" 2>/dev/null || true
+  tmux kill-session -t "$S-agent" 2>/dev/null || true
   pkill -f "demo --data-dir $DIR" 2>/dev/null || true
   rm -rf "$DIR"
 }
 trap cleanup EXIT
 
-screen() { tmux capture-pane -p -t "$S"; }
-keys() { tmux send-keys -t "$S" "$@"; }
+T="$S"   # the tmux session the helpers talk to
+screen() { tmux capture-pane -p -t "$T"; }
+keys() { tmux send-keys -t "$T" "$@"; }
 # wait_for PATTERN [SECONDS]: an extended regex that must appear on screen.
 wait_for() {
   local deadline=$((SECONDS + ${2:-10}))
@@ -25,9 +29,21 @@ wait_for() {
   done
   echo "FAIL: /$1/ not on screen after ${2:-10}s:"; screen; exit 1
 }
+# line_of TEXT: the screen line number where TEXT first appears.
+line_of() { screen | grep -nF -- "$1" | head -1 | cut -d: -f1; }
+
+# An $EDITOR that reads one line from the terminal: any keystroke the console stole would be
+# missing from the draft.
+cat > "$DIR/editor.sh" <<'EOS'
+#!/bin/sh
+printf 'EDITOR> '
+IFS= read -r line
+printf '%s' "$line" > "$1"
+EOS
+chmod +x "$DIR/editor.sh"
 step() { echo "ok - $*"; }
 
-tmux new-session -d -s "$S" -x 80 -y 24 "$SOP demo --data-dir $DIR --pace 2; sleep 60"
+tmux new-session -d -s "$S" -x 80 -y 24 "EDITOR=$DIR/editor.sh $SOP demo --data-dir $DIR --pace 2; sleep 120"
 wait_for "CuongLM \(admin\).*Đã kết nối" 20; step "console opened as the admin, link up"
 
 keys 2; wait_for "Trang của tôi \(0\)"; step "Connections tab"
@@ -47,7 +63,39 @@ keys g; wait_for "c Nhận chat"; step "jumped to the most urgent"
 keys c; wait_for "Phụ trách: CuongLM"; step "claimed"
 keys r; keys -l "Dạ, em chào anh chị ạ"; keys Enter
 wait_for "→ Lê Mạnh Cường ✓✓" 15; step "reply delivered (✓✓)"
+
+keys Escape; wait_for "r Trả lời"
+keys E; wait_for "EDITOR>"
+keys -l "Soạn trong trình soạn thảo, đủ từng chữ"; keys Enter
+wait_for "Soạn trong trình soạn thảo, đủ từng chữ" 10; keys Enter
+wait_for "0/2000" 10   # sent: the composer is empty again
+wait_for "│  Soạn trong trình soạn thảo, đủ từng chữ$" 15
+step "a reply composed in \$EDITOR arrives whole (no keystroke stolen)"
+
+keys Escape Escape A; wait_for "Tất cả"
+keys / ; keys -l "tran van an"; keys Enter
+wait_for "Dạ, văn phòng xin nghe ạ\." 15
+first=$(line_of "Chào văn phòng, tôi cần tư vấn.")
+second=$(line_of "Dạ, văn phòng xin nghe ạ.")
+[ -n "$first" ] && [ "$first" -lt "$second" ] || { echo "FAIL: history out of order ($first, $second)"; screen; exit 1; }
+step "synced history reads in time order, found without accents, shown as the cursor rests"
 screen
 keys Escape; sleep 0.5; keys q
 wait_for "Attach another console" 10; step "demo prints how to attach a second console"
+
+# A second console, as the agent HuongNT256: available, gets the queue, hands one over.
+attach=$(tmux capture-pane -p -J -t "$T" | grep -F "# HuongNT256" | grep -oE "sop console --server [^ ]+ --token [^ ]+" | head -1 || true)
+[ -n "$attach" ] || { echo "FAIL: no attach line for HuongNT256"; screen; exit 1; }
+tmux new-session -d -s "$S-agent" -x 80 -y 24 "$SOP ${attach#sop } ; sleep 60"
+T="$S-agent"
+wait_for "HuongNT256 \(agent\).*Vắng mặt.*Đã kết nối" 20; step "agent console opened (away)"
+keys a; wait_for "HuongNT256 \(agent\).*Sẵn sàng" 10
+keys m; wait_for "Của tôi \([1-9]" 20; step "available: the queue is handed to her"
+mine_before=$(screen | grep -oE "Của tôi \([0-9]+\)" | grep -oE "[0-9]+")
+keys Enter; keys t; wait_for "Chuyển cho"
+wait_for "QueCT3 · Cao Thị Quế · Vắng mặt" 10; step "transfer dialog lists her colleagues with availability"
+keys -l "que"; keys Tab Enter
+wait_for "Của tôi \($((mine_before - 1))\)" 10; step "handed over to QueCT3 (no longer hers)"
+screen
+keys q
 echo "tmux seed flow: all steps passed"
