@@ -494,15 +494,7 @@ async fn conversation_views_page_with_cursors_and_metrics_count() {
         "no duplicates across pages"
     );
 
-    let metrics = t
-        .http
-        .get(format!("{}/metrics", t.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = t.metrics().await;
     assert!(metrics.contains("sop_http_requests_total{class=\"2xx\"}"));
     assert!(
         metrics.contains("sop_routing_decisions_total{outcome=\"assigned\"} 7"),

@@ -297,6 +297,21 @@ async fn connected_page_with_agent(s: &Stack) -> (String, String) {
     (conv, agent_token)
 }
 
+/// The message `id` of `conv` as the API shows it, once its delivery is `state`.
+async fn message_once(s: &Stack, conv: &str, token: &str, id: &Value, state: &str) -> Value {
+    eventually(&format!("message {id} {state}"), || async {
+        let (_, page) =
+            s.t.get(&format!("/api/v1/conversations/{conv}/messages"), token)
+                .await;
+        page["items"]
+            .as_array()?
+            .iter()
+            .find(|x| &x["id"] == id && x["delivery"] == state)
+            .cloned()
+    })
+    .await
+}
+
 /// A reply through the API; waits for its final delivery state and returns the message.
 async fn reply_and_settle(s: &Stack, conv: &str, token: &str, key: &str, text: &str) -> Value {
     let (status, m) =
@@ -485,46 +500,13 @@ async fn a_deeply_nested_webhook_is_refused_and_nothing_sticks() {
     s.t.stop().await;
 }
 
-/// A store that refuses any write carrying `POISON` (but the dead-letter list's): a webhook that
-/// can never be applied.
-struct PoisonStore(sop_console::store::SledStore);
-
-impl sop_console::store::Store for PoisonStore {
-    fn get(&self, key: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
-        self.0.get(key)
-    }
-    fn range(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        reverse: bool,
-        limit: usize,
-    ) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.0.range(start, end, reverse, limit)
-    }
-    fn apply(&self, batch: sop_console::store::Batch) -> anyhow::Result<()> {
-        let poisoned = batch.ops().any(|(k, v)| {
-            !k.starts_with(b"dead/") && v.is_some_and(|v| v.windows(6).any(|w| w == b"POISON"))
-        });
-        if poisoned {
-            anyhow::bail!("injected write failure");
-        }
-        self.0.apply(batch)
-    }
-    fn flush(&self) -> anyhow::Result<()> {
-        self.0.flush()
-    }
-}
-
 /// Item 8: a webhook that cannot be applied is retried a few times, then set aside in the
 /// dead-letter list (raw body + error, admin API, metric) while the webhooks behind it flow; the
 /// webhooks applied with it in a failed batch are applied once, not twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_that_cannot_be_applied_is_set_aside_and_the_rest_flows() {
     let dir = temp_dir("poison");
-    let store = Arc::new(PoisonStore(
-        sop_console::store::SledStore::open(&dir).unwrap(),
-    ));
+    let store = Arc::new(FaultyStore::poisoned(&dir, "POISON"));
     let s = start_stack_over(dir, store).await;
     let (conv, agent) = connected_page_with_agent(&s).await;
     for text in ["trước", "POISON", "sau"] {
@@ -568,15 +550,7 @@ async fn a_webhook_that_cannot_be_applied_is_set_aside_and_the_rest_flows() {
         s.t.get("/api/v1/webhooks/dead", &agent).await.0,
         StatusCode::FORBIDDEN
     );
-    let metrics =
-        s.t.http
-            .get(format!("{}/metrics", s.t.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+    let metrics = s.t.metrics().await;
     assert!(metrics.contains("sop_webhooks_dead 1"), "{metrics}");
     s.t.stop().await;
 }
@@ -816,15 +790,11 @@ async fn rule_changes_reach_removed_members_and_pages_that_leave() {
         )
         .await;
     assert_eq!(s, StatusCode::OK);
-    let (s, _) = t
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/rules/{}", rule.id),
-            Some(&t.admin_token),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(
+        t.delete(&format!("/api/v1/rules/{}", rule.id), &t.admin_token)
+            .await,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(
         t.get(&format!("/api/v1/conversations/{}", waiting.id), &a_token)
             .await
@@ -907,17 +877,7 @@ async fn an_ambiguous_send_is_never_resent_and_the_echo_settles_it() {
     let ids = sent_to_customer().await;
     assert_eq!(ids.len(), 1, "at most once towards the customer");
     s.sim_post("/faults", json!({"webhook_down": false})).await;
-    let settled = eventually("the echo settles it", || async {
-        let (_, page) =
-            s.t.get(&format!("/api/v1/conversations/{conv}/messages"), &agent)
-                .await;
-        page["items"]
-            .as_array()?
-            .iter()
-            .find(|x| x["id"] == m["id"] && x["delivery"] == "sent")
-            .cloned()
-    })
-    .await;
+    let settled = message_once(&s, &conv, &agent, &m["id"], "sent").await;
     assert_eq!(settled["zalo_msg_id"], json!(ids[0]));
     assert!(settled["error_reason"].is_null(), "{settled}");
     assert_eq!(sent_to_customer().await.len(), 1);
@@ -939,17 +899,7 @@ async fn an_unconfirmed_ambiguous_send_fails_after_the_window() {
     .await;
     let m = reply_and_settle(&s, &conv, &agent, "k1", "Không ai xác nhận").await;
     assert_eq!(m["delivery"], "unknown");
-    let failed = eventually("failed after the window", || async {
-        let (_, page) =
-            s.t.get(&format!("/api/v1/conversations/{conv}/messages"), &agent)
-                .await;
-        page["items"]
-            .as_array()?
-            .iter()
-            .find(|x| x["id"] == m["id"] && x["delivery"] == "failed")
-            .cloned()
-    })
-    .await;
+    let failed = message_once(&s, &conv, &agent, &m["id"], "failed").await;
     assert!(
         failed["error_reason"]
             .as_str()
@@ -969,46 +919,13 @@ async fn an_unconfirmed_ambiguous_send_fails_after_the_window() {
     s.t.stop().await;
 }
 
-/// A store whose writes can be switched to fail (a full or broken disk).
-struct SwitchStore {
-    inner: sop_console::store::SledStore,
-    failing: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl sop_console::store::Store for SwitchStore {
-    fn get(&self, key: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
-        self.inner.get(key)
-    }
-    fn range(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        reverse: bool,
-        limit: usize,
-    ) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.inner.range(start, end, reverse, limit)
-    }
-    fn apply(&self, batch: sop_console::store::Batch) -> anyhow::Result<()> {
-        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-            anyhow::bail!("No space left on device (injected)");
-        }
-        self.inner.apply(batch)
-    }
-    fn flush(&self) -> anyhow::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Item 12: `/healthz` says whether the hub can serve (store writable, workers alive) and why
 /// not; `/metrics` has latency histograms of HTTP by route, webhook → event and Zalo calls.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_reflects_the_store_and_workers_and_metrics_have_histograms() {
     let dir = temp_dir("health");
     let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let store = Arc::new(SwitchStore {
-        inner: sop_console::store::SledStore::open(&dir).unwrap(),
-        failing: failing.clone(),
-    });
+    let store = Arc::new(FaultyStore::switched(&dir, failing.clone()));
     let s = start_stack_over(dir, store).await;
     let (conv, agent) = connected_page_with_agent(&s).await;
     reply_and_settle(&s, &conv, &agent, "k1", "Dạ").await;
@@ -1045,15 +962,7 @@ async fn healthz_reflects_the_store_and_workers_and_metrics_have_histograms() {
         "recovers when the store does"
     );
 
-    let metrics =
-        s.t.http
-            .get(format!("{}/metrics", s.t.base))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+    let metrics = s.t.metrics().await;
     for series in [
         r#"sop_http_request_duration_seconds_count{route="/api/v1/conversations/{id}/reply",method="POST",class="2xx"} 1"#,
         "sop_webhook_to_event_seconds_count ",
@@ -1114,17 +1023,7 @@ async fn a_stale_quote_is_dropped_and_the_reply_still_goes_once() {
         )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{m}");
-    let done = eventually("sent", || async {
-        let (_, page) =
-            s.t.get(&format!("/api/v1/conversations/{conv}/messages"), &agent)
-                .await;
-        page["items"]
-            .as_array()?
-            .iter()
-            .find(|x| x["id"] == m["id"] && x["delivery"] == "sent")
-            .cloned()
-    })
-    .await;
+    let done = message_once(&s, &conv, &agent, &m["id"], "sent").await;
     let sent = s.sim_get("/sent").await;
     let ours: Vec<&Value> = sent
         .as_array()
@@ -1144,10 +1043,7 @@ async fn a_stale_quote_is_dropped_and_the_reply_still_goes_once() {
 async fn a_write_the_store_refuses_is_not_visible_anywhere() {
     let dir = temp_dir("refused");
     let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let store = Arc::new(SwitchStore {
-        inner: sop_console::store::SledStore::open(&dir).unwrap(),
-        failing: failing.clone(),
-    });
+    let store = Arc::new(FaultyStore::switched(&dir, failing.clone()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let t = start_hub_over(
         sop_console::config::Config::default(),
@@ -1182,15 +1078,11 @@ async fn a_write_the_store_refuses_is_not_visible_anywhere() {
         )
         .await;
     assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
-    let (s, _) = t
-        .call(
-            Method::DELETE,
-            &format!("/api/v1/rules/{}", rule.id),
-            Some(&t.admin_token),
-            None,
-        )
-        .await;
-    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        t.delete(&format!("/api/v1/rules/{}", rule.id), &t.admin_token)
+            .await,
+        StatusCode::INTERNAL_SERVER_ERROR
+    );
     failing.store(false, std::sync::atomic::Ordering::SeqCst);
 
     let (_, accounts) = t.get("/api/v1/accounts", &t.admin_token).await;

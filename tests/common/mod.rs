@@ -206,6 +206,24 @@ impl TestHub {
         }
     }
 
+    /// `GET /metrics` (open, like `/healthz`).
+    pub async fn metrics(&self) -> String {
+        let url = format!("{}/metrics", self.base);
+        self.http
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// `DELETE` an API path; the status.
+    pub async fn delete(&self, path: &str, token: &str) -> StatusCode {
+        self.call(Method::DELETE, path, Some(token), None).await.0
+    }
+
     pub fn ws_url(&self, since: Option<u64>) -> String {
         let base = self.base.replacen("http://", "ws://", 1);
         match since {
@@ -669,6 +687,69 @@ pub mod process {
         .unwrap();
         sop_console::sim::spawn(sim.clone(), listener).unwrap();
         (sim, base)
+    }
+}
+
+/// A store that refuses some writes: those carrying a marker (a webhook that can never be
+/// applied), or all of them while switched on (a full or broken disk). The dead-letter list is
+/// always written.
+pub struct FaultyStore {
+    inner: SledStore,
+    poison: Option<&'static [u8]>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FaultyStore {
+    pub fn poisoned(dir: &std::path::Path, marker: &'static str) -> FaultyStore {
+        FaultyStore {
+            inner: SledStore::open(dir).unwrap(),
+            poison: Some(marker.as_bytes()),
+            failing: Arc::default(),
+        }
+    }
+
+    pub fn switched(
+        dir: &std::path::Path,
+        failing: Arc<std::sync::atomic::AtomicBool>,
+    ) -> FaultyStore {
+        FaultyStore {
+            inner: SledStore::open(dir).unwrap(),
+            poison: None,
+            failing,
+        }
+    }
+}
+
+impl Store for FaultyStore {
+    fn get(&self, key: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
+        self.inner.get(key)
+    }
+    fn range(
+        &self,
+        start: &[u8],
+        end: &[u8],
+        reverse: bool,
+        limit: usize,
+    ) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        self.inner.range(start, end, reverse, limit)
+    }
+    fn apply(&self, batch: sop_console::store::Batch) -> anyhow::Result<()> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            anyhow::bail!("No space left on device (injected)");
+        }
+        if let Some(marker) = self.poison {
+            let poisoned = batch.ops().any(|(k, v)| {
+                !k.starts_with(b"dead/")
+                    && v.is_some_and(|v| v.windows(marker.len()).any(|w| w == marker))
+            });
+            if poisoned {
+                anyhow::bail!("injected write failure");
+            }
+        }
+        self.inner.apply(batch)
+    }
+    fn flush(&self) -> anyhow::Result<()> {
+        self.inner.flush()
     }
 }
 

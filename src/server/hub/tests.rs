@@ -488,22 +488,13 @@ async fn rule_conflicts_and_unknown_members_are_refused() {
 async fn state_survives_reopen() {
     let s = seed(Method::RoundRobin).await;
     let conv_id = send(&s.f.hub, &s.conn, "u1", "m1").await.id;
-    let mut f = s.f;
-    let dir = f.dir.take().unwrap();
-    drop(f);
-    let hub = Hub::open(
-        Arc::new(crate::store::open_when_released(&dir)),
-        &dir.join("webhooks.log"),
-        10_000,
-    )
-    .unwrap();
+    let f = s.f.reopen();
+    let hub = &f.hub;
     let conv = hub
         .read(|st| st.conversation(&conv_id).cloned())
         .expect("conversation persisted");
     assert_eq!(conv.state, ConvState::Assigned);
     assert_eq!(hub.read(|st| st.rules().count()), 1);
-    hub.shutdown();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]
