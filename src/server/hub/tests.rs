@@ -25,12 +25,11 @@ impl Fixture {
     fn reopen(mut self) -> Fixture {
         let dir = self.dir.take().unwrap();
         drop(self);
-        let hub = Hub::open(
-            Arc::new(crate::store::open_when_released(&dir)),
-            &dir.join("webhooks.log"),
-            10_000,
-        )
-        .unwrap();
+        Fixture::open(crate::store::open_when_released(&dir), dir)
+    }
+
+    fn open(store: SledStore, dir: std::path::PathBuf) -> Fixture {
+        let hub = Hub::open(Arc::new(store), &dir.join("webhooks.log"), 10_000).unwrap();
         Fixture {
             hub,
             dir: Some(dir),
@@ -40,16 +39,7 @@ impl Fixture {
 
 fn fixture() -> Fixture {
     let dir = std::env::temp_dir().join(format!("sop-hub-{}", rand::random::<u64>()));
-    let hub = Hub::open(
-        Arc::new(SledStore::open(&dir).unwrap()),
-        &dir.join("webhooks.log"),
-        10_000,
-    )
-    .unwrap();
-    Fixture {
-        hub,
-        dir: Some(dir),
-    }
+    Fixture::open(SledStore::open(&dir).unwrap(), dir)
 }
 
 async fn account(hub: &Hub, username: &str, role: Role) -> Account {
