@@ -297,6 +297,22 @@ async fn connected_page_with_agent(s: &Stack) -> (String, String) {
     (conv, agent_token)
 }
 
+/// The texts of `conv`'s thread, in order, once one of them is `last`.
+async fn texts_once(s: &Stack, conv: &str, token: &str, last: &str) -> Vec<String> {
+    eventually(&format!("{last:?} in the thread"), || async {
+        let (_, page) =
+            s.t.get(&format!("/api/v1/conversations/{conv}/messages"), token)
+                .await;
+        let texts: Vec<String> = page["items"]
+            .as_array()?
+            .iter()
+            .map(|m| m["text"].as_str().unwrap_or_default().to_string())
+            .collect();
+        texts.iter().any(|t| t == last).then_some(texts)
+    })
+    .await
+}
+
 /// The message `id` of `conv` as the API shows it, once its delivery is `state`.
 async fn message_once(s: &Stack, conv: &str, token: &str, id: &Value, state: &str) -> Value {
     eventually(&format!("message {id} {state}"), || async {
@@ -512,18 +528,7 @@ async fn a_webhook_that_cannot_be_applied_is_set_aside_and_the_rest_flows() {
     for text in ["trước", "POISON", "sau"] {
         s.customer_says(OA, "an", text).await;
     }
-    let texts = eventually("the webhooks after it applied", || async {
-        let (_, page) =
-            s.t.get(&format!("/api/v1/conversations/{conv}/messages"), &agent)
-                .await;
-        let texts: Vec<String> = page["items"]
-            .as_array()?
-            .iter()
-            .map(|m| m["text"].as_str().unwrap().to_string())
-            .collect();
-        texts.contains(&"sau".to_string()).then_some(texts)
-    })
-    .await;
+    let texts = texts_once(&s, &conv, &agent, "sau").await;
     assert_eq!(
         texts,
         ["Chào shop", "trước", "sau"],
@@ -640,18 +645,7 @@ async fn a_retried_submit_info_is_stored_once() {
         assert_eq!(s.post_webhook(&b).await.0, StatusCode::OK);
     }
     s.customer_says(OA, "an", "xong").await;
-    let texts = eventually("all applied", || async {
-        let (_, page) =
-            s.t.get(&format!("/api/v1/conversations/{conv}/messages"), &agent)
-                .await;
-        let texts: Vec<String> = page["items"]
-            .as_array()?
-            .iter()
-            .map(|m| m["text"].as_str().unwrap().to_string())
-            .collect();
-        texts.contains(&"xong".to_string()).then_some(texts)
-    })
-    .await;
+    let texts = texts_once(&s, &conv, &agent, "xong").await;
     let shared = texts.iter().filter(|t| t.contains("0901234567")).count();
     assert_eq!(shared, 2, "{texts:?}");
     s.t.stop().await;
