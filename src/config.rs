@@ -22,6 +22,9 @@ pub struct ServerConfig {
     pub event_retention: u64,
     /// Largest accepted API request body, in bytes.
     pub max_body_bytes: usize,
+    /// When set, `GET /metrics` wants `Authorization: Bearer <this>` (else it is open, like
+    /// `/healthz`: keep the port private).
+    pub metrics_token: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -31,6 +34,7 @@ impl Default for ServerConfig {
             data_dir: None,
             event_retention: 100_000,
             max_body_bytes: 8 * 1024 * 1024,
+            metrics_token: None,
         }
     }
 }
@@ -206,6 +210,7 @@ impl Config {
     fn schema() -> Config {
         let mut c = Config::default();
         c.server.data_dir = Some(PathBuf::new());
+        c.server.metrics_token = Some(String::new());
         c.console.server = Some(String::new());
         c.console.token = Some(String::new());
         c

@@ -29,6 +29,29 @@ pub fn html_escape(s: &str) -> String {
         .replace('\'', "&#39;")
 }
 
+/// A file name as given by a client, made harmless to store and show: the last path component
+/// only (`/` and `\\` both separate), no control or bidi characters, at most 255 bytes (cut on a
+/// character boundary), and never empty.
+pub fn file_name(given: &str) -> String {
+    let last = given.rsplit(['/', '\\']).next().unwrap_or_default();
+    let mut out = String::new();
+    for c in nfc(last)
+        .chars()
+        .filter(|c| !c.is_control() && !is_bidi_control(*c))
+    {
+        if out.len() + c.len_utf8() > 255 {
+            break;
+        }
+        out.push(c);
+    }
+    let out = out.trim().trim_matches('.').to_string();
+    if out.is_empty() {
+        "file".to_string()
+    } else {
+        out
+    }
+}
+
 pub fn char_count(s: &str) -> usize {
     s.chars().count()
 }

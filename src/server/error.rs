@@ -47,6 +47,7 @@ impl From<HubError> for ApiError {
             HubError::NotFound(m) => ApiError::not_found(m),
             HubError::Forbidden(m) => ApiError::forbidden(&m),
             HubError::Invalid(m) => ApiError::unprocessable(m),
+            HubError::BadRequest(m) => ApiError::bad_request(m),
             HubError::Conflict {
                 code,
                 message,

@@ -73,7 +73,19 @@ async fn healthz(State(app): State<AppState>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
+async fn metrics(State(app): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(want) = &app.config.server.metrics_token {
+        use subtle::ConstantTimeEq;
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or_default();
+        if !bool::from(given.as_bytes().ct_eq(want.as_bytes())) {
+            return error::ApiError::unauthorized("GET /metrics wants the metrics token")
+                .into_response();
+        }
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -81,6 +93,7 @@ async fn metrics(State(app): State<AppState>) -> impl IntoResponse {
         )],
         app.hub.metrics.render(),
     )
+        .into_response()
 }
 
 /// Counts and times every request by its route pattern (`MatchedPath`, never the raw path).

@@ -209,7 +209,8 @@ impl Hub {
                     tx.batch.delete(format!("mref/{}", m.id));
                     tx.batch.delete(format!("job/{}", m.id));
                     if let Some(key) = &m.client_key {
-                        tx.batch.delete(format!("ckey/{}/{key}", m.sender));
+                        let key = super::conversations::key_client(&m.sender, &id, key);
+                        tx.batch.delete(key);
                     }
                 }
             }

@@ -316,7 +316,9 @@ impl Hub {
                     .ok()
                     .filter(|m| m.conversation_id == conv_id)
                     .ok_or_else(|| {
-                        HubError::Invalid(format!("before: no message {b:?} in this conversation"))
+                        HubError::BadRequest(format!(
+                            "before: {b:?} is not a message of this conversation"
+                        ))
                     })?;
                 let (at, n) = m.thread_order();
                 key_msg_time(conv_id, at, n).into_bytes()
@@ -540,6 +542,11 @@ impl State {
     }
 }
 
+/// `ckey/<account>/<conversation>/<client key>` → the reply it made.
+pub(super) fn key_client(account: &str, conv_id: &str, key: &str) -> String {
+    format!("ckey/{account}/{conv_id}/{key}")
+}
+
 fn in_view(st: &State, who: &Account, view: View, c: &Conversation) -> bool {
     match view {
         View::Mine => c.assignee.as_deref() == Some(who.id.as_str()),
@@ -607,7 +614,8 @@ fn claim(
         .ok_or_else(|| not_found(conv_id))?;
     let conn = &st.connections[&conv.connection_id];
     let eligible = who.is_admin() || routing::is_eligible(st.page_of(conn), &who.id);
-    if !eligible {
+    // Unattended conversations are for admins: to anyone else they do not exist.
+    if !eligible || (conv.state == ConvState::Unattended && !who.is_admin()) {
         return Err(not_found(conv_id));
     }
     let claimable = conv.state == ConvState::Unclaimed
@@ -661,7 +669,9 @@ fn reply(
             "client_key must be 1-128 characters".into(),
         ));
     }
-    if let Some(id) = store.get_json::<String>(&format!("ckey/{}/{key}", who.id))? {
+    // The key is looked up only where the caller may reply: scoped to them and this conversation.
+    visible_conversation(st, who, conv_id)?;
+    if let Some(id) = store.get_json::<String>(&key_client(&who.id, conv_id, key))? {
         return load_message(store, tx, &id);
     }
     let text = crate::model::text::nfc(&input.text);
@@ -723,7 +733,7 @@ fn reply(
             .map(|a| Attachment {
                 kind: kind.as_str().into(),
                 url: String::new(),
-                name: a.name.clone(),
+                name: crate::model::text::file_name(&a.name),
                 size: None,
             })
             .collect(),
@@ -736,7 +746,7 @@ fn reply(
         created_at: now,
         raw: None,
     };
-    tx.batch.put_json(format!("ckey/{}/{key}", who.id), &id);
+    tx.batch.put_json(key_client(&who.id, conv_id, key), &id);
     tx.batch.put_json(
         format!("job/{id}"),
         &OutboundJob {

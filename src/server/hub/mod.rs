@@ -41,6 +41,9 @@ pub enum HubError {
     /// Well-formed but unacceptable input (422).
     #[error("{0}")]
     Invalid(String),
+    /// A request that does not make sense, e.g. a cursor that is not one (400).
+    #[error("{0}")]
+    BadRequest(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
