@@ -199,3 +199,64 @@ async fn metrics_can_require_a_token() {
     assert_eq!(health, StatusCode::OK);
     t.stop().await;
 }
+
+/// Item 6: rotating an account's token closes the streams opened with the old one (close code
+/// 4001, which the console turns into "run sop login"); a stream opened with the new token stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotating_a_token_closes_the_streams_opened_with_it() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let t = start_hub().await;
+    let (agent, old_token) = t.account("An", "agent").await;
+    let mut old_stream = ws::connect(&t.ws_url(None), &old_token).await;
+    let (status, body) = t
+        .post(
+            &format!("/api/v1/accounts/{}/token", agent.id),
+            &t.admin_token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let new_token = body["token"].as_str().unwrap().to_string();
+    let mut new_stream = ws::connect(&t.ws_url(None), &new_token).await;
+    let (status, _) = t
+        .post(
+            &format!("/api/v1/accounts/{}/token", t.admin.id),
+            &t.admin_token,
+            json!({}),
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "another account's rotation closes nothing of An's"
+    );
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while let Some(Ok(m)) = old_stream.next().await {
+            if let Message::Close(f) = m {
+                return f.map(|f| u16::from(f.code));
+            }
+        }
+        None
+    })
+    .await
+    .expect("the old stream is closed at once");
+    assert_eq!(closed, Some(4001));
+    // The new one is still up: it gets the next event.
+    t.call(
+        reqwest::Method::PUT,
+        "/api/v1/me/availability",
+        Some(&new_token),
+        Some(json!({"availability": "away"})),
+    )
+    .await;
+    let mut got_event = false;
+    while let Some(f) = ws::next(&mut new_stream, std::time::Duration::from_secs(3)).await {
+        if matches!(f, sop_console::wire::Frame::Event { .. }) {
+            got_event = true;
+            break;
+        }
+    }
+    assert!(got_event, "the stream opened with the new token stays open");
+    t.stop().await;
+}

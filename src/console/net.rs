@@ -375,6 +375,9 @@ pub async fn run_stream(api: Api, mut since: Option<u64>, tx: UnboundedSender<Ms
     }
 }
 
+/// The hub's close code for a stream whose token was revoked (server::stream).
+const TOKEN_REVOKED: u16 = 4001;
+
 enum StreamEnd {
     Unauthorized,
     Other(String),
@@ -413,6 +416,10 @@ async fn stream_once(
     while let Some(msg) = ws.next().await {
         let text = match msg {
             Ok(tungstenite::Message::Text(t)) => t,
+            // The hub closed it because this token was replaced: ask for a new one.
+            Ok(tungstenite::Message::Close(Some(f))) if u16::from(f.code) == TOKEN_REVOKED => {
+                return Err(StreamEnd::Unauthorized)
+            }
             Ok(tungstenite::Message::Close(_)) => break,
             Ok(_) => continue,
             Err(e) => return Err(StreamEnd::Other(e.to_string())),

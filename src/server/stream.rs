@@ -1,7 +1,7 @@
 //! The live stream: `GET /api/v1/stream?since=SEQ` (websocket). Replays the durable log after
 //! `since`, filtered to what the account may see, then goes live; pings keep it alive.
 
-use super::extract::{ApiQuery, Caller};
+use super::extract::{bearer_token, ApiQuery, Caller};
 use super::hub::{Hub, StoredEvent, EVERYONE};
 use super::AppState;
 use crate::model::Account;
@@ -22,16 +22,22 @@ pub struct StreamQuery {
 pub async fn stream(
     State(app): State<AppState>,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     ApiQuery(q): ApiQuery<StreamQuery>,
     ws: WebSocketUpgrade,
 ) -> Response {
+    let token = bearer_token(&headers).unwrap_or_default().to_string();
     ws.on_upgrade(move |socket| async move {
         let hub = app.hub.clone();
         hub.metrics.stream_clients.inc();
         let mut shutdown = app.shutdown.clone();
+        let who = Who {
+            account: caller.0.clone(),
+            token,
+        };
         tokio::select! {
-            r = run(&hub, &caller.0, q.since, socket) => {
-                if let Err(e) = r { tracing::debug!(account = %caller.0.username, "stream ended: {e}"); }
+            r = run(&hub, &who, q.since, socket) => {
+                if let Err(e) = r { tracing::debug!(account = %who.account.username, "stream ended: {e}"); }
             }
             _ = shutdown.wait_for(|s| *s) => {}
         }
@@ -99,12 +105,18 @@ impl Conn {
     }
 }
 
-async fn run(
-    hub: &Hub,
-    who: &Account,
-    since: Option<u64>,
-    socket: WebSocket,
-) -> anyhow::Result<()> {
+/// The client of a stream: its account, and the token it connected with.
+struct Who {
+    account: Account,
+    token: String,
+}
+
+/// The close code that tells a console its token no longer works (it asks for a new one).
+pub const CLOSE_TOKEN_REVOKED: u16 = 4001;
+
+async fn run(hub: &Hub, client: &Who, since: Option<u64>, socket: WebSocket) -> anyhow::Result<()> {
+    let who = &client.account;
+    let mut credentials = hub.credentials_changed.subscribe();
     // Subscribe before reading the head: whatever is published after this point arrives live.
     let mut live = hub.subscribe();
     let head = hub.published_seq();
@@ -155,6 +167,20 @@ async fn run(
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e.into()),
             },
+            changed = credentials.recv() => {
+                let mine = match changed {
+                    Ok(id) => id == who.id,
+                    Err(_) => true, // lagged: check anyway
+                };
+                if mine && hub.authenticate(&client.token).is_none() {
+                    let frame = axum::extract::ws::CloseFrame {
+                        code: CLOSE_TOKEN_REVOKED,
+                        reason: "token revoked".into(),
+                    };
+                    let _ = conn.socket.send(Message::Close(Some(frame))).await;
+                    return Ok(());
+                }
+            }
             _ = ping.tick() => {
                 if awaiting_pong {
                     anyhow::bail!("no pong within {PING_EVERY:?}");

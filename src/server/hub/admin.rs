@@ -60,8 +60,11 @@ impl Hub {
     pub fn rotate_token_blocking(&self, handle: &str) -> HubResult<(Account, String)> {
         self.write_blocking(|st, tx| rotate_token(st, tx, handle))
     }
+    /// Issues a new token; the old one stops working, and streams opened with it are closed.
     pub async fn rotate_token(&self, handle: &str) -> HubResult<(Account, String)> {
-        self.write(|st, tx| rotate_token(st, tx, handle)).await
+        let (account, token) = self.write(|st, tx| rotate_token(st, tx, handle)).await?;
+        let _ = self.credentials_changed.send(account.id.clone());
+        Ok((account, token))
     }
 
     /// Changes an account's availability; becoming available drains its round-robin queues.

@@ -156,6 +156,8 @@ pub struct Hub {
     pub outbox_ready: Arc<Notify>,
     /// The background workers' heartbeats, for `/healthz`.
     pub health: Health,
+    /// Accounts whose token was just replaced: their open streams check theirs and close.
+    pub credentials_changed: broadcast::Sender<AccountId>,
     /// How far apart a reply and Zalo's `oa_send_*` echo of it may be (`[zalo] echo_window_secs`).
     echo_window_ms: std::sync::atomic::AtomicI64,
 }
@@ -306,6 +308,7 @@ impl Hub {
             metrics,
             outbox_ready: Arc::new(Notify::new()),
             health: Health::default(),
+            credentials_changed: broadcast::channel(64).0,
             echo_window_ms: std::sync::atomic::AtomicI64::new(600_000),
         }))
     }
