@@ -57,6 +57,11 @@ pub struct ZaloConfig {
     /// A send Zalo answered with a retryable error (-32 rate limit, -100, no connection) is tried
     /// again after this many milliseconds, doubling, up to a minute; 8 tries in all.
     pub retry_base_ms: u64,
+    /// Signed webhooks older than this (by their `timestamp`) are acknowledged but not applied:
+    /// a replay. Longer than Zalo's retry schedule (30 s … 1 h, about 2 h 6 min in all).
+    pub webhook_max_age_secs: u64,
+    /// … and those stamped further than this in the future.
+    pub webhook_max_future_secs: u64,
 }
 
 impl Default for ZaloConfig {
@@ -70,6 +75,8 @@ impl Default for ZaloConfig {
             api_base: "https://openapi.zalo.me".into(),
             echo_window_secs: 600,
             retry_base_ms: 500,
+            webhook_max_age_secs: 3 * 3600,
+            webhook_max_future_secs: 300,
         }
     }
 }
@@ -256,7 +263,9 @@ mod tests {
                 "server.event_retention"
                 | "server.max_body_bytes"
                 | "zalo.echo_window_secs"
-                | "zalo.retry_base_ms" => "42",
+                | "zalo.retry_base_ms"
+                | "zalo.webhook_max_age_secs"
+                | "zalo.webhook_max_future_secs" => "42",
                 "console.bell" => "false",
                 "console.mouse" => "true",
                 _ => "x-test",

@@ -260,3 +260,73 @@ async fn rotating_a_token_closes_the_streams_opened_with_it() {
     assert!(got_event, "the stream opened with the new token stays open");
     t.stop().await;
 }
+
+/// Item 5: signed webhooks stamped from 2019 or 2100 are acknowledged but not applied (and
+/// counted); a captured `permission_revoked` replayed after the admin reconnected changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_and_out_of_time_webhooks_are_not_applied() {
+    let s = start_stack().await;
+    s.sim_oa(OA, "Trang", &[("an", "An", 0)]).await;
+    assert_eq!(
+        s.connect(OA, "zalo-admin-1", "allow").await.0,
+        StatusCode::OK
+    );
+    let event = |name: &str, at: i64, extra: &str| {
+        format!(
+            r#"{{"app_id":"{APP_ID}","event_name":"{name}","timestamp":"{at}","sender":{{"id":"an"}},"recipient":{{"id":"{OA}"}}{extra}}}"#
+        )
+    };
+    let text = |id: &str| format!(r#","message":{{"text":"Xin chào","msg_id":"{id}"}}"#);
+    let y2019 = 1_546_300_800_000;
+    let y2100 = 4_102_444_800_000;
+    for (at, id) in [(y2019, "old1"), (y2100, "future1")] {
+        let (status, answer) = s
+            .post_webhook(&event("user_send_text", at, &text(id)))
+            .await;
+        assert_eq!(
+            (status, answer["error"].as_i64()),
+            (StatusCode::OK, Some(0)),
+            "acknowledged"
+        );
+    }
+    let metrics = s.t.metrics().await;
+    assert!(
+        metrics.contains(r#"sop_webhooks_total{result="stale"} 2"#),
+        "{metrics}"
+    );
+
+    // A revocation captured now, replayed after the admin connected the page again.
+    let captured = event(
+        "permission_revoked",
+        sop_console::model::now_ms(),
+        r#","oa_id":"1423847451268726170""#,
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert_eq!(
+        s.connect(OA, "zalo-admin-1", "allow").await.0,
+        StatusCode::OK
+    );
+    assert_eq!(s.post_webhook(&captured).await.0, StatusCode::OK);
+    // A fresh message after both shows they were applied in order; nothing else changed.
+    s.customer_says(OA, "an", "vẫn kết nối").await;
+    let conn = eventually("the fresh message", || async {
+        let (_, convs) =
+            s.t.get("/api/v1/conversations?view=all", &s.t.admin_token)
+                .await;
+        let items = convs["items"].as_array()?.clone();
+        (items.len() == 1 && items[0]["preview"] == "vẫn kết nối")
+            .then_some(items[0]["connection_id"].clone())
+    })
+    .await;
+    let (_, c) =
+        s.t.get(
+            &format!("/api/v1/connections/{}", conn.as_str().unwrap()),
+            &s.t.admin_token,
+        )
+        .await;
+    assert_eq!(
+        c["status"], "connected",
+        "the replayed revocation did not apply: {c}"
+    );
+    s.t.stop().await;
+}

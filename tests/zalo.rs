@@ -262,8 +262,9 @@ async fn webhook_signatures_and_bad_input() {
         StatusCode::OK
     );
     let url = format!("{}/zalo/webhook", s.t.base);
+    let now = sop_console::model::now_ms();
     let body = format!(
-        r#"{{"app_id":"{APP_ID}","sender":{{"id":"u1"}},"recipient":{{"id":"{OA}"}},"event_name":"user_send_text","message":{{"text":"Xin chào","msg_id":"abc123"}},"timestamp":"1751272409784"}}"#
+        r#"{{"app_id":"{APP_ID}","sender":{{"id":"u1"}},"recipient":{{"id":"{OA}"}},"event_name":"user_send_text","message":{{"text":"Xin chào","msg_id":"abc123"}},"timestamp":"{now}"}}"#
     );
     let post = |body: String, sig: Option<String>| {
         let mut r =
@@ -296,7 +297,7 @@ async fn webhook_signatures_and_bad_input() {
         "without mac= prefix"
     );
     let wrong_secret =
-        sop_console::zalo::webhook_mac(APP_ID, body.as_bytes(), "1751272409784", APP_SECRET);
+        sop_console::zalo::webhook_mac(APP_ID, body.as_bytes(), &now.to_string(), APP_SECRET);
     assert_eq!(
         post(body.clone(), Some(wrong_secret))
             .await
@@ -334,7 +335,8 @@ async fn webhook_signatures_and_bad_input() {
 
     // The two accepted deliveries of the same msg_id made one message; an unknown event is kept.
     let unknown = format!(
-        r#"{{"app_id":"{APP_ID}","event_name":"shop_has_order","oa_id":"{OA}","order":{{"id":"1"}},"timestamp":"1751272409790"}}"#
+        r#"{{"app_id":"{APP_ID}","event_name":"shop_has_order","oa_id":"{OA}","order":{{"id":"1"}},"timestamp":"{}"}}"#,
+        now + 6
     );
     assert_eq!(
         post(unknown.clone(), Some(signed(&unknown)))

@@ -31,6 +31,7 @@ pub enum WebhookEvent {
     },
     PermissionRevoked {
         oa_id: String,
+        at: Ms,
     },
     Other {
         event_name: String,
@@ -210,10 +211,15 @@ pub fn parse(v: &Value) -> WebhookEvent {
                 }),
                 _ => None,
             },
-            "permission_revoked" => flat_oa
-                .clone()
-                .or_else(|| id_str(&v["sender"]["id"]))
-                .map(|oa_id| WebhookEvent::PermissionRevoked { oa_id }),
+            "permission_revoked" => {
+                flat_oa
+                    .clone()
+                    .or_else(|| id_str(&v["sender"]["id"]))
+                    .map(|oa_id| WebhookEvent::PermissionRevoked {
+                        oa_id,
+                        at: timestamp(v),
+                    })
+            }
             _ => None,
         }
     };

@@ -48,6 +48,7 @@ pub struct Metrics {
     pub webhooks_accepted: Counter,
     pub webhooks_rejected: Counter,
     pub webhooks_duplicate: Counter,
+    pub webhooks_stale: Counter,
     pub webhooks_applied: Counter,
     /// Webhooks in the dead-letter list (set at start from the store, then counted).
     pub webhooks_dead: Gauge,
@@ -118,12 +119,12 @@ impl Default for Metrics {
         )
         .try_into()
         .unwrap();
-        let [webhooks_accepted, webhooks_rejected, webhooks_duplicate] = labelled(
+        let [webhooks_accepted, webhooks_rejected, webhooks_duplicate, webhooks_stale] = labelled(
             &mut registry,
             "webhooks",
-            "Zalo webhooks, by result",
+            "Zalo webhooks, by result (stale: signed but too old or too far ahead, not applied)",
             "result",
-            &["accepted", "rejected", "duplicate"],
+            &["accepted", "rejected", "duplicate", "stale"],
         )
         .try_into()
         .unwrap();
@@ -180,6 +181,7 @@ impl Default for Metrics {
             webhooks_accepted,
             webhooks_rejected,
             webhooks_duplicate,
+            webhooks_stale,
             webhooks_applied,
             webhooks_dead,
             webhook_to_event,

@@ -327,9 +327,15 @@ fn apply_one(
             };
             ingest(st, tx, store, inbound, metrics)?;
         }
-        WebhookEvent::PermissionRevoked { oa_id } => {
+        WebhookEvent::PermissionRevoked { oa_id, at } => {
             store_raw(tx, n, value, "permission revoked");
-            if let Some(mut conn) = st.connection_by_oa(&oa_id).cloned() {
+            // A revocation older than the page's last connection is history (a replay, or Zalo's
+            // retry arriving after the admin reconnected): it never undoes the newer state.
+            let current = st
+                .connection_by_oa(&oa_id)
+                .filter(|c| at > c.last_connected_at)
+                .cloned();
+            if let Some(mut conn) = current {
                 conn.status = ConnectionStatus::NeedsReauth;
                 let reason = "Quyền truy cập đã bị thu hồi trong Zalo — cần kết nối lại / The OA revoked this app's permission in Zalo — reconnect the page".to_string();
                 conn.status_reason = Some(reason.clone());

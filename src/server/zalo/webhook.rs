@@ -71,6 +71,20 @@ pub async fn receive(
         rejected();
         return Err(ApiError::unauthorized("bad webhook signature"));
     }
+    // Freshness: a replayed capture is acknowledged (Zalo would only retry) but not applied.
+    let stamped = timestamp.trim().parse::<i64>().ok();
+    let now = crate::model::now_ms();
+    let max_age = z.config.webhook_max_age_secs as i64 * 1000;
+    let max_ahead = z.config.webhook_max_future_secs as i64 * 1000;
+    if let Some(at) = stamped.filter(|at| *at < now - max_age || *at > now + max_ahead) {
+        z.hub.metrics.webhooks_stale.inc();
+        tracing::warn!(
+            event = value["event_name"].as_str().unwrap_or("?"),
+            at,
+            "webhook outside the freshness window: acknowledged, not applied"
+        );
+        return Ok(Json(json!({"error": 0, "message": "Success"})));
+    }
     z.hub.enqueue_webhook(&raw).await?;
     z.hub.metrics.webhooks_accepted.inc();
     z.webhook_ready.notify_one();
