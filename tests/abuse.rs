@@ -330,3 +330,125 @@ async fn replayed_and_out_of_time_webhooks_are_not_applied() {
     );
     s.t.stop().await;
 }
+
+/// The hub process's resident memory, in MB.
+fn rss_mb(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    kb / 1024.0
+}
+
+/// Item 2: websocket clients cannot grow the hub's memory: a ping flood whose pongs are never
+/// read, and ten clients each holding an unfinished 45 MiB message, leave the real hub within
+/// 64 MB of its idle size, and another console keeps receiving events meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn websocket_floods_and_huge_messages_do_not_grow_the_hub() {
+    use futures_util::SinkExt;
+    use tokio::io::AsyncWriteExt;
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+    let dir = temp_dir("wsflood");
+    let port = process::free_port();
+    let token = process::admin_token(&dir);
+    let hub = process::hub(&dir, port, None);
+    let pid = hub.id();
+    let url = format!("ws://127.0.0.1:{port}/api/v1/stream");
+    let mut console = ws::connect(&url, &token).await;
+    while !matches!(
+        ws::next(&mut console, std::time::Duration::from_secs(5)).await,
+        Some(sop_console::wire::Frame::Live { .. })
+    ) {}
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let idle = rss_mb(pid);
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut floods = Vec::new();
+    for _ in 0..4 {
+        let (url, token, stop) = (url.clone(), token.clone(), stop.clone());
+        floods.push(tokio::spawn(async move {
+            let mut sock = ws::connect(&url, &token).await;
+            let mut sent = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if sock
+                    .send(Message::Ping(vec![7u8; 125].into()))
+                    .await
+                    .is_err()
+                {
+                    break; // cut off by the hub
+                }
+                sent += 1;
+            }
+            sent
+        }));
+    }
+    // Ten clients each announce a 45 MiB message, send 1 MiB of it and stall.
+    let mut stalled = Vec::new();
+    for _ in 0..10 {
+        let mut req = url.clone().into_client_request().unwrap();
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        let (mut sock, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        let raw = match sock.get_mut() {
+            tokio_tungstenite::MaybeTlsStream::Plain(s) => s,
+            _ => unreachable!(),
+        };
+        let len: u64 = 45 << 20;
+        let mut header = vec![0x82u8, 0x80 | 127];
+        header.extend_from_slice(&len.to_be_bytes());
+        header.extend_from_slice(&[1, 2, 3, 4]);
+        // The hub may refuse it at the header (then the write fails) or stop reading (then the
+        // write stalls): either way it must not hold 45 MiB.
+        let wait = std::time::Duration::from_secs(2);
+        let _ = tokio::time::timeout(wait, raw.write_all(&header)).await;
+        let _ = tokio::time::timeout(wait, raw.write_all(&vec![0u8; 1 << 20])).await;
+        stalled.push(sock);
+    }
+    // Meanwhile another console still gets its events.
+    let mut peak = idle;
+    let mut worst = std::time::Duration::ZERO;
+    for i in 0..5 {
+        let sent = std::time::Instant::now();
+        let availability = if i % 2 == 0 { "away" } else { "available" };
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .unwrap();
+        let r = http
+            .put(format!("http://127.0.0.1:{port}/api/v1/me/availability"))
+            .bearer_auth(&token)
+            .json(&json!({"availability": availability}))
+            .send()
+            .await
+            .expect("the hub answers during the flood");
+        assert_eq!(r.status(), StatusCode::OK);
+        loop {
+            match ws::next(&mut console, std::time::Duration::from_secs(10)).await {
+                Some(sop_console::wire::Frame::Event { .. }) => break,
+                Some(_) => {}
+                None => panic!("the console stopped receiving events during the flood"),
+            }
+        }
+        worst = worst.max(sent.elapsed());
+        peak = peak.max(rss_mb(pid));
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut pings = 0;
+    for f in floods {
+        let wait = std::time::Duration::from_secs(10);
+        pings += tokio::time::timeout(wait, f)
+            .await
+            .map(|r| r.unwrap())
+            .unwrap_or(0);
+    }
+    peak = peak.max(rss_mb(pid));
+    println!("idle {idle:.1} MB, peak {peak:.1} MB during {pings} unread pings and 10 stalled 45 MiB messages; slowest event {worst:?}");
+    assert!(peak - idle < 64.0, "the hub grew by {:.1} MB", peak - idle);
+    drop(stalled);
+    drop(hub);
+    let _ = std::fs::remove_dir_all(&dir);
+}

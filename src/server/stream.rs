@@ -27,6 +27,14 @@ pub async fn stream(
     ws: WebSocketUpgrade,
 ) -> Response {
     let token = bearer_token(&headers).unwrap_or_default().to_string();
+    // Consoles send only pings, pongs and close frames: anything bigger is refused, and a client
+    // that does not read what it is sent (pongs to a ping flood included) is cut off once its
+    // unsent frames pass the bound, instead of growing the hub's memory.
+    let ws = ws
+        .max_frame_size(MAX_INCOMING_BYTES)
+        .max_message_size(MAX_INCOMING_BYTES)
+        .write_buffer_size(64 * 1024)
+        .max_write_buffer_size(MAX_UNSENT_BYTES);
     ws.on_upgrade(move |socket| async move {
         let hub = app.hub.clone();
         hub.metrics.stream_clients.inc();
@@ -50,6 +58,10 @@ pub fn may_receive(who: &Account, e: &StoredEvent) -> bool {
 }
 
 const PING_EVERY: Duration = Duration::from_secs(20);
+/// The largest frame or message a console may send.
+const MAX_INCOMING_BYTES: usize = 16 * 1024;
+/// How much may wait unsent to one client before it is disconnected (it resumes with `since`).
+const MAX_UNSENT_BYTES: usize = 4 * 1024 * 1024;
 const REPLAY_CHUNK: usize = 1000;
 
 struct Conn {
