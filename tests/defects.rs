@@ -1017,8 +1017,9 @@ async fn a_stale_quote_is_dropped_and_the_reply_still_goes_once() {
     s.t.stop().await;
 }
 
-/// Untested in round 1: a write the store refuses is answered 500 and leaves nothing behind —
-/// not in the API, not in memory, not on the stream.
+/// Untested in round 1: a write the store refuses (here: a full disk) is answered 507 and leaves
+/// nothing behind — not in the API, not in memory, not on the stream (issue 9 item 3's "a failed
+/// write is never visible").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_the_store_refuses_is_not_visible_anywhere() {
     let dir = temp_dir("refused");
@@ -1049,7 +1050,7 @@ async fn a_write_the_store_refuses_is_not_visible_anywhere() {
             json!({"email": "x@sop.vn", "username": "Khong", "name": "Không", "role": "agent"}),
         )
         .await;
-    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(s, StatusCode::INSUFFICIENT_STORAGE);
     let (s, _) = t
         .post(
             &format!("/api/v1/conversations/{}/release", conv.id),
@@ -1057,11 +1058,11 @@ async fn a_write_the_store_refuses_is_not_visible_anywhere() {
             json!({}),
         )
         .await;
-    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(s, StatusCode::INSUFFICIENT_STORAGE);
     assert_eq!(
         t.delete(&format!("/api/v1/rules/{}", rule.id), &t.admin_token)
             .await,
-        StatusCode::INTERNAL_SERVER_ERROR
+        StatusCode::INSUFFICIENT_STORAGE
     );
     failing.store(false, std::sync::atomic::Ordering::SeqCst);
 

@@ -62,6 +62,14 @@ impl From<HubError> for ApiError {
                     rule,
                 },
             },
+            HubError::Internal(e) if is_disk_full(&e) => {
+                tracing::error!("write refused, the disk is full: {e:#}");
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "insufficient_storage",
+                    "the hub's disk is full: nothing was changed; reads still work (see /healthz)",
+                )
+            }
             HubError::Internal(e) => {
                 tracing::error!("internal error: {e:#}");
                 ApiError::new(
@@ -72,6 +80,15 @@ impl From<HubError> for ApiError {
             }
         }
     }
+}
+
+/// Whether a store error comes from a full disk (ENOSPC, or a quota).
+fn is_disk_full(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|io| {
+            io.kind() == std::io::ErrorKind::StorageFull || io.raw_os_error() == Some(28)
+        }) || cause.to_string().contains("No space left on device")
+    })
 }
 
 impl IntoResponse for ApiError {
