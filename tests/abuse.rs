@@ -315,7 +315,7 @@ async fn replayed_and_out_of_time_webhooks_are_not_applied() {
                 .await;
         let items = convs["items"].as_array()?.clone();
         (items.len() == 1 && items[0]["preview"] == "vẫn kết nối")
-            .then_some(items[0]["connection_id"].clone())
+            .then(|| items[0]["connection_id"].clone())
     })
     .await;
     let (_, c) =
