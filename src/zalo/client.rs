@@ -44,10 +44,10 @@ fn network(e: reqwest::Error) -> ZaloError {
     }
 }
 
-/// For a send: only a request that never reached Zalo (no connection) is safely retried; any
-/// other failure after it went out leaves the outcome unknown.
+/// For a send that went out: a transport failure from here on leaves the outcome unknown (only a
+/// request that never reached Zalo — no connection — is safely retried).
 fn after_sending(e: ZaloError) -> ZaloError {
-    if e.code == NETWORK_ERROR && !e.message.starts_with(NOT_CONNECTED) {
+    if e.code == NETWORK_ERROR {
         ZaloError {
             code: AMBIGUOUS,
             message: e.message,
@@ -56,8 +56,6 @@ fn after_sending(e: ZaloError) -> ZaloError {
         e
     }
 }
-
-const NOT_CONNECTED: &str = "not connected: ";
 
 impl ZaloClient {
     pub fn new(cfg: &ZaloConfig) -> ZaloClient {
@@ -301,13 +299,9 @@ impl ZaloClient {
             .send()
             .await
             .map_err(|e| match e.is_connect() {
-                true => ZaloError {
-                    code: NETWORK_ERROR,
-                    message: format!("{NOT_CONNECTED}{e}"),
-                },
-                false => network(e),
-            })
-            .map_err(after_sending)?;
+                true => network(e),
+                false => after_sending(network(e)),
+            })?;
         let status = resp.status();
         let d = Self::envelope(resp).await.map_err(|e| {
             // 503 without an envelope: Zalo's front refused it, nothing was sent.
