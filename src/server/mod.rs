@@ -76,11 +76,7 @@ async fn healthz(State(app): State<AppState>) -> Response {
 async fn metrics(State(app): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     if let Some(want) = &app.config.server.metrics_token {
         use subtle::ConstantTimeEq;
-        let given = headers
-            .get(axum::http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or_default();
+        let given = extract::bearer_token(&headers).unwrap_or_default();
         if !bool::from(given.as_bytes().ct_eq(want.as_bytes())) {
             return error::ApiError::unauthorized("GET /metrics wants the metrics token")
                 .into_response();

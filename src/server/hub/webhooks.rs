@@ -96,7 +96,7 @@ impl Hub {
         let ctx = Apply {
             store: &*self.store,
             metrics: &self.metrics,
-            echo_window: self.echo_window_ms.load(Ordering::Relaxed),
+            echo_window: self.echo_window(),
         };
         let numbers: Vec<u64> = items.iter().map(|(n, _)| *n).collect();
         let outcome = self
