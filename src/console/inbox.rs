@@ -29,12 +29,7 @@ fn activity_key(c: &Conversation, id: &Id) -> (Reverse<Ms>, Id) {
 }
 
 fn waiting_key(c: &Conversation, id: &Id) -> (Ms, Id) {
-    (waiting_at(c), id.clone())
-}
-
-/// When a conversation started waiting for a member.
-fn waiting_at(c: &Conversation) -> Ms {
-    c.waiting_since.unwrap_or(c.created_at)
+    (c.waiting_at(), id.clone())
 }
 
 /// The order a view shows, as the hub sorts: latest activity first, or in Unclaimed the longest
@@ -42,7 +37,7 @@ fn waiting_at(c: &Conversation) -> Ms {
 pub fn view_order(view: View) -> impl Fn(&&Conversation, &&Conversation) -> Ordering {
     move |a, b| {
         if view == View::Unclaimed {
-            (waiting_at(a), &a.id).cmp(&(waiting_at(b), &b.id))
+            (a.waiting_at(), &a.id).cmp(&(b.waiting_at(), &b.id))
         } else {
             (Reverse(a.last_activity_at), &a.id).cmp(&(Reverse(b.last_activity_at), &b.id))
         }

@@ -239,6 +239,11 @@ pub enum ReplyWindow {
 }
 
 impl Conversation {
+    /// Since when it has waited for a member: the queue's order (longest waiting first).
+    pub fn waiting_at(&self) -> Ms {
+        self.waiting_since.unwrap_or(self.created_at)
+    }
+
     pub fn reply_window(&self, now: Ms) -> ReplyWindow {
         reply_window(self.last_interaction_at, now)
     }

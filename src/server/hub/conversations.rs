@@ -421,14 +421,24 @@ impl Hub {
     /// `failed`, so the agent knows to send them again.
     pub async fn expire_unknown_sends(&self, window: Ms) -> HubResult<usize> {
         let now = now_ms();
-        let waiting = self
+        let store = self.store.clone();
+        // Read first, write only when a reply is due: the sender calls this every second.
+        let settled_or_due = |key: &[u8]| {
+            let id = String::from_utf8_lossy(&key[4..]).into_owned();
+            load_message(&*store, &Tx::default(), &id).map_or(true, |m| {
+                m.delivery != Some(Delivery::Unknown) || now - m.created_at > window
+            })
+        };
+        let waiting: Vec<(Vec<u8>, Vec<u8>)> = self
             .store
             .range(b"unk/", &prefix_end(b"unk/"), false, usize::MAX)
-            .map_err(HubError::Internal)?;
+            .map_err(HubError::Internal)?
+            .into_iter()
+            .filter(|(k, _)| settled_or_due(k))
+            .collect();
         if waiting.is_empty() {
             return Ok(0);
         }
-        let store = self.store.clone();
         let expired = self
             .write(|st, tx| {
                 let mut expired = 0;
@@ -532,7 +542,8 @@ pub(super) fn put_message(st: &State, tx: &mut Tx, msg: &Message) {
 }
 
 impl State {
-    /// Whether `target` may be handed this conversation: eligible on its page, or an admin.
+    /// Whether `target` may take this conversation (claim it, or be handed it): eligible on its
+    /// page, or an admin.
     fn may_take(&self, conv: &Conversation, target: &Account) -> bool {
         target.is_admin()
             || self
@@ -562,7 +573,7 @@ fn in_view(st: &State, who: &Account, view: View, c: &Conversation) -> bool {
 /// Mine and All: most recent activity first. Unclaimed: longest waiting first.
 fn sort_key(view: View, c: &Conversation) -> (i64, &str) {
     match view {
-        View::Unclaimed => (c.waiting_since.unwrap_or(c.created_at), c.id.as_str()),
+        View::Unclaimed => queue_order(c),
         _ => (-c.last_activity_at, c.id.as_str()),
     }
 }
@@ -612,10 +623,8 @@ fn claim(
         .conversations
         .get(conv_id)
         .ok_or_else(|| not_found(conv_id))?;
-    let conn = &st.connections[&conv.connection_id];
-    let eligible = who.is_admin() || routing::is_eligible(st.page_of(conn), &who.id);
     // Unattended conversations are for admins: to anyone else they do not exist.
-    if !eligible || (conv.state == ConvState::Unattended && !who.is_admin()) {
+    if !st.may_take(conv, who) || (conv.state == ConvState::Unattended && !who.is_admin()) {
         return Err(not_found(conv_id));
     }
     let claimable = conv.state == ConvState::Unclaimed

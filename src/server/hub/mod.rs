@@ -474,7 +474,7 @@ impl Hub {
 
 /// A rule's queue order: longest waiting first.
 fn queue_order(c: &Conversation) -> (Ms, &str) {
-    (c.waiting_since.unwrap_or(c.created_at), c.id.as_str())
+    (c.waiting_at(), c.id.as_str())
 }
 
 /// Who may see what (DESIGN §3 "Visibility").
