@@ -627,9 +627,8 @@ impl App {
                 }
                 let list = self.messages.entry(conversation_id.clone()).or_default();
                 for m in items {
-                    upsert_message(list, m);
+                    upsert_message(list, m); // keeps the thread in time order
                 }
-                list.sort_by_key(Message::thread_order);
                 if older || !self.older_cursor.contains_key(&conversation_id) {
                     self.older_cursor.insert(conversation_id, next_cursor);
                 }

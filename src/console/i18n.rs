@@ -258,6 +258,15 @@ pub fn strings(lang: Lang) -> &'static Strings {
     }
 }
 
+impl Strings {
+    pub fn availability(&self, a: crate::model::Availability) -> &'static str {
+        match a {
+            crate::model::Availability::Available => self.available,
+            crate::model::Availability::Away => self.away,
+        }
+    }
+}
+
 /// The name of an action in help, the palette and hints.
 pub fn describe(a: Action, lang: Lang) -> &'static str {
     use Action::*;

@@ -137,10 +137,11 @@ fn draw_status(f: &mut Frame, app: &App, theme: &Theme, area: Rect) {
         spans.push(Span::styled(format!(" {} ", me.username), theme.bold()));
         let role = if me.is_admin() { "admin" } else { "agent" };
         spans.push(Span::raw(format!("({role}) · ")));
-        let (mark, text, color) = match me.availability {
-            Availability::Available => ("●", s.available, Color::Green),
-            Availability::Away => ("○", s.away, Color::Yellow),
+        let (mark, color) = match me.availability {
+            Availability::Available => ("●", Color::Green),
+            Availability::Away => ("○", Color::Yellow),
         };
+        let text = s.availability(me.availability);
         spans.push(Span::styled(format!("{mark} {text}"), theme.fg(color)));
         spans.push(Span::raw(" · "));
     }
@@ -257,7 +258,7 @@ fn draw_list(f: &mut Frame, app: &App, theme: &Theme, area: Rect, frame: &InboxF
             c.customer.display_name.clone()
         };
         let when = match app.view {
-            View::Unclaimed => fmt_duration(app.now - c.waiting_since.unwrap_or(c.created_at)),
+            View::Unclaimed => fmt_duration(app.now - c.waiting_at()),
             _ => fmt_time(theme, c.last_activity_at, false),
         };
         let badge = if unread > 0 {
@@ -501,7 +502,7 @@ fn draw_conversation(
             ),
             None => "⇪ → ".to_string(),
         };
-        let room = width.saturating_sub(waiting.chars().count());
+        let room = width.saturating_sub(waiting.width());
         lines.push(Line::from(Span::styled(
             format!("{waiting}{}", truncate(&clean(&o.text), room)),
             theme.dim(),
@@ -859,10 +860,7 @@ fn draw_modal(f: &mut Frame, app: &App, theme: &Theme, modal: &Modal, area: Rect
                 .into_iter()
                 .take(6)
             {
-                let availability = match t.availability {
-                    Availability::Available => s.available,
-                    Availability::Away => s.away,
-                };
+                let availability = s.availability(t.availability);
                 lines.push(Line::from(Span::styled(
                     format!(
                         "  {} · {} · {availability}",
