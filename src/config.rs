@@ -25,6 +25,14 @@ pub struct ServerConfig {
     /// When set, `GET /metrics` wants `Authorization: Bearer <this>` (else it is open, like
     /// `/healthz`: keep the port private).
     pub metrics_token: Option<String>,
+    /// A client must send its request headers within this many seconds, and an idle keep-alive
+    /// connection is closed after as long.
+    pub header_timeout_secs: u64,
+    /// A request body must arrive whole within this many seconds (else 408).
+    pub body_timeout_secs: u64,
+    /// Open connections (websockets included); lowered to fit the descriptor limit. At the cap a
+    /// new connection closes the oldest idle one.
+    pub max_connections: usize,
 }
 
 impl Default for ServerConfig {
@@ -35,6 +43,9 @@ impl Default for ServerConfig {
             event_retention: 100_000,
             max_body_bytes: 8 * 1024 * 1024,
             metrics_token: None,
+            header_timeout_secs: 10,
+            body_timeout_secs: 60,
+            max_connections: 10_000,
         }
     }
 }
@@ -262,6 +273,9 @@ mod tests {
             let value = match key.as_str() {
                 "server.event_retention"
                 | "server.max_body_bytes"
+                | "server.header_timeout_secs"
+                | "server.body_timeout_secs"
+                | "server.max_connections"
                 | "zalo.echo_window_secs"
                 | "zalo.retry_base_ms"
                 | "zalo.webhook_max_age_secs"

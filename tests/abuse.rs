@@ -452,3 +452,214 @@ async fn websocket_floods_and_huge_messages_do_not_grow_the_hub() {
     drop(hub);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Raises this process's open-file limit to its hard limit (the slow-client test holds 1,100+).
+fn raise_own_descriptor_limit(need: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on a struct we own.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        limit.rlim_cur = limit.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+    }
+    assert!(
+        limit.rlim_cur >= need,
+        "this test needs {need} open files; the hard limit is {}",
+        limit.rlim_cur
+    );
+}
+
+/// Item 1: slow clients cannot take the hub down. The real hub runs with 1,024 descriptors (a
+/// systemd service's default); 1,100 clients keep trickling request headers at a byte a second,
+/// reconnecting a second after each cut. Throughout, `/healthz` and a signed webhook are answered within a
+/// second on fresh connections, and every slow connection is cut by the header timeout (or
+/// earlier, evicted at the connection cap).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_clients_cannot_starve_the_hub() {
+    use std::os::unix::process::CommandExt;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const SLOW_CLIENTS: usize = 1_100;
+    const HEADER_TIMEOUT: Duration = Duration::from_secs(3);
+    raise_own_descriptor_limit(SLOW_CLIENTS as u64 + 512);
+
+    let dir = temp_dir("slowloris");
+    let port = process::free_port();
+    let (_sim, sim_base) = process::sim_for(port).await;
+    let mut cmd = process::hub_command(&dir, port, Some(&sim_base));
+    cmd.env(
+        "SOP_SERVER_HEADER_TIMEOUT_SECS",
+        HEADER_TIMEOUT.as_secs().to_string(),
+    );
+    // SAFETY: setrlimit is async-signal-safe; it runs in the child between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 1024,
+                rlim_max: 1024,
+            };
+            match libc::setrlimit(libc::RLIMIT_NOFILE, &limit) {
+                0 => Ok(()),
+                _ => Err(std::io::Error::last_os_error()),
+            }
+        });
+    }
+    let _hub = process::launch(cmd);
+    let addr = format!("127.0.0.1:{port}");
+
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let longest_life = std::sync::Arc::new(parking_lot::Mutex::new(Duration::ZERO));
+    let cuts = std::sync::Arc::new(AtomicUsize::new(0));
+    let mut attackers = Vec::new();
+    for _ in 0..SLOW_CLIENTS {
+        let (addr, stop, longest_life, cuts) = (
+            addr.clone(),
+            stop.clone(),
+            longest_life.clone(),
+            cuts.clone(),
+        );
+        attackers.push(tokio::spawn(async move {
+            let head = b"POST /zalo/webhook HTTP/1.1\r\nHost: hub\r\nX-Slow: ".repeat(4);
+            while !stop.load(Ordering::Relaxed) {
+                let Ok(mut sock) = tokio::net::TcpStream::connect(&addr).await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let opened = Instant::now();
+                let (mut rd, mut wr) = sock.split();
+                let trickle = async {
+                    for byte in &head {
+                        if wr.write_all(&[*byte]).await.is_err() {
+                            return;
+                        }
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                    std::future::pending::<()>().await
+                };
+                let cut = async {
+                    let mut sink = [0u8; 1024];
+                    while matches!(rd.read(&mut sink).await, Ok(n) if n > 0) {}
+                };
+                tokio::select! {
+                    _ = trickle => {}
+                    _ = cut => {}
+                    _ = async { while !stop.load(Ordering::Relaxed) {
+                        tokio::time::sleep(Duration::from_millis(100)).await } } => return,
+                }
+                cuts.fetch_add(1, Ordering::Relaxed);
+                let life = opened.elapsed();
+                {
+                    let mut longest = longest_life.lock();
+                    *longest = (*longest).max(life);
+                }
+                // Back a second later, as slowloris tools pace their reconnects.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }));
+    }
+
+    // Probe on fresh connections for three header timeouts while the flood goes on.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let webhook = format!(
+        r#"{{"app_id":"{APP_ID}","event_name":"user_send_text","timestamp":"{}","sender":{{"id":"u1"}},"recipient":{{"id":"{OA}"}},"message":{{"text":"Xin chào","msg_id":"m-probe"}}}}"#,
+        chrono::Utc::now().timestamp_millis()
+    );
+    let mut slowest = Duration::ZERO;
+    let mut probes = 0;
+    let until = Instant::now() + HEADER_TIMEOUT * 3;
+    while Instant::now() < until {
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let started = Instant::now();
+        let health = http
+            .get(format!("http://{addr}/healthz"))
+            .send()
+            .await
+            .expect("/healthz answers during the flood");
+        assert_eq!(health.status(), StatusCode::OK);
+        slowest = slowest.max(started.elapsed());
+        let started = Instant::now();
+        let hook = http
+            .post(format!("http://{addr}/zalo/webhook"))
+            .header("content-type", "application/json")
+            .header("x-zevent-signature", signed(&webhook))
+            .body(webhook.clone())
+            .send()
+            .await
+            .expect("the webhook is answered during the flood");
+        assert_eq!(hook.status(), StatusCode::OK);
+        slowest = slowest.max(started.elapsed());
+        probes += 2;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for a in attackers {
+        a.await.unwrap();
+    }
+    let longest = *longest_life.lock();
+    let cuts = cuts.load(Ordering::Relaxed);
+    println!(
+        "{SLOW_CLIENTS} slow clients under 1,024 descriptors: {probes} probes, slowest {slowest:?}; \
+         {cuts} slow connections cut, the longest after {longest:?}"
+    );
+    assert!(slowest < Duration::from_secs(1), "a probe took {slowest:?}");
+    assert!(
+        cuts >= SLOW_CLIENTS,
+        "only {cuts} slow connections were cut"
+    );
+    assert!(
+        longest < HEADER_TIMEOUT + Duration::from_millis(1500),
+        "a slow client stayed {longest:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Item 1: a request body trickled slower than `body_timeout_secs` gets 408 `body_timeout` and the
+/// connection is closed, though every byte arrives well within the header timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_trickled_too_slowly_gets_408() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut config = sop_console::config::Config::default();
+    config.server.body_timeout_secs = 1;
+    let t = start_hub_with(config, 1000).await;
+    let addr = t.base.trim_start_matches("http://").to_string();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = br#"{"name":"slow"}"#;
+    let head = format!(
+        "POST /api/v1/accounts HTTP/1.1\r\nHost: hub\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        t.admin_token,
+        body.len()
+    );
+    sock.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let (mut rd, mut wr) = sock.split();
+    let trickle = async {
+        for byte in body {
+            if wr.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        std::future::pending::<()>().await
+    };
+    let mut answer = Vec::new();
+    tokio::select! {
+        _ = trickle => {}
+        _ = rd.read_to_end(&mut answer) => {}
+        _ = tokio::time::sleep(Duration::from_secs(10)) => panic!("the slow body was never cut"),
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    println!("slow body answered after {:?}", started.elapsed());
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    t.stop().await;
+}

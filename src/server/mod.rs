@@ -5,6 +5,7 @@ pub mod api;
 pub mod error;
 pub mod extract;
 pub mod hub;
+pub mod listener;
 pub mod stream;
 pub mod zalo;
 
@@ -108,6 +109,9 @@ async fn count_requests(State(app): State<AppState>, req: Request, next: Next) -
     resp
 }
 
+/// How long a stopping hub waits for requests in flight (SIGTERM must end it within 10 s).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// A running hub: its address and a way to stop it.
 pub struct Running {
     pub addr: SocketAddr,
@@ -146,16 +150,15 @@ pub async fn start(
         config,
         shutdown: shutdown.clone(),
     });
+    let limits = listener::Limits::from_config(&app.config.server);
     let router = router(app);
-    let mut stopped = shutdown.clone();
-    let task = tokio::spawn(async move {
-        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!("server error: {e}");
-        }
-    });
+    let task = tokio::spawn(listener::serve(
+        listener,
+        router,
+        limits,
+        shutdown,
+        SHUTDOWN_GRACE,
+    ));
     Ok(Running {
         addr,
         hub,

@@ -640,6 +640,11 @@ pub mod process {
 
     /// `sop serve` on the port, talking to the simulator at `sim` (when given).
     pub fn hub(dir: &std::path::Path, port: u16, sim: Option<&str>) -> Proc {
+        launch(hub_command(dir, port, sim))
+    }
+
+    /// The command `hub` runs, for a test to add settings or limits to.
+    pub fn hub_command(dir: &std::path::Path, port: u16, sim: Option<&str>) -> Command {
         let mut cmd = Command::new(SOP);
         cmd.args([
             "serve",
@@ -659,6 +664,11 @@ pub mod process {
                 .env("SOP_ZALO_OAUTH_BASE", sim)
                 .env("SOP_ZALO_API_BASE", sim);
         }
+        cmd
+    }
+
+    /// Starts a hub command and waits until it listens.
+    pub fn launch(mut cmd: Command) -> Proc {
         let mut child = cmd
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
