@@ -33,6 +33,9 @@ pub struct ServerConfig {
     /// Open connections (websockets included); lowered to fit the descriptor limit. At the cap a
     /// new connection closes the oldest idle one.
     pub max_connections: usize,
+    /// Attachment bytes of replies not yet sent to Zalo; past it a reply with an attachment gets
+    /// 429 `attachments_pending`.
+    pub max_pending_attachment_bytes: u64,
 }
 
 impl Default for ServerConfig {
@@ -46,6 +49,7 @@ impl Default for ServerConfig {
             header_timeout_secs: 10,
             body_timeout_secs: 60,
             max_connections: 10_000,
+            max_pending_attachment_bytes: 1 << 30,
         }
     }
 }
@@ -276,6 +280,7 @@ mod tests {
                 | "server.header_timeout_secs"
                 | "server.body_timeout_secs"
                 | "server.max_connections"
+                | "server.max_pending_attachment_bytes"
                 | "zalo.echo_window_secs"
                 | "zalo.retry_base_ms"
                 | "zalo.webhook_max_age_secs"

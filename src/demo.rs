@@ -159,11 +159,7 @@ pub async fn start(opts: &DemoOptions) -> Result<(Demo, Arc<Sim>, Arc<Hub>)> {
     config.zalo.oauth_base = sim_url.clone();
     config.zalo.api_base = sim_url.clone();
     let store = Arc::new(SledStore::open(&data_dir.join("hub"))?);
-    let hub = Hub::open(
-        store,
-        &data_dir.join("hub").join("webhooks.log"),
-        config.server.event_retention,
-    )?;
+    let hub = Hub::open(store, &data_dir.join("hub"), config.server.event_retention)?;
 
     // Accounts: the admin and the seed's three agents. Agents start "away" (nobody is at their
     // desk yet), so round robin queues new chats for the on-call admin until one toggles `a`.

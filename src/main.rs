@@ -315,7 +315,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn admin(dir: &std::path::Path, command: AdminCommand) -> Result<()> {
     let store = Arc::new(SledStore::open(dir)?);
-    let hub = Hub::open(store, &dir.join("webhooks.log"), u64::MAX)?;
+    let hub = Hub::open(store, dir, u64::MAX)?;
     let AdminCommand::Account { command } = command;
     let result = match command {
         AccountCommand::Add {

@@ -664,3 +664,343 @@ async fn a_body_trickled_too_slowly_gets_408() {
     assert!(answer.contains("body_timeout"), "{answer}");
     t.stop().await;
 }
+
+/// The hub's CPU time so far (user + system), in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let meta = entry.metadata().unwrap();
+        total += if meta.is_dir() {
+            dir_bytes(&entry.path())
+        } else {
+            meta.len()
+        };
+    }
+    total
+}
+
+/// Item 4: 100 replies with 5 MB attachments (the most Zalo takes for a file) while Zalo is
+/// unreachable: the real hub stays under 300 MB resident, idle while it waits, across a restart,
+/// keeps each attachment once on disk, and sends every reply exactly once when Zalo is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pending_attachments_are_kept_once_on_disk_and_sent_once() {
+    use base64::Engine;
+    use std::time::Duration;
+    const REPLIES: usize = 100;
+    const SIZE: usize = 5_000_000;
+    let dir = temp_dir("attachments");
+    let port = process::free_port();
+    let hub = format!("http://127.0.0.1:{port}");
+    let (sim, sim_base) = process::sim_for(port).await;
+    let sim_addr = sim_base.trim_start_matches("http://").parse().unwrap();
+    let zalo_api = Proxy::start(sim_addr).await;
+    let http = reqwest::Client::new();
+    let customers: Vec<serde_json::Value> = (0..REPLIES)
+        .map(|i| json!({"user_id": format!("u{i:03}"), "name": format!("Khách {i}")}))
+        .collect();
+    let r = http
+        .post(format!("{sim_base}/sim/oas"))
+        .json(&json!({"oa_id": OA, "name": "OA", "admins": ["z1"], "customers": customers}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    let token = process::admin_token(&dir);
+    let start_hub = || {
+        let mut cmd = process::hub_command(&dir, port, Some(&sim_base));
+        cmd.env("SOP_ZALO_API_BASE", format!("http://{}", zalo_api.addr))
+            // Eight tries must outlast the outage: 2 s doubling to a minute is ~3 minutes.
+            .env("SOP_ZALO_RETRY_BASE_MS", "2000");
+        process::launch(cmd)
+    };
+    let mut proc = start_hub();
+    assert_eq!(
+        consent(&http, &hub, &token, &sim_base, OA, "z1", "allow")
+            .await
+            .0,
+        200
+    );
+    for i in 0..REPLIES {
+        let r = http
+            .post(format!(
+                "{sim_base}/sim/oas/{OA}/customers/u{i:03}/messages"
+            ))
+            .json(&json!({"text": "Cho em xin báo giá"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    let convs = eventually("100 conversations", || async {
+        let page = get_json(
+            &http,
+            format!("{hub}/api/v1/conversations?view=all&limit=500"),
+            &token,
+        )
+        .await;
+        let items = page["items"].as_array().cloned().unwrap_or_default();
+        (items.len() == REPLIES).then_some(items)
+    })
+    .await;
+
+    zalo_api.set_down(true);
+    let idle = rss_mb(proc.id());
+    let mut peak = idle;
+    for (i, c) in convs.iter().enumerate() {
+        let mut file = format!("%PDF-1.4 báo giá {i}\n").into_bytes();
+        file.resize(SIZE, b'0' + (i % 10) as u8);
+        let body = json!({
+            "client_key": format!("k{i}"),
+            "text": "Dạ em gửi báo giá ạ",
+            "attachment": {"kind": "file", "name": format!("bao-gia-{i}.pdf"),
+                           "content_base64": base64::engine::general_purpose::STANDARD.encode(&file)},
+        });
+        let r = http
+            .post(format!(
+                "{hub}/api/v1/conversations/{}/reply",
+                c["id"].as_str().unwrap()
+            ))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            r.status(),
+            StatusCode::ACCEPTED,
+            "{}",
+            r.text().await.unwrap()
+        );
+        if i % 10 == 0 {
+            peak = peak.max(rss_mb(proc.id()));
+        }
+    }
+    let attachment_bytes = (REPLIES * SIZE) as f64;
+    let disk = dir_bytes(&dir) as f64;
+    // Waiting for Zalo costs (almost) nothing.
+    let cpu_before = cpu_seconds(proc.id());
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        peak = peak.max(rss_mb(proc.id()));
+    }
+    let idle_cpu = (cpu_seconds(proc.id()) - cpu_before) / 5.0;
+    // A restart does not load them back into memory.
+    proc.kill().unwrap();
+    proc.wait().unwrap();
+    let mut proc = start_hub();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after_restart = rss_mb(proc.id());
+
+    zalo_api.set_down(false);
+    let first = convs[0]["id"].as_str().unwrap().to_string();
+    eventually_explained("every reply sent", || async {
+        let sent = sim.sent().len();
+        let thread = get_json(
+            &http,
+            format!("{hub}/api/v1/conversations/{first}/messages"),
+            &token,
+        )
+        .await;
+        (sent >= REPLIES)
+            .then_some(())
+            .ok_or(format!("{sent} sent; the first thread: {thread}"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let sent = sim.sent().len();
+    let left = dir_bytes(&dir.join("attachments"));
+    println!(
+        "{REPLIES} replies with {SIZE}-byte attachments while Zalo was down: hub RSS idle {idle:.1} MB, \
+         peak {peak:.1} MB, after a restart {after_restart:.1} MB; {:.3} CPU s/s while waiting; \
+         data dir {:.0} MB for {:.0} MB of attachments ({:.2}x); sent {sent}; {left} bytes left after",
+        idle_cpu,
+        disk / 1e6,
+        attachment_bytes / 1e6,
+        disk / attachment_bytes
+    );
+    assert!(peak < 300.0, "hub RSS reached {peak:.1} MB");
+    assert!(
+        after_restart < 300.0,
+        "{after_restart:.1} MB after a restart"
+    );
+    assert!(disk < 1.3 * attachment_bytes, "data dir {disk} bytes");
+    assert_eq!(sent, REPLIES, "each reply sent once");
+    assert_eq!(left, 0, "sent attachments are removed");
+    proc.kill().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "this test mounts a tmpfs: run it as root (CI does)");
+        Tmpfs(dir.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Fills the file system holding `path` until it is full.
+fn fill_disk(path: &std::path::Path) {
+    use std::io::Write;
+    let mut f = std::fs::File::create(path).unwrap();
+    let chunk = vec![7u8; 64 * 1024];
+    while f.write_all(&chunk).and_then(|_| f.sync_data()).is_ok() {}
+}
+
+/// Item 3: with the data dir on a full disk, the real hub refuses writes quickly (507
+/// `insufficient_storage`), keeps answering reads, says why on `/healthz`, shows nothing of a
+/// refused write, recovers by itself when space returns, and stops within 10 s of SIGTERM.
+///
+/// Fails on the sled store: sled marks itself failed after the first ENOSPC and keeps the refused
+/// batch in its memory, so the hub answers 500 forever (seen). The SQL store of issue 10 makes it
+/// pass; until then it runs only when asked (`cargo test -- --ignored`).
+#[ignore = "issue 10: the sled store cannot recover from a full disk"]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_writes_fast_keeps_reads_and_recovers() {
+    use std::time::{Duration, Instant};
+    let dir = temp_dir("fulldisk");
+    let _tmpfs = Tmpfs::mount(&dir, "64m");
+    let port = process::free_port();
+    let hub = format!("http://127.0.0.1:{port}");
+    let token = process::admin_token(&dir);
+    let mut proc = process::hub(&dir, port, None);
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(15))
+        .build()
+        .unwrap();
+    let add = |name: &str| {
+        let body = json!({"email": format!("{name}@sop.vn"), "username": name, "name": name, "role": "agent"});
+        let req = http
+            .post(format!("{hub}/api/v1/accounts"))
+            .bearer_auth(&token)
+            .json(&body);
+        async move {
+            let started = Instant::now();
+            let r = req
+                .send()
+                .await
+                .expect("the hub answers a write on a full disk");
+            (r.status(), r.text().await.unwrap(), started.elapsed())
+        }
+    };
+    let usernames = || async {
+        let v = get_json(&http, format!("{hub}/api/v1/accounts"), &token).await;
+        v.as_array()
+            .or_else(|| v["items"].as_array())
+            .unwrap()
+            .iter()
+            .map(|a| a["username"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(add("truoc").await.0, StatusCode::CREATED);
+
+    // Fill the disk; the store may still have room in space it allocated before, so write
+    // until a write is refused (every write acknowledged until then must survive).
+    fill_disk(&dir.join("filler"));
+    let mut acknowledged = vec!["truoc".to_string()];
+    let mut first_refusal = None;
+    for i in 0..5000 {
+        let name = format!("kip{i}");
+        let (status, body, _) = add(&name).await;
+        match status {
+            StatusCode::CREATED => acknowledged.push(name),
+            _ => {
+                first_refusal = Some((status, body));
+                break;
+            }
+        }
+    }
+    let (status, body) = first_refusal.expect("a full disk refuses writes");
+    assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
+    let mut slowest = Duration::ZERO;
+    for i in 0..5 {
+        let (status, body, took) = add(&format!("day{i}")).await;
+        assert_eq!(status, StatusCode::INSUFFICIENT_STORAGE, "{body}");
+        assert!(body.contains("insufficient_storage"), "{body}");
+        slowest = slowest.max(took);
+    }
+    let names = usernames().await;
+    for want in &acknowledged {
+        assert!(names.contains(want), "{want} missing: {names:?}");
+    }
+    assert!(!names.iter().any(|n| n.starts_with("day")), "{names:?}");
+    let health = http.get(format!("{hub}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let why = health.text().await.unwrap();
+    assert!(why.contains("space"), "{why}");
+
+    // Space returns: the hub recovers without a restart.
+    std::fs::remove_file(dir.join("filler")).unwrap();
+    let recovered = Instant::now();
+    eventually("a healthy hub", || async {
+        let r = http.get(format!("{hub}/healthz")).send().await.ok()?;
+        (r.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+    let recovery = recovered.elapsed();
+    assert_eq!(add("sau").await.0, StatusCode::CREATED);
+
+    // Full again, SIGTERM: it stops within 10 s.
+    fill_disk(&dir.join("filler"));
+    let _ = add("lan2").await;
+    let stopping = Instant::now();
+    // SAFETY: sending a signal to our own child.
+    unsafe { libc::kill(proc.id() as i32, libc::SIGTERM) };
+    let exit = loop {
+        if let Some(status) = proc.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopping.elapsed() < Duration::from_secs(10),
+            "the hub did not stop within 10 s of SIGTERM on a full disk"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let stop = stopping.elapsed();
+    std::fs::remove_file(dir.join("filler")).unwrap();
+    let _proc = process::hub(&dir, port, None);
+    let names = usernames().await;
+    println!(
+        "full disk: {} writes acknowledged after the disk filled, then refused in at most \
+         {slowest:?}; healthy {recovery:?} after space returned; SIGTERM → exit ({exit}) in \
+         {stop:?}; {} accounts after restart",
+        acknowledged.len() - 1,
+        names.len()
+    );
+    acknowledged.push("sau".into());
+    for want in &acknowledged {
+        assert!(names.contains(want), "{want} lost: {names:?}");
+    }
+    assert!(
+        !names.iter().any(|n| n.starts_with("day") || n == "lan2"),
+        "{names:?}"
+    );
+    assert!(
+        slowest < Duration::from_secs(5),
+        "a refused write took {slowest:?}"
+    );
+}

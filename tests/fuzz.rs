@@ -170,6 +170,8 @@ fn zalo_api_answers_of_any_shape_are_handled() {
                 .into_bytes()
         }),
     ];
+    let upload = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(upload.path(), [1, 2, 3]).unwrap();
     let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
         cases: 128,
         ..ProptestConfig::default()
@@ -183,7 +185,7 @@ fn zalo_api_answers_of_any_shape_are_handled() {
                 let _ = client.list_recent_chat("t", 0, 10).await;
                 let _ = client.conversation("t", "u", 0, 10).await;
                 let _ = client.refresh("r").await;
-                let _ = client.upload("t", "image", "a.png", vec![1, 2, 3]).await;
+                let _ = client.upload("t", "image", "a.png", upload.path()).await;
                 let sent = client
                     .send_cs("t", "u", serde_json::json!({"text": "x"}))
                     .await;

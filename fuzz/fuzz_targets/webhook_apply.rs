@@ -25,7 +25,7 @@ fn fixture() -> &'static Fixture {
         let dir = std::env::temp_dir().join(format!("sop-fuzz-apply-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let store = Arc::new(SledStore::open(&dir).expect("temp store"));
-        let hub = Hub::open(store, &dir.join("webhooks.log"), 10_000).expect("hub");
+        let hub = Hub::open(store, &dir, 10_000).expect("hub");
         let (admin, _) = hub
             .create_account_blocking(NewAccount {
                 email: "admin@fuzz.vn".into(),

@@ -48,6 +48,9 @@ impl From<HubError> for ApiError {
             HubError::Forbidden(m) => ApiError::forbidden(&m),
             HubError::Invalid(m) => ApiError::unprocessable(m),
             HubError::BadRequest(m) => ApiError::bad_request(m),
+            HubError::TooMany { code, message } => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+            }
             HubError::Conflict {
                 code,
                 message,

@@ -138,6 +138,7 @@ pub async fn start(
 ) -> Result<Running> {
     let addr = listener.local_addr()?;
     let (stop, shutdown) = watch::channel(false);
+    hub.set_max_pending_attachment_bytes(config.server.max_pending_attachment_bytes);
     let zalo = zalo::ZaloHub::new(&config.zalo, hub.clone());
     if let Some(z) = &zalo {
         z.start_workers();
@@ -181,11 +182,7 @@ pub async fn serve(config: Config) -> Result<()> {
         .clone()
         .unwrap_or_else(default_data_dir);
     let store = Arc::new(SledStore::open(&data_dir)?);
-    let hub = Hub::open(
-        store,
-        &data_dir.join("webhooks.log"),
-        config.server.event_retention,
-    )?;
+    let hub = Hub::open(store, &data_dir, config.server.event_retention)?;
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;

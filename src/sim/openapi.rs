@@ -19,7 +19,12 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/v2.0/oa/listrecentchat", get(list_recent_chat))
         .route("/v2.0/oa/conversation", get(conversation))
         .route("/v3.0/oa/message/cs", post(send_cs))
-        .route("/v2.0/oa/upload/{kind}", post(upload))
+        // Zalo answers an oversized upload with -210, so the body limit sits above its largest
+        // accepted file (5 MB) and the handler decides.
+        .route(
+            "/v2.0/oa/upload/{kind}",
+            post(upload).layer(axum::extract::DefaultBodyLimit::max(16 << 20)),
+        )
 }
 
 const RATE_LIMIT: u64 = 4000;

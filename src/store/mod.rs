@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
 
+pub mod blobs;
 mod group_commit;
 pub mod wal;
 pub use group_commit::GroupCommit;

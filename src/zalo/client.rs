@@ -323,11 +323,11 @@ impl ZaloClient {
         token: &str,
         kind: &str,
         name: &str,
-        bytes: Vec<u8>,
+        file: &std::path::Path,
     ) -> Result<String, ZaloError> {
         self.timed(
             "/v2.0/oa/upload",
-            self.upload_untimed(token, kind, name, bytes),
+            self.upload_untimed(token, kind, name, file),
         )
         .await
     }
@@ -337,9 +337,18 @@ impl ZaloClient {
         token: &str,
         kind: &str,
         name: &str,
-        bytes: Vec<u8>,
+        file: &std::path::Path,
     ) -> Result<String, ZaloError> {
-        let part = reqwest::multipart::Part::bytes(bytes).file_name(name.to_string());
+        // Streamed from the file: a pending attachment is never held whole in memory.
+        let unreadable = |e: std::io::Error| ZaloError {
+            code: -201,
+            message: format!("cannot read the attachment: {e}"),
+        };
+        let file = tokio::fs::File::open(file).await.map_err(unreadable)?;
+        let len = file.metadata().await.map_err(unreadable)?.len();
+        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+        let part =
+            reqwest::multipart::Part::stream_with_length(body, len).file_name(name.to_string());
         let resp = self
             .http
             .post(format!("{}/v2.0/oa/upload/{kind}", self.api_base))

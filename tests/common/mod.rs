@@ -53,7 +53,7 @@ pub async fn start_hub_over(
     store: Arc<dyn Store>,
 ) -> TestHub {
     config.server.event_retention = retention;
-    let hub = Hub::open(store, &dir.join("webhooks.log"), retention).unwrap();
+    let hub = Hub::open(store, &dir, retention).unwrap();
     let running = server::start(config, hub.clone(), listener).await.unwrap();
     let base = format!("http://{}", running.addr);
     // Reopening a data dir (restart tests) keeps the first admin.
@@ -667,11 +667,18 @@ pub mod process {
         cmd
     }
 
-    /// Starts a hub command and waits until it listens.
+    /// Starts a hub command and waits until it listens. Its log goes to `$TMPDIR/sop-hub-<pid>.log`
+    /// (appended; read it when a test fails).
     pub fn launch(mut cmd: Command) -> Proc {
+        let log = tempfile::Builder::new()
+            .prefix("sop-hub-")
+            .suffix(".log")
+            .disable_cleanup(true)
+            .tempfile()
+            .unwrap();
         let mut child = cmd
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(log.into_file()))
             .spawn()
             .unwrap();
         let mut line = String::new();

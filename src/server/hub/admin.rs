@@ -182,6 +182,7 @@ impl Hub {
     /// Removes a page, its conversations and their messages.
     pub async fn delete_connection(&self, conn_id: &str) -> HubResult<()> {
         let store = self.store.clone();
+        let mut blobs = Vec::new();
         self.write(|st, tx| {
             let conn = st
                 .connections
@@ -211,6 +212,9 @@ impl Hub {
                     tx.batch.delete(key_msg_time(&id, at, n));
                     tx.batch.delete(format!("mref/{}", m.id));
                     tx.batch.delete(format!("job/{}", m.id));
+                    let job: Option<super::conversations::OutboundJob> =
+                        store.get_json(&format!("job/{}", m.id))?;
+                    blobs.extend(job.and_then(|j| j.attachment).map(|a| a.blob));
                     if let Some(key) = &m.client_key {
                         let key = super::conversations::key_client(&m.sender, &id, key);
                         tx.batch.delete(key);
@@ -231,7 +235,11 @@ impl Hub {
             tx.emit(EventBody::ConnectionRemoved { id: conn.id }, audience);
             Ok(())
         })
-        .await
+        .await?;
+        for blob in blobs {
+            self.blobs.remove(&blob);
+        }
+        Ok(())
     }
 
     pub async fn create_rule(&self, input: RuleInput) -> HubResult<Rule> {

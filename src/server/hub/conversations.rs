@@ -49,7 +49,23 @@ pub struct OutboundJob {
     pub conversation_id: ConversationId,
     pub attempts: u32,
     pub next_attempt_at: Ms,
-    pub attachment: Option<OutboundAttachment>,
+    pub attachment: Option<JobAttachment>,
+}
+
+/// What a job sends besides text: the bytes are a blob file (see `store::blobs`), the job holds
+/// only its name, so a retry rewrites a small record.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobAttachment {
+    pub kind: wire::OutboundKind,
+    pub name: String,
+    /// The blob's name; empty in jobs stored before blobs, which carry `content_base64` until
+    /// the hub opens and moves it into a blob.
+    #[serde(default)]
+    pub blob: String,
+    #[serde(default)]
+    pub size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_base64: Option<String>,
 }
 
 impl Hub {
@@ -84,14 +100,62 @@ impl Hub {
         &self,
         who: &Account,
         conv_id: &str,
-        input: ReplyInput,
+        mut input: ReplyInput,
     ) -> HubResult<Message> {
+        // The bytes become a blob before the reply is recorded, outside the hub's lock; a reply
+        // that is refused (or a crash before it is recorded) leaves its blob to be removed.
+        let attachment = match input.attachment.take() {
+            Some(a) => Some(self.store_attachment(a).await?),
+            None => None,
+        };
+        let blob = attachment.as_ref().map(|a| a.blob.clone());
         let store = self.store.clone();
         let r = self
-            .write(|st, tx| reply(st, tx, &*store, who, conv_id, input))
-            .await?;
+            .write(|st, tx| reply(st, tx, &*store, who, conv_id, input, attachment))
+            .await;
+        let created = matches!(&r, Ok((_, true)));
+        if let (Some(blob), false) = (blob, created) {
+            self.blobs.remove(&blob);
+        }
+        let (msg, _) = r?;
         self.outbox_ready.notify_one();
-        Ok(r)
+        Ok(msg)
+    }
+
+    /// Decodes an attachment and stores it as a blob, within the pending-attachment cap.
+    async fn store_attachment(&self, a: OutboundAttachment) -> HubResult<JobAttachment> {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&a.content_base64)
+            .map_err(|_| {
+                HubError::Invalid("attachment content_base64 is not valid base64".into())
+            })?;
+        drop(a.content_base64);
+        let size = bytes.len() as u64;
+        let pending = self.blobs.total_bytes();
+        let cap = self.max_pending_attachment_bytes();
+        if pending + size > cap {
+            return Err(HubError::TooMany {
+                code: "attachments_pending",
+                message: format!(
+                    "{} MB of attachments are waiting to be sent to Zalo (the limit is {} MB); \
+                     send this one when they have gone",
+                    pending >> 20,
+                    cap >> 20
+                ),
+            });
+        }
+        let blobs = self.blobs.clone();
+        let blob = tokio::task::spawn_blocking(move || blobs.put(&bytes))
+            .await
+            .map_err(anyhow::Error::from)??;
+        Ok(JobAttachment {
+            kind: a.kind,
+            name: crate::model::text::file_name(&a.name),
+            blob,
+            size,
+            content_base64: None,
+        })
     }
 
     pub async fn transfer(
@@ -359,6 +423,20 @@ impl Hub {
         Ok(self.store.get_json(&format!("job/{message_id}"))?)
     }
 
+    /// The blob a job's attachment is stored in, if any.
+    pub fn job_blob(&self, message_id: &str) -> HubResult<Option<String>> {
+        Ok(self
+            .outbound_job(message_id)?
+            .and_then(|j| j.attachment)
+            .map(|a| a.blob)
+            .filter(|b| !b.is_empty()))
+    }
+
+    /// Where a job's attachment bytes are (the sender streams them from there).
+    pub fn blob_path(&self, blob: &str) -> std::path::PathBuf {
+        self.blobs.path(blob)
+    }
+
     pub async fn reschedule_job(&self, job: OutboundJob) -> HubResult<()> {
         self.write(|_, tx| {
             tx.batch.put_json(format!("job/{}", job.message_id), &job);
@@ -374,6 +452,7 @@ impl Hub {
         message_id: &str,
         outcome: SendOutcome,
     ) -> HubResult<Option<Message>> {
+        let blob = self.job_blob(message_id)?;
         let store = self.store.clone();
         let r = self
             .write(|st, tx| {
@@ -408,6 +487,9 @@ impl Hub {
                 Ok(Some(msg))
             })
             .await?;
+        if let Some(blob) = blob {
+            self.blobs.remove(&blob);
+        }
         let c = match outcome {
             SendOutcome::Sent(_) => &self.metrics.outbound_sent,
             SendOutcome::Failed(..) => &self.metrics.outbound_failed,
@@ -664,6 +746,7 @@ fn claim(
     Ok(conv)
 }
 
+/// Records a reply and its job; `true` when it is new (not a repeated client key).
 fn reply(
     st: &mut State,
     tx: &mut Tx,
@@ -671,7 +754,8 @@ fn reply(
     who: &Account,
     conv_id: &str,
     input: ReplyInput,
-) -> HubResult<Message> {
+    attachment: Option<JobAttachment>,
+) -> HubResult<(Message, bool)> {
     let key = input.client_key.trim();
     if key.is_empty() || key.len() > 128 {
         return Err(HubError::Invalid(
@@ -681,7 +765,7 @@ fn reply(
     // The key is looked up only where the caller may reply: scoped to them and this conversation.
     visible_conversation(st, who, conv_id)?;
     if let Some(id) = store.get_json::<String>(&key_client(&who.id, conv_id, key))? {
-        return load_message(store, tx, &id);
+        return Ok((load_message(store, tx, &id)?, false));
     }
     let text = crate::model::text::nfc(&input.text);
     let chars = crate::model::text::char_count(&text);
@@ -690,21 +774,10 @@ fn reply(
             "text is {chars} characters; Zalo accepts at most {MAX_TEXT_CHARS} (Tin nhắn dài quá {MAX_TEXT_CHARS} ký tự)"
         )));
     }
-    if text.trim().is_empty() && input.attachment.is_none() {
+    if text.trim().is_empty() && attachment.is_none() {
         return Err(HubError::Invalid(
             "a reply needs text or an attachment".into(),
         ));
-    }
-    if let Some(a) = &input.attachment {
-        use base64::Engine;
-        if base64::engine::general_purpose::STANDARD
-            .decode(&a.content_base64)
-            .is_err()
-        {
-            return Err(HubError::Invalid(
-                "attachment content_base64 is not valid base64".into(),
-            ));
-        }
     }
     let mut conv = match st.conversations.get(conv_id) {
         Some(c)
@@ -722,7 +795,7 @@ fn reply(
     }
     let now = now_ms();
     let id = st.next_id('m');
-    let kind = match input.attachment.as_ref().map(|a| a.kind) {
+    let kind = match attachment.as_ref().map(|a| a.kind) {
         Some(wire::OutboundKind::Image) => MessageKind::Image,
         Some(wire::OutboundKind::Gif) => MessageKind::Gif,
         Some(wire::OutboundKind::File) => MessageKind::File,
@@ -736,14 +809,13 @@ fn reply(
         sender_name: who.name.clone(),
         kind,
         text: text.clone(),
-        attachments: input
-            .attachment
+        attachments: attachment
             .iter()
             .map(|a| Attachment {
                 kind: kind.as_str().into(),
                 url: String::new(),
-                name: crate::model::text::file_name(&a.name),
-                size: None,
+                name: a.name.clone(),
+                size: Some(a.size),
             })
             .collect(),
         zalo_msg_id: None,
@@ -763,7 +835,7 @@ fn reply(
             conversation_id: conv.id.clone(),
             attempts: 0,
             next_attempt_at: now,
-            attachment: input.attachment,
+            attachment,
         },
     );
     put_message(st, tx, &msg);
@@ -772,7 +844,7 @@ fn reply(
     conv.preview = preview_of(&msg);
     conv.unread.remove(&who.id);
     st.put_conversation(tx, conv, before);
-    Ok(msg)
+    Ok((msg, true))
 }
 
 pub(crate) fn preview_of(m: &Message) -> String {

@@ -44,6 +44,9 @@ pub enum HubError {
     /// A request that does not make sense, e.g. a cursor that is not one (400).
     #[error("{0}")]
     BadRequest(String),
+    /// Too much is waiting already; try again later (429).
+    #[error("{message}")]
+    TooMany { code: &'static str, message: String },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -160,6 +163,10 @@ pub struct Hub {
     pub credentials_changed: broadcast::Sender<AccountId>,
     /// How far apart a reply and Zalo's `oa_send_*` echo of it may be (`[zalo] echo_window_secs`).
     echo_window_ms: std::sync::atomic::AtomicI64,
+    /// Attachment bytes of replies not yet sent, one file each.
+    blobs: Arc<crate::store::blobs::Blobs>,
+    /// `[server] max_pending_attachment_bytes`.
+    max_pending_attachment_bytes: AtomicU64,
 }
 
 fn key_conv(id: &str) -> String {
@@ -174,6 +181,41 @@ fn key_msg_time(conv: &str, at: Ms, n: u64) -> String {
 }
 fn key_evt(seq: u64) -> String {
     format!("evt/{seq:020}")
+}
+
+/// Jobs and blobs agree at start: attachments that jobs stored before blobs carried inline are
+/// moved into blobs, and blobs no job refers to (a reply refused or interrupted by a crash after
+/// its bytes were written) are removed.
+fn settle_blobs(store: &dyn Store, blobs: &crate::store::blobs::Blobs) -> anyhow::Result<()> {
+    use base64::Engine;
+    let mut batch = crate::store::Batch::default();
+    let mut referenced = std::collections::HashSet::new();
+    for mut job in store.scan_json::<conversations::OutboundJob>("job/")? {
+        let Some(a) = job.attachment.as_mut() else {
+            continue;
+        };
+        let inline = a.content_base64.take();
+        if let Some(inline) = &inline {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(inline)?;
+            a.size = bytes.len() as u64;
+            a.blob = blobs.put(&bytes)?;
+        }
+        referenced.insert(a.blob.clone());
+        if inline.is_some() {
+            batch.put_json(format!("job/{}", job.message_id), &job);
+        }
+    }
+    if !batch.is_empty() {
+        tracing::info!("moved attachments of stored replies into blob files");
+        store.apply(batch)?;
+        store.flush()?;
+    }
+    for name in blobs.names()? {
+        if !referenced.contains(&name) {
+            blobs.remove(&name);
+        }
+    }
+    Ok(())
 }
 
 /// The hub's memory as the store has it: everything an API answer or routing decision reads.
@@ -247,18 +289,24 @@ fn new_token() -> String {
 impl Hub {
     /// Loads the hub's state from the store and starts its group-commit flusher.
     /// `retention` is how many events the log keeps for reconnecting consoles.
-    /// `webhook_log` is the write-ahead log of webhook intake (normally `DATA_DIR/webhooks.log`).
+    /// `data_dir` holds the write-ahead log of webhook intake (`webhooks.log`) and the
+    /// attachments waiting to be sent (`attachments/`).
     pub fn open(
         store: Arc<dyn Store>,
-        webhook_log: &std::path::Path,
+        data_dir: &std::path::Path,
         retention: u64,
     ) -> anyhow::Result<Arc<Hub>> {
+        let webhook_log = data_dir.join("webhooks.log");
+        let blobs = Arc::new(crate::store::blobs::Blobs::open(
+            &data_dir.join("attachments"),
+        )?);
+        settle_blobs(&*store, &blobs)?;
         index_message_times(&*store)?;
         let st = load_state(&*store)?;
         let head = st.counters.seq;
         // Webhooks acknowledged but not yet applied (a crash in between) are in the log past the
         // applied watermark; numbering continues after the highest number ever used.
-        let (wal, logged) = crate::store::wal::Wal::open(webhook_log)?;
+        let (wal, logged) = crate::store::wal::Wal::open(&webhook_log)?;
         let applied = st.counters.webhook;
         let pending: std::collections::VecDeque<(u64, Vec<u8>)> =
             logged.into_iter().filter(|(n, _)| *n > applied).collect();
@@ -310,7 +358,18 @@ impl Hub {
             health: Health::default(),
             credentials_changed: broadcast::channel(64).0,
             echo_window_ms: std::sync::atomic::AtomicI64::new(600_000),
+            blobs,
+            max_pending_attachment_bytes: AtomicU64::new(u64::MAX),
         }))
+    }
+
+    pub fn set_max_pending_attachment_bytes(&self, bytes: u64) {
+        self.max_pending_attachment_bytes
+            .store(bytes, Ordering::Relaxed);
+    }
+
+    pub fn max_pending_attachment_bytes(&self) -> u64 {
+        self.max_pending_attachment_bytes.load(Ordering::Relaxed)
     }
 
     pub fn set_echo_window(&self, window: std::time::Duration) {

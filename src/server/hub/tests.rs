@@ -29,7 +29,7 @@ impl Fixture {
     }
 
     fn open(store: SledStore, dir: std::path::PathBuf) -> Fixture {
-        let hub = Hub::open(Arc::new(store), &dir.join("webhooks.log"), 10_000).unwrap();
+        let hub = Hub::open(Arc::new(store), &dir, 10_000).unwrap();
         Fixture {
             hub,
             dir: Some(dir),
@@ -513,7 +513,7 @@ async fn acknowledged_webhooks_not_yet_applied_are_requeued_after_a_crash() {
     let reopen = || {
         Hub::open(
             Arc::new(crate::store::open_when_released(&dir)),
-            &dir.join("webhooks.log"),
+            &dir,
             10_000,
         )
         .unwrap()

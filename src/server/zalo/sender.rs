@@ -6,7 +6,6 @@ use crate::model::*;
 use crate::server::hub::{OutboundJob, SendOutcome};
 use crate::wire::OutboundKind;
 use crate::zalo::{human_reason, is_retryable, ZaloError, AMBIGUOUS};
-use base64::Engine;
 use parking_lot::Mutex;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashSet};
@@ -141,12 +140,7 @@ async fn attempt(z: &ZaloHub, job: &OutboundJob) -> Result<String, ZaloError> {
     let mut message = match &job.attachment {
         None => json!({"text": msg.text}),
         Some(a) => {
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(&a.content_base64)
-                .map_err(|e| ZaloError {
-                    code: -201,
-                    message: e.to_string(),
-                })?;
+            let file = z.hub.blob_path(&a.blob);
             let kind = match a.kind {
                 OutboundKind::Image => "image",
                 OutboundKind::Gif => "gif",
@@ -154,8 +148,8 @@ async fn attempt(z: &ZaloHub, job: &OutboundJob) -> Result<String, ZaloError> {
             };
             let id = z
                 .with_token(&conn_id, |t| {
-                    let (client, name, bytes) = (z.client.clone(), a.name.clone(), bytes.clone());
-                    async move { client.upload(&t, kind, &name, bytes).await }
+                    let (client, name, file) = (z.client.clone(), a.name.clone(), file.clone());
+                    async move { client.upload(&t, kind, &name, &file).await }
                 })
                 .await?;
             match a.kind {
