@@ -7,6 +7,7 @@ use std::path::Path;
 
 pub mod blobs;
 mod group_commit;
+pub mod sql;
 pub mod wal;
 pub use group_commit::GroupCommit;
 

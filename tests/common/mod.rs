@@ -1,6 +1,8 @@
 //! Shared helpers for the integration tests: a real hub on a loopback port over a real sled store.
 #![allow(dead_code)]
 
+pub mod pg;
+
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sop_console::config::Config;
@@ -23,6 +25,14 @@ pub struct TestHub {
 
 pub fn temp_dir(tag: &str) -> PathBuf {
     std::env::temp_dir().join(format!("sop-{tag}-{}", rand::random::<u64>()))
+}
+
+/// A fresh database on each engine, as URLs: a SQLite file and a PostgreSQL database.
+pub async fn databases() -> Vec<String> {
+    vec![
+        format!("sqlite://{}/sop.db", temp_dir("sql").display()),
+        pg::database().await,
+    ]
 }
 
 pub async fn start_hub() -> TestHub {
