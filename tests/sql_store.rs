@@ -4,8 +4,10 @@
 
 mod common;
 use common::*;
+use sop_console::model::*;
+use sop_console::store::sql::conversations::Claim;
 use sop_console::store::sql::events::{LoggedEvent, NewEvent};
-use sop_console::store::sql::Db;
+use sop_console::store::sql::{Db, StoreError};
 use std::sync::Arc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -136,6 +138,162 @@ async fn the_event_log_is_gap_free_and_in_commit_order_across_writers() {
             "{engine}: {} events from {} writers in order, rolled-back ones absent",
             committed.len(),
             WRITERS * handles
+        );
+    }
+}
+
+fn agent(name: &str) -> Account {
+    Account {
+        id: String::new(),
+        email: format!("{}@sop.vn", name.to_lowercase()),
+        username: name.into(),
+        name: name.into(),
+        role: Role::Agent,
+        availability: Availability::Available,
+        created_at: 1,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accounts_are_unique_by_handle_and_found_by_token_hash() {
+    for url in databases().await {
+        let db = Db::open(&url).await.unwrap();
+        let an = db.create_account(agent("An"), "hash-an").await.unwrap();
+        assert_eq!(an.id, "a1");
+        // The same username in other letters, or the same email, is refused.
+        let mut again = agent("AN");
+        again.email = "other@sop.vn".into();
+        let e = db.create_account(again, "hash-2").await.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                StoreError::Conflict {
+                    code: "account_exists"
+                }
+            ),
+            "{e:?}"
+        );
+        let e = db.create_account(agent("an"), "hash-3").await.unwrap_err();
+        assert!(matches!(e, StoreError::Conflict { .. }), "{e:?}");
+        let binh = db.create_account(agent("Binh"), "hash-binh").await.unwrap();
+        assert_eq!(binh.id, "a2", "a refused account takes no id");
+        assert_eq!(
+            db.account_by_token("hash-binh").await.unwrap(),
+            Some(binh.clone())
+        );
+        assert_eq!(db.account_by_token("nope").await.unwrap(), None);
+        assert_eq!(db.accounts().await.unwrap(), vec![an, binh]);
+    }
+}
+
+/// Three hubs (PostgreSQL; on SQLite two processes) race 100 claims for the same waiting
+/// conversation, 20 times: exactly one wins each round, the others learn who, and one
+/// assignment and one event are logged per round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_claim_raced_across_hubs_has_exactly_one_winner() {
+    const ROUNDS: usize = 20;
+    const CLAIMS: usize = 100;
+    for url in databases().await {
+        let setup = Db::open(&url).await.unwrap();
+        let mut agents = Vec::new();
+        for i in 0..CLAIMS {
+            agents.push(
+                setup
+                    .create_account(agent(&format!("nv{i}")), &format!("h{i}"))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let page = Connection {
+            id: "p1".into(),
+            oa_id: "1423847451268726170".into(),
+            name: "Trang".into(),
+            avatar: String::new(),
+            category: String::new(),
+            connector: agents[0].id.clone(),
+            connected_at: 1,
+            last_connected_at: 1,
+            chat_mode: ChatMode::Shared,
+            rule_id: None,
+            status: ConnectionStatus::Connected,
+            status_reason: None,
+            tokens: TokenPair::default(),
+            last_event_at: None,
+            last_error: None,
+        };
+        setup.insert_connection(&page).await.unwrap();
+        let handles = if url.starts_with("sqlite") { 2 } else { 3 };
+        let mut hubs = Vec::new();
+        for _ in 0..handles {
+            hubs.push(Arc::new(Db::connect(&url).await.unwrap()));
+        }
+        let engine = setup.engine_name();
+        for round in 0..ROUNDS {
+            let conv = Conversation {
+                id: format!("c{round}"),
+                connection_id: "p1".into(),
+                customer: Customer {
+                    user_id: format!("u{round}"),
+                    display_name: "Khách".into(),
+                    ..Default::default()
+                },
+                assignee: None,
+                state: ConvState::Unclaimed,
+                status: ConvStatus::Open,
+                origin: Origin::Live,
+                last_interaction_at: Some(1),
+                last_activity_at: 1,
+                waiting_since: Some(1),
+                unread: Default::default(),
+                preview: "Xin chào".into(),
+                assignments: vec![],
+                created_at: 1,
+            };
+            setup.insert_conversation(&conv).await.unwrap();
+            let claims = agents.iter().enumerate().map(|(i, who)| {
+                let (db, who, id) = (hubs[i % handles].clone(), who.clone(), conv.id.clone());
+                tokio::spawn(async move {
+                    db.claim(&id, &who, 2, |c| {
+                        (
+                            2,
+                            "[]".into(),
+                            format!("{{\"claimed\":\"{}\"}}", c.assignee.as_deref().unwrap()),
+                        )
+                    })
+                    .await
+                })
+            });
+            let mut winners = Vec::new();
+            let mut holders = Vec::new();
+            for claim in claims.collect::<Vec<_>>() {
+                match claim.await.unwrap().unwrap() {
+                    Claim::Won(c, events) => {
+                        assert_eq!(events.len(), 1);
+                        winners.push(c.assignee.clone().unwrap());
+                    }
+                    Claim::Taken { holder } => {
+                        holders.push(holder.expect("the loser learns who won"))
+                    }
+                }
+            }
+            assert_eq!(winners.len(), 1, "{engine} round {round}: {winners:?}");
+            assert_eq!(holders.len(), CLAIMS - 1);
+            assert!(
+                holders.iter().all(|h| h == &winners[0]),
+                "{engine}: every loser names the winner"
+            );
+            let stored = setup.conversation(&conv.id).await.unwrap().unwrap();
+            assert_eq!(stored.assignee.as_ref(), Some(&winners[0]));
+            assert_eq!(stored.state, ConvState::Assigned);
+            assert_eq!(stored.assignments.len(), 1, "{engine}: one assignment");
+        }
+        assert_eq!(
+            setup.event_head().await.unwrap(),
+            ROUNDS as i64,
+            "{engine}: one event per round"
+        );
+        println!(
+            "{engine}: {ROUNDS} rounds of {CLAIMS} claims over {handles} hubs, one winner each"
         );
     }
 }

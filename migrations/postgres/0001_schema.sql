@@ -104,7 +104,8 @@ CREATE TABLE conversations (
     origin              TEXT NOT NULL CHECK (origin IN ('live', 'history')),
     last_interaction_at BIGINT,
     last_activity_at    BIGINT NOT NULL,
-    -- since when it waits for a member (the unclaimed queue's order)
+    waiting_since       BIGINT,
+    -- `waiting_since`, else `created_at`: the unclaimed queue's order, indexed
     waiting_at          BIGINT NOT NULL,
     preview             TEXT NOT NULL DEFAULT '',
     created_at          BIGINT NOT NULL,

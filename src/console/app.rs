@@ -809,18 +809,20 @@ impl App {
 
     /// The hub's visibility rule (docs/api.md "Visibility"): the hub tells whoever could see a
     /// conversation before a change, and the console keeps it only while it still may.
+    /// The hub's own rule (`routing::visibility`) over what this console knows.
     fn may_see(&self, c: &Conversation) -> bool {
-        let me = self.me_id();
-        self.is_admin()
-            || c.assignee.as_deref() == Some(me)
-            || self
-                .connections
-                .get(&c.connection_id)
-                .is_some_and(|p| p.chat_mode == ChatMode::OnlyMe && p.connector == me)
-            || (c.state == ConvState::Unclaimed
-                && self
-                    .rule_of_connection(&c.connection_id)
-                    .is_some_and(|r| r.members.iter().any(|m| m == me)))
+        let Some(me) = &self.me else {
+            return false;
+        };
+        let page = self
+            .connections
+            .get(&c.connection_id)
+            .map(|p| crate::routing::Page {
+                chat_mode: p.chat_mode,
+                connector: &p.connector,
+                rule: self.rule_of_connection(&c.connection_id),
+            });
+        crate::routing::visibility::may_see_conversation(me, c, page)
     }
 
     fn rule_of_connection(&self, conn_id: &str) -> Option<&Rule> {

@@ -148,5 +148,7 @@ pub fn old_conversation_selected(option: OldConversations, conv: &Conversation, 
     }
 }
 
+pub mod visibility;
+
 #[cfg(test)]
 mod tests;

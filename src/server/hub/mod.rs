@@ -3,7 +3,7 @@
 //! batch together with its events, and is acknowledged only once the group commit made it durable.
 
 use crate::model::*;
-use crate::routing::{self, Page};
+use crate::routing::{self, visibility, Page};
 use crate::store::{prefix_end, Batch, GroupCommit, Store, StoreExt};
 use crate::wire::{ConnectionView, Event, EventBody, RuleRef};
 use parking_lot::Mutex;
@@ -595,57 +595,30 @@ impl State {
             .and_then(|r| self.rules.get(r))
     }
 
-    /// The accounts other than admins that may see this conversation.
-    pub fn conversation_audience(&self, conv: &Conversation) -> Vec<AccountId> {
-        let mut out = Vec::new();
-        if let Some(a) = &conv.assignee {
-            out.push(a.clone());
-        }
-        if let Some(conn) = self.connections.get(&conv.connection_id) {
-            if conn.chat_mode == ChatMode::OnlyMe {
-                out.push(conn.connector.clone());
-            }
-        }
-        if conv.state == ConvState::Unclaimed {
-            if let Some(rule) = self.rule_of_connection(&conv.connection_id) {
-                out.extend(rule.members.iter().cloned());
-            }
-        }
-        out.sort();
-        out.dedup();
-        out
+    /// The page as routing and visibility see it.
+    fn page_by_id(&self, conn_id: &str) -> Option<Page<'_>> {
+        self.connections.get(conn_id).map(|c| self.page_of(c))
     }
 
-    /// Unattended conversations stay with admins: distributing them shares history, which the
-    /// seed makes an explicit choice of the rule's old-conversation handling.
+    /// The accounts other than admins that may see this conversation (`routing::visibility`).
+    pub fn conversation_audience(&self, conv: &Conversation) -> Vec<AccountId> {
+        visibility::conversation_audience(conv, self.page_by_id(&conv.connection_id))
+    }
+
     pub fn may_see_conversation(&self, who: &Account, conv: &Conversation) -> bool {
-        who.is_admin()
-            || self
-                .conversation_audience(conv)
-                .iter()
-                .any(|a| a == &who.id)
+        visibility::may_see_conversation(who, conv, self.page_by_id(&conv.connection_id))
     }
 
     pub fn may_see_connection(&self, who: &Account, conn: &Connection) -> bool {
-        who.is_admin()
-            || conn.connector == who.id
-            || self
-                .rule_of_connection(&conn.id)
-                .is_some_and(|r| r.members.contains(&who.id))
+        visibility::may_see_page(who, &conn.connector, self.rule_of_connection(&conn.id))
     }
 
     pub fn may_see_rule(&self, who: &Account, rule: &Rule) -> bool {
-        who.is_admin() || rule.members.contains(&who.id)
+        visibility::may_see_rule(who, rule)
     }
 
     fn connection_audience(&self, conn: &Connection) -> Vec<AccountId> {
-        let mut out = vec![conn.connector.clone()];
-        if let Some(r) = self.rule_of_connection(&conn.id) {
-            out.extend(r.members.iter().cloned());
-        }
-        out.sort();
-        out.dedup();
-        out
+        visibility::page_audience(&conn.connector, self.rule_of_connection(&conn.id))
     }
 
     // ----- writers that keep memory, store and events in step -----

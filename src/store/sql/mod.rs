@@ -6,7 +6,11 @@
 //! each engine's types are checked and nothing is copied. What differs lives here: connection
 //! settings, pragmas, backup.
 
+pub mod accounts;
+pub mod connections;
+pub mod conversations;
 pub mod events;
+pub mod rows;
 
 use anyhow::{bail, Context, Result};
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -19,6 +23,43 @@ use std::time::Duration;
 
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// What a store command can fail with, mapped once from the engines' errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A uniqueness rule refused the change (`code` names which, for the API's 409).
+    #[error("{code}")]
+    Conflict { code: &'static str },
+    /// The database cannot be reached or refused service; the hub answers 503 meanwhile.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> StoreError {
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
+            e => StoreError::Other(e.into()),
+        }
+    }
+}
+
+impl StoreError {
+    /// A unique-constraint violation becomes `Conflict { code }`; anything else maps as usual.
+    pub fn conflict_if_unique(e: sqlx::Error, code: &'static str) -> StoreError {
+        match e.as_database_error() {
+            Some(d) if d.is_unique_violation() => StoreError::Conflict { code },
+            _ => e.into(),
+        }
+    }
+}
 
 /// Which engine a database URL names.
 #[derive(Debug, Clone, PartialEq, Eq)]
