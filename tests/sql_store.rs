@@ -1,6 +1,7 @@
 //! The SQL store's contract, run on both engines (issue 10): the schema migrates from empty and
-//! concurrently, and the event log stays gap-free and in commit order across writers (PostgreSQL:
-//! three hubs' pools; SQLite: the hub and a `sop admin` process sharing the file).
+//! concurrently; the event log stays gap-free and in commit order across writers; a claim has one
+//! winner and round robin stays fair across hubs. "Hubs" are separate connection pools on one
+//! database: three on PostgreSQL, two on SQLite (the hub and a `sop admin` sharing the file).
 
 mod common;
 use common::*;
@@ -204,23 +205,8 @@ async fn a_claim_raced_across_hubs_has_exactly_one_winner() {
                     .unwrap(),
             );
         }
-        let page = Connection {
-            id: "p1".into(),
-            oa_id: "1423847451268726170".into(),
-            name: "Trang".into(),
-            avatar: String::new(),
-            category: String::new(),
-            connector: agents[0].id.clone(),
-            connected_at: 1,
-            last_connected_at: 1,
-            chat_mode: ChatMode::Shared,
-            rule_id: None,
-            status: ConnectionStatus::Connected,
-            status_reason: None,
-            tokens: TokenPair::default(),
-            last_event_at: None,
-            last_error: None,
-        };
+        let page = page_of(&agents[0]);
+
         setup.insert_connection(&page).await.unwrap();
         let handles = if url.starts_with("sqlite") { 2 } else { 3 };
         let mut hubs = Vec::new();
@@ -295,5 +281,211 @@ async fn a_claim_raced_across_hubs_has_exactly_one_winner() {
         println!(
             "{engine}: {ROUNDS} rounds of {CLAIMS} claims over {handles} hubs, one winner each"
         );
+    }
+}
+
+fn page_of(connector: &Account) -> Connection {
+    Connection {
+        id: "p1".into(),
+        oa_id: "1423847451268726170".into(),
+        name: "Trang".into(),
+        avatar: String::new(),
+        category: String::new(),
+        connector: connector.id.clone(),
+        connected_at: 1,
+        last_connected_at: 1,
+        chat_mode: ChatMode::Shared,
+        rule_id: None,
+        status: ConnectionStatus::Connected,
+        status_reason: None,
+        tokens: TokenPair::default(),
+        last_event_at: None,
+        last_error: None,
+    }
+}
+
+fn new_conversation(n: usize) -> Conversation {
+    Conversation {
+        id: format!("c{n}"),
+        connection_id: "p1".into(),
+        customer: Customer {
+            user_id: format!("u{n}"),
+            display_name: "Khách".into(),
+            ..Default::default()
+        },
+        assignee: None,
+        state: ConvState::Unclaimed,
+        status: ConvStatus::Open,
+        origin: Origin::Live,
+        last_interaction_at: Some(1),
+        last_activity_at: 1,
+        waiting_since: None,
+        unread: Default::default(),
+        preview: "Xin chào".into(),
+        assignments: vec![],
+        created_at: 1,
+    }
+}
+
+/// 3,000 new conversations routed at once through three hubs (PostgreSQL; two on SQLite) by a
+/// three-member round-robin rule: the members' counts differ by at most one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn round_robin_stays_fair_across_hubs() {
+    use futures_util::StreamExt;
+    const CONVERSATIONS: usize = 3_000;
+    for url in databases().await {
+        let setup = Db::open(&url).await.unwrap();
+        let owner = setup.create_account(agent("Chu"), "h-chu").await.unwrap();
+        let mut members = Vec::new();
+        for name in ["Huong", "Que", "Tri"] {
+            members.push(
+                setup
+                    .create_account(agent(name), &format!("h-{name}"))
+                    .await
+                    .unwrap()
+                    .id,
+            );
+        }
+        setup.insert_connection(&page_of(&owner)).await.unwrap();
+        let rule = setup
+            .create_rule(Rule {
+                id: String::new(),
+                name: "Chia đều".into(),
+                sources: vec!["p1".into()],
+                members: members.clone(),
+                method: Method::RoundRobin,
+                old_conversations: OldConversations::None,
+                cursor: None,
+                created_at: 1,
+                updated_at: 1,
+            })
+            .await
+            .unwrap();
+        assert_eq!(rule.id, "r1");
+        let handles = if url.starts_with("sqlite") { 2 } else { 3 };
+        let mut hubs = Vec::new();
+        for _ in 0..handles {
+            hubs.push(Arc::new(Db::connect(&url).await.unwrap()));
+        }
+        let engine = setup.engine_name();
+        let started = std::time::Instant::now();
+        let routed: Vec<Conversation> = futures_util::stream::iter(0..CONVERSATIONS)
+            .map(|n| {
+                let db = hubs[n % handles].clone();
+                async move {
+                    let (conv, _) = db
+                        .open_conversation(new_conversation(n), 2, |c| {
+                            (2, "[]".into(), format!("{{\"conv\":\"{}\"}}", c.id))
+                        })
+                        .await
+                        .unwrap();
+                    conv
+                }
+            })
+            .buffer_unordered(48)
+            .collect()
+            .await;
+        let mut counts = std::collections::BTreeMap::new();
+        for c in &routed {
+            assert_eq!(c.state, ConvState::Assigned);
+            *counts.entry(c.assignee.clone().unwrap()).or_insert(0usize) += 1;
+        }
+        let (min, max) = (
+            counts.values().min().unwrap(),
+            counts.values().max().unwrap(),
+        );
+        println!(
+            "{engine}: {CONVERSATIONS} conversations over {handles} hubs in {:?}: {counts:?}",
+            started.elapsed()
+        );
+        assert_eq!(counts.len(), 3, "{engine}: {counts:?}");
+        assert!(max - min <= 1, "{engine}: unfair {counts:?}");
+        assert_eq!(setup.event_head().await.unwrap(), CONVERSATIONS as i64);
+    }
+}
+
+/// A hub follows events committed through the others: 1,000 events written by two hubs arrive
+/// at a third once each, in order, also when its LISTEN connection is killed midway (PostgreSQL),
+/// or with no doorbell at all between processes (SQLite: the follower's poll).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hub_follows_what_the_others_commit() {
+    use sop_console::store::sql::feed;
+    const EVENTS: usize = 1_000;
+    for url in databases().await {
+        Db::open(&url).await.unwrap();
+        let writers = [
+            Arc::new(Db::connect(&url).await.unwrap()),
+            Arc::new(Db::connect(&url).await.unwrap()),
+        ];
+        let follower = Arc::new(Db::connect(&url).await.unwrap());
+        let engine = follower.engine_name();
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let following = tokio::spawn(feed::follow(follower.clone(), 0, tx));
+        let mut sent_at = std::collections::HashMap::new();
+        let writing = {
+            let writers = writers.clone();
+            tokio::spawn(async move {
+                let mut at = Vec::new();
+                for n in 0..EVENTS / 5 {
+                    let events = (0..5)
+                        .map(|i| {
+                            (
+                                n as i64,
+                                "[]".to_string(),
+                                format!("{{\"n\":{n},\"i\":{i}}}"),
+                            )
+                        })
+                        .collect();
+                    let logged = writers[n % 2].append_events(events).await.unwrap();
+                    let now = std::time::Instant::now();
+                    at.extend(logged.into_iter().map(|e| (e.seq, now)));
+                    if n == EVENTS / 10 {
+                        if let Db::Postgres(d) = &*writers[0] {
+                            // Kill every LISTEN connection: the follower must notice and read.
+                            sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'")
+                                .execute(&d.pool)
+                                .await
+                                .unwrap();
+                        }
+                    }
+                }
+                at
+            })
+        };
+        let mut received = Vec::new();
+        let mut latencies = Vec::new();
+        while received.len() < EVENTS {
+            let event = tokio::time::timeout(std::time::Duration::from_secs(30), rx.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{engine}: stalled after {}", received.len()))
+                .unwrap();
+            let arrived = std::time::Instant::now();
+            received.push(event.seq);
+            latencies.push(arrived);
+        }
+        for (seq, at) in writing.await.unwrap() {
+            sent_at.insert(seq, at);
+        }
+        assert_eq!(
+            received,
+            (1..=EVENTS as i64).collect::<Vec<_>>(),
+            "{engine}: once each, in order"
+        );
+        let mut lag: Vec<_> = received
+            .iter()
+            .zip(&latencies)
+            .map(|(seq, arrived)| arrived.saturating_duration_since(sent_at[seq]))
+            .collect();
+        lag.sort();
+        println!(
+            "{engine}: {EVENTS} events followed across hubs; commit → follower p50 {:?}, p99 {:?}",
+            lag[lag.len() / 2],
+            lag[lag.len() * 99 / 100]
+        );
+        drop(rx);
+        tokio::time::timeout(std::time::Duration::from_secs(5), following)
+            .await
+            .expect("the follower ends with its receiver")
+            .unwrap();
     }
 }

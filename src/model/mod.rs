@@ -239,6 +239,49 @@ pub enum ReplyWindow {
 }
 
 impl Conversation {
+    /// Where a routing decision puts it: with `to`, or back in the queue (recorded only when it
+    /// was not waiting there already). The rule's cursor is the caller's to move.
+    pub fn land(
+        &mut self,
+        to: Option<AccountId>,
+        by: Option<AccountId>,
+        reason: AssignReason,
+        now: Ms,
+    ) {
+        match to {
+            Some(to) => self.assign(Some(to), ConvState::Assigned, by, reason, now),
+            None if self.state != ConvState::Unclaimed || self.assignee.is_some() => {
+                self.assign(None, ConvState::Unclaimed, by, reason, now)
+            }
+            None => {}
+        }
+    }
+
+    /// Records an assignment: who holds it now (`to`, in `state`), by whom and why. Entering the
+    /// queue starts its wait; leaving it ends the wait.
+    pub fn assign(
+        &mut self,
+        to: Option<AccountId>,
+        state: ConvState,
+        by: Option<AccountId>,
+        reason: AssignReason,
+        now: Ms,
+    ) {
+        if state == ConvState::Unclaimed && self.state != ConvState::Unclaimed {
+            self.waiting_since = Some(now);
+        } else if state != ConvState::Unclaimed {
+            self.waiting_since = None;
+        }
+        self.assignee = to.clone();
+        self.state = state;
+        self.assignments.push(Assignment {
+            at: now,
+            to,
+            by,
+            reason,
+        });
+    }
+
     /// Since when it has waited for a member: the queue's order (longest waiting first).
     pub fn waiting_at(&self) -> Ms {
         self.waiting_since.unwrap_or(self.created_at)

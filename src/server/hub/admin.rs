@@ -565,8 +565,7 @@ fn save_rule(
     for id in orphaned {
         let mut conv = st.conversations[&id].clone();
         let before = st.conversation_audience(&conv);
-        State::assign(
-            &mut conv,
+        conv.assign(
             None,
             ConvState::Unattended,
             None,

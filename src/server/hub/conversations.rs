@@ -177,8 +177,7 @@ impl Hub {
                 )));
             }
             let before = st.conversation_audience(&conv);
-            State::assign(
-                &mut conv,
+            conv.assign(
                 Some(target.id.clone()),
                 ConvState::Assigned,
                 Some(who.id.clone()),
@@ -734,8 +733,7 @@ fn claim(
     }
     let mut conv = conv.clone();
     let before = st.conversation_audience(&conv);
-    State::assign(
-        &mut conv,
+    conv.assign(
         Some(who.id.clone()),
         ConvState::Assigned,
         Some(who.id.clone()),

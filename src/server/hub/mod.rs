@@ -740,29 +740,6 @@ impl State {
     }
 
     /// Moves a conversation to an assignee (or to the queue) and records why.
-    fn assign(
-        conv: &mut Conversation,
-        to: Option<AccountId>,
-        state: ConvState,
-        by: Option<AccountId>,
-        reason: AssignReason,
-        now: Ms,
-    ) {
-        if state == ConvState::Unclaimed && conv.state != ConvState::Unclaimed {
-            conv.waiting_since = Some(now);
-        } else if state != ConvState::Unclaimed {
-            conv.waiting_since = None;
-        }
-        conv.assignee = to.clone();
-        conv.state = state;
-        conv.assignments.push(Assignment {
-            at: now,
-            to,
-            by,
-            reason,
-        });
-    }
-
     /// The one way a routing decision lands: the conversation goes to `to` (or waits, unclaimed,
     /// when `None`), the rule whose turn chose `to` moves its cursor, and the decision is counted.
     #[allow(clippy::too_many_arguments)]
@@ -777,21 +754,18 @@ impl State {
         now: Ms,
         metrics: &Metrics,
     ) {
-        match to {
+        match &to {
             Some(to) => {
                 metrics.routed_assigned.inc();
                 if let Some(rule_id) = turn_of {
                     self.set_rule_cursor(tx, rule_id, to.clone());
                 }
-                Self::assign(conv, Some(to), ConvState::Assigned, by, reason, now);
             }
             None => {
                 metrics.routed_unclaimed.inc();
-                if conv.state != ConvState::Unclaimed || conv.assignee.is_some() {
-                    Self::assign(conv, None, ConvState::Unclaimed, by, reason, now);
-                }
             }
         }
+        conv.land(to, by, reason, now);
     }
 
     /// Routes a conversation as new on its page.

@@ -1,9 +1,10 @@
 //! Conversations: creating, reading, and the claim that has one winner across hubs.
 
 use super::events::{LoggedEvent, NewEvent};
-use super::rows::name_of;
+use super::rows::{from_name, name_of};
 use super::{Db, StoreError};
 use crate::model::{Account, AccountId, AssignReason, ConvState, Conversation, Ms};
+use crate::routing;
 
 /// How a claim ended.
 #[derive(Debug)]
@@ -54,32 +55,10 @@ impl Db {
     /// Stores a new conversation as given (its id already chosen).
     pub async fn insert_conversation(&self, c: &Conversation) -> Result<(), StoreError> {
         crate::in_transaction!(self, tx => {
-            sqlx::query(
-                "INSERT INTO conversations (id, connection_id, customer_id, customer_name, \
-                 customer_avatar, customer_fetched_at, assignee, state, status, origin, \
-                 last_interaction_at, last_activity_at, waiting_since, waiting_at, preview, \
-                 created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-            )
-            .bind(&c.id)
-            .bind(&c.connection_id)
-            .bind(&c.customer.user_id)
-            .bind(&c.customer.display_name)
-            .bind(&c.customer.avatar)
-            .bind(c.customer.fetched_at)
-            .bind(&c.assignee)
-            .bind(name_of(&c.state))
-            .bind(name_of(&c.status))
-            .bind(name_of(&c.origin))
-            .bind(c.last_interaction_at)
-            .bind(c.last_activity_at)
-            .bind(c.waiting_since)
-            .bind(c.waiting_at())
-            .bind(&c.preview)
-            .bind(c.created_at)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| StoreError::conflict_if_unique(e, "conversation_exists"))?;
+            insert_conversation_sql(c)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| StoreError::conflict_if_unique(e, "conversation_exists"))?;
             for (n, a) in c.assignments.iter().enumerate() {
                 insert_assignment_sql(n as i64 + 1, a.at, a.to.as_deref(), a.by.as_deref(), a.reason)
                     .bind(&c.id)
@@ -88,6 +67,69 @@ impl Db {
             }
         });
         Ok(())
+    }
+
+    /// A new conversation, routed by its page's rule in the same transaction: the rule row is
+    /// locked, the turn read, the conversation assigned (or queued) and the cursor moved, so
+    /// round robin stays fair however many hubs route at once.
+    pub async fn open_conversation(
+        &self,
+        mut conv: Conversation,
+        now: Ms,
+        event: impl Fn(&Conversation) -> NewEvent,
+    ) -> Result<(Conversation, Vec<LoggedEvent>), StoreError> {
+        let opened = crate::in_transaction!(self, tx => {
+            let page: Option<(String, String)> = sqlx::query_as(
+                "SELECT chat_mode, connector FROM connections WHERE id = $1",
+            )
+            .bind(&conv.connection_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let (chat_mode, connector) = page
+                .ok_or_else(|| StoreError::NotFound(format!("page {}", conv.connection_id)))?;
+            let rule = crate::rule_of_page_locked!(tx, &conv.connection_id);
+            let available: Vec<String> = match &rule {
+                Some(rule) => sqlx::query_scalar(
+                    "SELECT a.id FROM rule_members m JOIN accounts a ON a.id = m.account_id \
+                     WHERE m.rule_id = $1 AND a.availability = 'available'",
+                )
+                .bind(&rule.id)
+                .fetch_all(&mut *tx)
+                .await?,
+                None => vec![],
+            };
+            let page = routing::Page {
+                chat_mode: from_name(&chat_mode)?,
+                connector: &connector,
+                rule: rule.as_ref(),
+            };
+            let decision = routing::route_new(page, &|m| available.iter().any(|a| a == m));
+            match decision.route {
+                routing::Route::Assign { to, reason } => conv.land(Some(to), None, reason, now),
+                routing::Route::Unclaimed => conv.land(None, None, AssignReason::Rule, now),
+            }
+            if let (Some(rule), Some(cursor)) = (&rule, &decision.cursor) {
+                sqlx::query("UPDATE rules SET cursor = $2 WHERE id = $1")
+                    .bind(&rule.id)
+                    .bind(cursor)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            insert_conversation_sql(&conv)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| StoreError::conflict_if_unique(e, "conversation_exists"))?;
+            for (n, a) in conv.assignments.iter().enumerate() {
+                insert_assignment_sql(n as i64 + 1, a.at, a.to.as_deref(), a.by.as_deref(), a.reason)
+                    .bind(&conv.id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let logged = crate::append_events!(tx, vec![event(&conv)]);
+            (conv, logged)
+        });
+        self.ring().await;
+        Ok(opened)
     }
 
     pub async fn conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError> {
@@ -108,7 +150,7 @@ impl Db {
         now: Ms,
         event: impl Fn(&Conversation) -> NewEvent,
     ) -> Result<Claim, StoreError> {
-        Ok(crate::in_transaction!(self, tx => {
+        let claim = crate::in_transaction!(self, tx => {
             let won: Option<String> = sqlx::query_scalar(
                 "UPDATE conversations SET assignee = $2, state = 'assigned', waiting_since = NULL \
                  WHERE id = $1 AND (state = 'unclaimed' OR ($3 AND state = 'unattended')) \
@@ -146,8 +188,47 @@ impl Db {
                 let logged = crate::append_events!(tx, vec![event(&conversation)]);
                 Claim::Won(Box::new(conversation), logged)
             }
-        }))
+        });
+        if matches!(claim, Claim::Won(..)) {
+            self.ring().await;
+        }
+        Ok(claim)
     }
+}
+
+/// `INSERT INTO conversations` for every column.
+fn insert_conversation_sql<'q, DB: sqlx::Database>(
+    c: &'q Conversation,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+where
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    sqlx::query(
+        "INSERT INTO conversations (id, connection_id, customer_id, customer_name, \
+         customer_avatar, customer_fetched_at, assignee, state, status, origin, \
+         last_interaction_at, last_activity_at, waiting_since, waiting_at, preview, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+    )
+    .bind(c.id.as_str())
+    .bind(c.connection_id.as_str())
+    .bind(c.customer.user_id.as_str())
+    .bind(c.customer.display_name.as_str())
+    .bind(c.customer.avatar.as_str())
+    .bind(c.customer.fetched_at)
+    .bind(c.assignee.as_deref())
+    .bind(name_of(&c.state))
+    .bind(name_of(&c.status))
+    .bind(name_of(&c.origin))
+    .bind(c.last_interaction_at)
+    .bind(c.last_activity_at)
+    .bind(c.waiting_since)
+    .bind(c.waiting_at())
+    .bind(c.preview.as_str())
+    .bind(c.created_at)
 }
 
 /// `INSERT INTO assignments`, the conversation id bound last (`$6`).

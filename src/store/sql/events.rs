@@ -99,6 +99,8 @@ impl super::Db {
 
     /// Appends events in a transaction of their own (tests, and changes that are only events).
     pub async fn append_events(&self, events: Vec<NewEvent>) -> anyhow::Result<Vec<LoggedEvent>> {
-        Ok(crate::in_transaction!(self, tx => crate::append_events!(tx, events)))
+        let logged = crate::in_transaction!(self, tx => crate::append_events!(tx, events));
+        self.ring().await;
+        Ok(logged)
     }
 }

@@ -10,7 +10,9 @@ pub mod accounts;
 pub mod connections;
 pub mod conversations;
 pub mod events;
+pub mod feed;
 pub mod rows;
+pub mod rules;
 
 use anyhow::{bail, Context, Result};
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -101,10 +103,13 @@ pub struct SqliteDb {
     /// Readers see committed data (WAL) without waiting for the writer.
     pub readers: SqlitePool,
     pub path: PathBuf,
+    /// Rung after local commits that logged events (see `feed`).
+    pub bell: tokio::sync::Notify,
 }
 
 pub struct PgDb {
     pub pool: PgPool,
+    pub bell: tokio::sync::Notify,
 }
 
 pub enum Db {
@@ -202,7 +207,10 @@ impl Db {
                     .context(
                         "cannot connect to PostgreSQL (is the URL right and the server up?)",
                     )?;
-                Ok(Db::Postgres(PgDb { pool }))
+                Ok(Db::Postgres(PgDb {
+                    pool,
+                    bell: Default::default(),
+                }))
             }
         }
     }
@@ -310,6 +318,7 @@ async fn open_sqlite(path: &Path) -> Result<SqliteDb> {
         writer,
         readers,
         path: path.to_path_buf(),
+        bell: Default::default(),
     })
 }
 
