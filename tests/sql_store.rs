@@ -489,3 +489,76 @@ async fn a_hub_follows_what_the_others_commit() {
             .unwrap();
     }
 }
+
+/// 50 callers across hubs find the page's token expired at once: exactly one refresh reaches
+/// Zalo (which burns a refresh token on first use), every caller gets the new token, and a token
+/// Zalo refuses mid-validity is refreshed once more, again by one caller.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_refresh_is_single_flight_across_hubs() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    for url in databases().await {
+        let setup = Db::open(&url).await.unwrap();
+        let owner = setup.create_account(agent("Chu"), "h-chu").await.unwrap();
+        let mut page = page_of(&owner);
+        page.tokens = TokenPair {
+            access_token: "old-access".into(),
+            refresh_token: "old-refresh".into(),
+            access_expires_at: 0,
+        };
+        setup.insert_connection(&page).await.unwrap();
+        let handles = if url.starts_with("sqlite") { 2 } else { 3 };
+        let mut hubs = Vec::new();
+        for _ in 0..handles {
+            hubs.push(Arc::new(Db::connect(&url).await.unwrap()));
+        }
+        let engine = setup.engine_name();
+        let refreshes = Arc::new(AtomicUsize::new(0));
+        let race =
+            |rejected: Option<&'static str>, expect_refresh_of: &'static str, new: &'static str| {
+                let tasks: Vec<_> = (0..50)
+                    .map(|i| {
+                        let (db, refreshes) = (hubs[i % handles].clone(), refreshes.clone());
+                        tokio::spawn(async move {
+                            db.access_token("p1", rejected, |refresh_token| {
+                                let refreshes = refreshes.clone();
+                                async move {
+                                    assert_eq!(
+                                        refresh_token, expect_refresh_of,
+                                        "a burnt refresh token reused"
+                                    );
+                                    refreshes.fetch_add(1, Ordering::SeqCst);
+                                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                                    Ok::<_, String>(TokenPair {
+                                        access_token: format!("{new}-access"),
+                                        refresh_token: format!("{new}-refresh"),
+                                        access_expires_at: now_ms() + 3_600_000,
+                                    })
+                                }
+                            })
+                            .await
+                            .unwrap()
+                        })
+                    })
+                    .collect();
+                async move {
+                    let mut got = Vec::new();
+                    for t in tasks {
+                        got.push(t.await.unwrap());
+                    }
+                    got
+                }
+            };
+        let got = race(None, "old-refresh", "new").await;
+        assert_eq!(refreshes.load(Ordering::SeqCst), 1, "{engine}: one refresh");
+        assert!(got.iter().all(|t| t == "new-access"), "{engine}: {got:?}");
+        // Zalo refuses the new token early (-216): everyone retries with one more refresh.
+        let got = race(Some("new-access"), "new-refresh", "newer").await;
+        assert_eq!(
+            refreshes.load(Ordering::SeqCst),
+            2,
+            "{engine}: one more refresh"
+        );
+        assert!(got.iter().all(|t| t == "newer-access"), "{engine}: {got:?}");
+        println!("{engine}: 2 × 50 callers over {handles} hubs, 2 refreshes");
+    }
+}

@@ -74,13 +74,16 @@ CREATE TABLE rule_sources (
 );
 CREATE INDEX rule_sources_by_rule ON rule_sources (rule_id, position);
 
--- The OA grant's tokens; a refresh locks this row (Zalo burns a refresh token on first use).
+-- The OA grant's tokens. Zalo burns a refresh token on first use, so one hub at a time may
+-- refresh: it takes the lease (a conditional UPDATE), calls Zalo outside any transaction, then
+-- stores the new pair and frees the lease; the others wait for the new pair.
 CREATE TABLE connection_tokens (
-    connection_id     TEXT PRIMARY KEY REFERENCES connections (id) ON DELETE CASCADE,
-    access_token      TEXT NOT NULL,
-    refresh_token     TEXT NOT NULL,
-    access_expires_at BIGINT NOT NULL,
-    updated_at        BIGINT NOT NULL
+    connection_id       TEXT PRIMARY KEY REFERENCES connections (id) ON DELETE CASCADE,
+    access_token        TEXT NOT NULL,
+    refresh_token       TEXT NOT NULL,
+    access_expires_at   BIGINT NOT NULL,
+    updated_at          BIGINT NOT NULL,
+    refresh_lease_until BIGINT NOT NULL DEFAULT 0
 );
 
 -- OAuth consents begun and not yet completed (PKCE verifier), by their `state`.
