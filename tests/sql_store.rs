@@ -562,3 +562,167 @@ async fn a_token_refresh_is_single_flight_across_hubs() {
         println!("{engine}: 2 × 50 callers over {handles} hubs, 2 refreshes");
     }
 }
+
+/// 200 replies in 10 conversations, taken by workers on three hubs (two on SQLite): each is sent
+/// exactly once, each conversation's in the order they were written, and the work is shared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reply_jobs_are_sent_once_in_order_per_conversation_across_hubs() {
+    const CONVERSATIONS: usize = 10;
+    const REPLIES: usize = 20;
+    for url in databases().await {
+        let setup = Db::open(&url).await.unwrap();
+        let owner = setup.create_account(agent("Chu"), "h-chu").await.unwrap();
+        setup.insert_connection(&page_of(&owner)).await.unwrap();
+        for c in 0..CONVERSATIONS {
+            setup
+                .insert_conversation(&new_conversation(c))
+                .await
+                .unwrap();
+        }
+        for r in 0..REPLIES {
+            for c in 0..CONVERSATIONS {
+                let msg = Message {
+                    id: String::new(),
+                    conversation_id: format!("c{c}"),
+                    direction: Direction::Outbound,
+                    sender: owner.id.clone(),
+                    sender_name: owner.name.clone(),
+                    kind: MessageKind::Text,
+                    text: format!("trả lời {r}"),
+                    attachments: vec![],
+                    zalo_msg_id: None,
+                    quote_msg_id: None,
+                    client_key: Some(format!("k{c}-{r}")),
+                    delivery: Some(Delivery::Pending),
+                    error_code: None,
+                    error_reason: None,
+                    created_at: 1,
+                    raw: None,
+                };
+                setup
+                    .queue_reply(msg, None, 0, |m| {
+                        (1, "[]".into(), format!("{{\"m\":\"{}\"}}", m.id))
+                    })
+                    .await
+                    .unwrap();
+            }
+        }
+        let handles = if url.starts_with("sqlite") { 2 } else { 3 };
+        let sent = Arc::new(parking_lot::Mutex::new(Vec::<(usize, String, i64)>::new()));
+        let mut workers = Vec::new();
+        for w in 0..handles * 2 {
+            let db = Arc::new(Db::connect(&url).await.unwrap());
+            let sent = sent.clone();
+            workers.push(tokio::spawn(async move {
+                let mut idle = 0;
+                while idle < 20 {
+                    let jobs = db.take_jobs(now_ms(), 30_000, 4).await.unwrap();
+                    if jobs.is_empty() {
+                        idle += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                        continue;
+                    }
+                    idle = 0;
+                    for job in jobs {
+                        assert_eq!(job.orphaned_lease, 0);
+                        sent.lock().push((
+                            w % handles,
+                            job.conversation_id.clone(),
+                            job.message_seq,
+                        ));
+                        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                        db.finish_job(&job.message_id).await.unwrap();
+                    }
+                }
+            }));
+        }
+        for w in workers {
+            w.await.unwrap();
+        }
+        let sent = sent.lock().clone();
+        let engine = setup.engine_name();
+        assert_eq!(
+            sent.len(),
+            CONVERSATIONS * REPLIES,
+            "{engine}: each sent once"
+        );
+        let mut seqs: Vec<i64> = sent.iter().map(|(_, _, s)| *s).collect();
+        seqs.sort();
+        seqs.dedup();
+        assert_eq!(
+            seqs.len(),
+            CONVERSATIONS * REPLIES,
+            "{engine}: no reply twice"
+        );
+        for c in 0..CONVERSATIONS {
+            let order: Vec<i64> = sent
+                .iter()
+                .filter(|(_, conv, _)| conv == &format!("c{c}"))
+                .map(|(_, _, s)| *s)
+                .collect();
+            assert!(
+                order.windows(2).all(|w| w[0] < w[1]),
+                "{engine}: c{c} out of order: {order:?}"
+            );
+        }
+        let hubs_used: std::collections::BTreeSet<usize> =
+            sent.iter().map(|(h, _, _)| *h).collect();
+        assert_eq!(hubs_used.len(), handles, "{engine}: every hub sent some");
+        println!(
+            "{engine}: {} replies over {handles} hubs, once each, in order",
+            sent.len()
+        );
+    }
+}
+
+/// A hub that took a reply and died mid-send leaves its lease to run out: the next taker learns
+/// the outcome is unknown (never a blind resend); a retry the sender asked for is not an orphan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_taker_died_comes_back_marked_orphaned() {
+    for url in databases().await {
+        let db = Db::open(&url).await.unwrap();
+        let owner = db.create_account(agent("Chu"), "h-chu").await.unwrap();
+        db.insert_connection(&page_of(&owner)).await.unwrap();
+        db.insert_conversation(&new_conversation(0)).await.unwrap();
+        let msg = Message {
+            id: String::new(),
+            conversation_id: "c0".into(),
+            direction: Direction::Outbound,
+            sender: owner.id.clone(),
+            sender_name: owner.name.clone(),
+            kind: MessageKind::Text,
+            text: "Dạ".into(),
+            attachments: vec![],
+            zalo_msg_id: None,
+            quote_msg_id: None,
+            client_key: Some("k".into()),
+            delivery: Some(Delivery::Pending),
+            error_code: None,
+            error_reason: None,
+            created_at: 1,
+            raw: None,
+        };
+        let (msg, _) = db
+            .queue_reply(msg, None, 0, |_| (1, "[]".into(), "{}".into()))
+            .await
+            .unwrap();
+        let first = db.take_jobs(100, 50, 8).await.unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!((first[0].attempts, first[0].orphaned_lease), (0, 0));
+        assert!(db.take_jobs(120, 50, 8).await.unwrap().is_empty(), "leased");
+        // The taker died: after its lease the job returns, marked.
+        let again = db.take_jobs(200, 50, 8).await.unwrap();
+        assert_eq!(again[0].message_id, msg.id);
+        assert_eq!((again[0].attempts, again[0].orphaned_lease), (1, 150));
+        // A retry asked for by the sender is an ordinary try.
+        db.retry_job_at(&msg.id, 300).await.unwrap();
+        assert!(
+            db.take_jobs(250, 50, 8).await.unwrap().is_empty(),
+            "not due yet"
+        );
+        let retried = db.take_jobs(300, 50, 8).await.unwrap();
+        assert_eq!((retried[0].attempts, retried[0].orphaned_lease), (2, 0));
+        db.finish_job(&msg.id).await.unwrap();
+        assert!(db.take_jobs(10_000, 50, 8).await.unwrap().is_empty());
+    }
+}

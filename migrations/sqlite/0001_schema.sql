@@ -164,17 +164,21 @@ CREATE INDEX messages_thread ON messages (conversation_id, created_at, seq);
 CREATE UNIQUE INDEX messages_client_key ON messages (sender, conversation_id, client_key)
     WHERE client_key IS NOT NULL;
 
--- Replies waiting for Zalo; taken FOR UPDATE SKIP LOCKED (PostgreSQL), oldest first per
--- conversation.
+-- Replies waiting for Zalo. A hub takes due ones (PostgreSQL: FOR UPDATE SKIP LOCKED) by
+-- setting a lease, only the oldest of each conversation, so a conversation's replies go out in
+-- order and each once; finishing deletes the job. A lease that runs out means its hub died
+-- mid-send: the outcome is unknown, and the job is not sent again blindly.
 CREATE TABLE reply_jobs (
     message_id      TEXT PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE,
+    message_seq     BIGINT NOT NULL,
     conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
     attempts        INTEGER NOT NULL DEFAULT 0,
     next_attempt_at BIGINT NOT NULL,
+    lease_until     BIGINT NOT NULL DEFAULT 0,
     attachment      TEXT
 );
 CREATE INDEX reply_jobs_due ON reply_jobs (next_attempt_at);
-CREATE INDEX reply_jobs_by_conversation ON reply_jobs (conversation_id, message_id);
+CREATE INDEX reply_jobs_by_conversation ON reply_jobs (conversation_id, message_seq);
 
 -- Sends whose outcome is unknown, waiting for Zalo's echo until the echo window ends.
 CREATE TABLE unknown_sends (

@@ -11,6 +11,7 @@ pub mod connections;
 pub mod conversations;
 pub mod events;
 pub mod feed;
+pub mod jobs;
 pub mod rows;
 pub mod rules;
 

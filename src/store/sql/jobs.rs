@@ -1,0 +1,157 @@
+//! Replies: accepted with their job in one transaction, taken by any hub, sent once and in order
+//! within a conversation.
+
+use super::events::{LoggedEvent, NewEvent};
+use super::rows::name_of;
+use super::{Db, StoreError};
+use crate::model::{Message, Ms};
+
+/// A job a hub has taken (its lease held until `lease_until`).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct TakenJob {
+    pub message_id: String,
+    pub message_seq: i64,
+    pub conversation_id: String,
+    /// Tries before this one.
+    pub attempts: i32,
+    /// Non-zero when an earlier taker's lease ran out: it died mid-send, so whether Zalo got the
+    /// reply is unknown (the job must not be sent blindly again).
+    pub orphaned_lease: i64,
+    pub attachment: Option<String>,
+}
+
+impl Db {
+    /// Records an outbound reply (numbered here: `m<n>`) with its job and event.
+    pub async fn queue_reply(
+        &self,
+        mut message: Message,
+        attachment: Option<String>,
+        now: Ms,
+        event: impl Fn(&Message) -> NewEvent,
+    ) -> Result<(Message, Vec<LoggedEvent>), StoreError> {
+        let queued = crate::in_transaction!(self, tx => {
+            let n: i64 = sqlx::query_scalar(
+                "UPDATE counters SET value = value + 1 WHERE name = 'message' RETURNING value",
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            message.id = format!("m{n}");
+            let connection_id: String =
+                sqlx::query_scalar("SELECT connection_id FROM conversations WHERE id = $1")
+                    .bind(&message.conversation_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or_else(|| {
+                        StoreError::NotFound(format!("conversation {}", message.conversation_id))
+                    })?;
+            sqlx::query(
+                "INSERT INTO messages (id, seq, conversation_id, connection_id, direction, sender, \
+                 sender_name, kind, text, attachments, zalo_msg_id, quote_msg_id, client_key, \
+                 delivery, error_code, error_reason, created_at, raw) VALUES ($1, $2, $3, $4, $5, \
+                 $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
+            )
+            .bind(&message.id)
+            .bind(n)
+            .bind(&message.conversation_id)
+            .bind(&connection_id)
+            .bind(name_of(&message.direction))
+            .bind(&message.sender)
+            .bind(&message.sender_name)
+            .bind(name_of(&message.kind))
+            .bind(&message.text)
+            .bind(serde_json::to_string(&message.attachments).expect("attachments serialise"))
+            .bind(&message.zalo_msg_id)
+            .bind(&message.quote_msg_id)
+            .bind(&message.client_key)
+            .bind(message.delivery.as_ref().map(name_of))
+            .bind(message.error_code)
+            .bind(&message.error_reason)
+            .bind(message.created_at)
+            .bind(message.raw.as_ref().map(|r| r.to_string()))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| StoreError::conflict_if_unique(e, "client_key_used"))?;
+            sqlx::query(
+                "INSERT INTO reply_jobs (message_id, message_seq, conversation_id, next_attempt_at, \
+                 attachment) VALUES ($1, $2, $3, $4, $5)",
+            )
+            .bind(&message.id)
+            .bind(n)
+            .bind(&message.conversation_id)
+            .bind(now)
+            .bind(&attachment)
+            .execute(&mut *tx)
+            .await?;
+            let logged = crate::append_events!(tx, vec![event(&message)]);
+            (message, logged)
+        });
+        self.ring().await;
+        Ok(queued)
+    }
+
+    /// Takes up to `limit` due jobs for `lease_ms`: only the oldest pending job of each
+    /// conversation, so replies leave in order; a job taken by one hub is invisible to the others
+    /// until its lease runs out. PostgreSQL skips rows another hub is taking (`SKIP LOCKED`)
+    /// instead of waiting; SQLite's single writer needs no row locks.
+    pub async fn take_jobs(
+        &self,
+        now: Ms,
+        lease_ms: Ms,
+        limit: i64,
+    ) -> Result<Vec<TakenJob>, StoreError> {
+        let lock = match self {
+            Db::Postgres(_) => "FOR UPDATE SKIP LOCKED",
+            Db::Sqlite(_) => "",
+        };
+        let pick = format!(
+            "SELECT j.message_id, j.message_seq, j.conversation_id, j.attempts, \
+                 j.lease_until AS orphaned_lease, j.attachment \
+             FROM reply_jobs j \
+             WHERE j.next_attempt_at <= $1 AND j.lease_until < $1 \
+             AND NOT EXISTS (SELECT 1 FROM reply_jobs e \
+                 WHERE e.conversation_id = j.conversation_id AND e.message_seq < j.message_seq) \
+             ORDER BY j.next_attempt_at, j.message_seq LIMIT $2 {lock}"
+        );
+        Ok(crate::in_transaction!(self, tx => {
+            let picked: Vec<TakenJob> = sqlx::query_as(&pick)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(&mut *tx)
+                .await?;
+            for job in &picked {
+                sqlx::query(
+                    "UPDATE reply_jobs SET lease_until = $2, attempts = attempts + 1 \
+                     WHERE message_id = $1",
+                )
+                .bind(&job.message_id)
+                .bind(now + lease_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
+            picked
+        }))
+    }
+
+    /// The job's send is settled (sent, failed or unknown): it is removed.
+    pub async fn finish_job(&self, message_id: &str) -> Result<(), StoreError> {
+        crate::on_engine!(self, pool => {
+            sqlx::query("DELETE FROM reply_jobs WHERE message_id = $1")
+                .bind(message_id)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+
+    /// Zalo asked to try later: the lease is dropped and the job waits until `at`.
+    pub async fn retry_job_at(&self, message_id: &str, at: Ms) -> Result<(), StoreError> {
+        crate::on_engine!(self, pool => {
+            sqlx::query("UPDATE reply_jobs SET lease_until = 0, next_attempt_at = $2 WHERE message_id = $1")
+                .bind(message_id)
+                .bind(at)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
+    }
+}
