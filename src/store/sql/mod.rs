@@ -16,10 +16,11 @@ pub mod rows;
 pub mod rules;
 
 use anyhow::{bail, Context, Result};
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use sqlx::ConnectOptions;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -200,10 +201,13 @@ impl Db {
         match Engine::from_url(url)? {
             Engine::Sqlite(path) => Ok(Db::Sqlite(open_sqlite(&path).await?)),
             Engine::Postgres(url) => {
+                let options = PgConnectOptions::from_str(&url)
+                    .context("invalid PostgreSQL URL")?
+                    .disable_statement_logging();
                 let pool = PgPoolOptions::new()
                     .max_connections(16)
                     .acquire_timeout(Duration::from_secs(5))
-                    .connect(&url)
+                    .connect_with(options)
                     .await
                     .context(
                         "cannot connect to PostgreSQL (is the URL right and the server up?)",
@@ -304,7 +308,9 @@ async fn open_sqlite(path: &Path) -> Result<SqliteDb> {
         // Every commit is fsynced before it is acknowledged (issue 10: durable acknowledgement).
         .synchronous(SqliteSynchronous::Full)
         .foreign_keys(true)
-        .busy_timeout(Duration::from_secs(5));
+        .busy_timeout(Duration::from_secs(5))
+        // Statement logging formats every statement even when no subscriber wants it.
+        .disable_statement_logging();
     let writer = SqlitePoolOptions::new()
         .max_connections(1)
         .connect_with(options.clone())

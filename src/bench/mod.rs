@@ -2,6 +2,8 @@
 //! process, a `sop zalo-sim` process, websocket clients), each next to the physical limit measured
 //! in the same run on the same machine, and prints a table. `--smoke` runs it small (CI).
 
+mod sql;
+
 use crate::console::{self, app::Snapshot};
 use crate::model::*;
 use crate::wire::{EventBody, Frame};
@@ -33,8 +35,8 @@ pub struct Sizes {
 }
 
 /// The sections of a run, as `--only` names them.
-pub const SECTIONS: [&str; 6] = [
-    "intake", "latency", "fanout", "claims", "replies", "console",
+pub const SECTIONS: [&str; 7] = [
+    "intake", "latency", "fanout", "claims", "replies", "console", "sql",
 ];
 
 impl Sizes {
@@ -790,6 +792,10 @@ pub async fn run(sizes: Sizes) -> Result<Vec<Row>> {
     // 6. The console with a big cache, in its own processes (memory is per process). The servers
     //    are stopped first: a console runs on an agent's machine, not beside a loaded hub.
     drop(servers);
+    if sizes.wants("sql") {
+        rows.extend(sql::run(&dir.join("sql"), sizes.webhooks).await?);
+    }
+
     if sizes.wants("console") {
         let cache_dir = dir.join("console-cache");
         let status = Command::new(&exe)
