@@ -42,6 +42,17 @@ async fn three_hubs_starting_together_on_an_empty_database_migrate_it_once() {
     }
 }
 
+/// Several hubs on one database, each with its own pool: three on PostgreSQL; on SQLite two
+/// (the hub and a `sop admin` sharing the file).
+async fn hubs_on(url: &str) -> Vec<Arc<Db>> {
+    let count = if url.starts_with("sqlite") { 2 } else { 3 };
+    let mut hubs = Vec::new();
+    for _ in 0..count {
+        hubs.push(Arc::new(Db::connect(url).await.unwrap()));
+    }
+    hubs
+}
+
 /// Appends in a transaction that is rolled back after its events were numbered when `rollback`.
 async fn append(
     db: &Db,
@@ -63,12 +74,9 @@ async fn the_event_log_is_gap_free_and_in_commit_order_across_writers() {
     const TRANSACTIONS: usize = 60;
     for url in databases().await {
         // Three hubs on PostgreSQL; on SQLite the hub and an admin process share the file.
-        let handles = if url.starts_with("sqlite") { 2 } else { 3 };
         Db::open(&url).await.unwrap();
-        let mut dbs = Vec::new();
-        for _ in 0..handles {
-            dbs.push(Arc::new(Db::connect(&url).await.unwrap()));
-        }
+        let dbs = hubs_on(&url).await;
+        let handles = dbs.len();
         let engine = dbs[0].engine_name();
         let reader = {
             let db = dbs[handles - 1].clone();
@@ -208,11 +216,8 @@ async fn a_claim_raced_across_hubs_has_exactly_one_winner() {
         let page = page_of(&agents[0]);
 
         setup.insert_connection(&page).await.unwrap();
-        let handles = if url.starts_with("sqlite") { 2 } else { 3 };
-        let mut hubs = Vec::new();
-        for _ in 0..handles {
-            hubs.push(Arc::new(Db::connect(&url).await.unwrap()));
-        }
+        let hubs = hubs_on(&url).await;
+        let handles = hubs.len();
         let engine = setup.engine_name();
         for round in 0..ROUNDS {
             let conv = Conversation {
@@ -362,11 +367,8 @@ async fn round_robin_stays_fair_across_hubs() {
             .await
             .unwrap();
         assert_eq!(rule.id, "r1");
-        let handles = if url.starts_with("sqlite") { 2 } else { 3 };
-        let mut hubs = Vec::new();
-        for _ in 0..handles {
-            hubs.push(Arc::new(Db::connect(&url).await.unwrap()));
-        }
+        let hubs = hubs_on(&url).await;
+        let handles = hubs.len();
         let engine = setup.engine_name();
         let started = std::time::Instant::now();
         let routed: Vec<Conversation> = futures_util::stream::iter(0..CONVERSATIONS)
@@ -506,11 +508,8 @@ async fn a_token_refresh_is_single_flight_across_hubs() {
             access_expires_at: 0,
         };
         setup.insert_connection(&page).await.unwrap();
-        let handles = if url.starts_with("sqlite") { 2 } else { 3 };
-        let mut hubs = Vec::new();
-        for _ in 0..handles {
-            hubs.push(Arc::new(Db::connect(&url).await.unwrap()));
-        }
+        let hubs = hubs_on(&url).await;
+        let handles = hubs.len();
         let engine = setup.engine_name();
         let refreshes = Arc::new(AtomicUsize::new(0));
         let race =
@@ -607,11 +606,12 @@ async fn reply_jobs_are_sent_once_in_order_per_conversation_across_hubs() {
                     .unwrap();
             }
         }
-        let handles = if url.starts_with("sqlite") { 2 } else { 3 };
+        let hubs = hubs_on(&url).await;
+        let handles = hubs.len();
         let sent = Arc::new(parking_lot::Mutex::new(Vec::<(usize, String, i64)>::new()));
         let mut workers = Vec::new();
         for w in 0..handles * 2 {
-            let db = Arc::new(Db::connect(&url).await.unwrap());
+            let db = hubs[w % handles].clone();
             let sent = sent.clone();
             workers.push(tokio::spawn(async move {
                 let mut idle = 0;

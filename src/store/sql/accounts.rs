@@ -15,11 +15,7 @@ impl Db {
         token_hash: &str,
     ) -> Result<Account, StoreError> {
         crate::in_transaction!(self, tx => {
-            let n: i64 = sqlx::query_scalar(
-                "UPDATE counters SET value = value + 1 WHERE name = 'account' RETURNING value",
-            )
-            .fetch_one(&mut *tx)
-            .await?;
+            let n = crate::next_number!(tx, "account");
             account.id = format!("a{n}");
             sqlx::query(
                 "INSERT INTO accounts (id, email, username, email_key, username_key, name, role, \

@@ -51,21 +51,33 @@ macro_rules! load_conversation {
     }};
 }
 
+/// Inserts a conversation and its assignment history in the caller's transaction.
+macro_rules! insert_conversation_rows {
+    ($tx:expr, $conv:expr) => {{
+        let c: &Conversation = $conv;
+        insert_conversation_sql(c)
+            .execute(&mut *$tx)
+            .await
+            .map_err(|e| StoreError::conflict_if_unique(e, "conversation_exists"))?;
+        for (n, a) in c.assignments.iter().enumerate() {
+            insert_assignment_sql(
+                n as i64 + 1,
+                a.at,
+                a.to.as_deref(),
+                a.by.as_deref(),
+                a.reason,
+            )
+            .bind(&c.id)
+            .execute(&mut *$tx)
+            .await?;
+        }
+    }};
+}
+
 impl Db {
     /// Stores a new conversation as given (its id already chosen).
     pub async fn insert_conversation(&self, c: &Conversation) -> Result<(), StoreError> {
-        crate::in_transaction!(self, tx => {
-            insert_conversation_sql(c)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| StoreError::conflict_if_unique(e, "conversation_exists"))?;
-            for (n, a) in c.assignments.iter().enumerate() {
-                insert_assignment_sql(n as i64 + 1, a.at, a.to.as_deref(), a.by.as_deref(), a.reason)
-                    .bind(&c.id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        });
+        crate::in_transaction!(self, tx => insert_conversation_rows!(tx, c));
         Ok(())
     }
 
@@ -115,16 +127,7 @@ impl Db {
                     .execute(&mut *tx)
                     .await?;
             }
-            insert_conversation_sql(&conv)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| StoreError::conflict_if_unique(e, "conversation_exists"))?;
-            for (n, a) in conv.assignments.iter().enumerate() {
-                insert_assignment_sql(n as i64 + 1, a.at, a.to.as_deref(), a.by.as_deref(), a.reason)
-                    .bind(&conv.id)
-                    .execute(&mut *tx)
-                    .await?;
-            }
+            insert_conversation_rows!(tx, &conv);
             let logged = crate::append_events!(tx, vec![event(&conv)]);
             (conv, logged)
         });

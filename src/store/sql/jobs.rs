@@ -30,11 +30,7 @@ impl Db {
         event: impl Fn(&Message) -> NewEvent,
     ) -> Result<(Message, Vec<LoggedEvent>), StoreError> {
         let queued = crate::in_transaction!(self, tx => {
-            let n: i64 = sqlx::query_scalar(
-                "UPDATE counters SET value = value + 1 WHERE name = 'message' RETURNING value",
-            )
-            .fetch_one(&mut *tx)
-            .await?;
+            let n = crate::next_number!(tx, "message");
             message.id = format!("m{n}");
             let connection_id: String =
                 sqlx::query_scalar("SELECT connection_id FROM conversations WHERE id = $1")

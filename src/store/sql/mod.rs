@@ -187,6 +187,21 @@ macro_rules! in_transaction {
     };
 }
 
+/// The next number of a kind (`'account'`, `'rule'`, `'message'`, …) inside the caller's
+/// transaction: numbers of a rolled-back change are given out again.
+#[macro_export]
+macro_rules! next_number {
+    ($tx:expr, $kind:expr) => {{
+        let n: i64 = sqlx::query_scalar(
+            "UPDATE counters SET value = value + 1 WHERE name = $1 RETURNING value",
+        )
+        .bind($kind)
+        .fetch_one(&mut *$tx)
+        .await?;
+        n
+    }};
+}
+
 impl Db {
     /// Connects, brings the schema to the latest version and checks the store.
     pub async fn open(url: &str) -> Result<Db> {

@@ -72,11 +72,7 @@ impl Db {
     /// rule is a conflict.
     pub async fn create_rule(&self, mut rule: Rule) -> Result<Rule, StoreError> {
         crate::in_transaction!(self, tx => {
-            let n: i64 = sqlx::query_scalar(
-                "UPDATE counters SET value = value + 1 WHERE name = 'rule' RETURNING value",
-            )
-            .fetch_one(&mut *tx)
-            .await?;
+            let n = crate::next_number!(tx, "rule");
             rule.id = format!("r{n}");
             sqlx::query(
                 "INSERT INTO rules (id, name, method, old_conversations, cursor, created_at, \
