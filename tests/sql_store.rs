@@ -220,26 +220,7 @@ async fn a_claim_raced_across_hubs_has_exactly_one_winner() {
         let handles = hubs.len();
         let engine = setup.engine_name();
         for round in 0..ROUNDS {
-            let conv = Conversation {
-                id: format!("c{round}"),
-                connection_id: "p1".into(),
-                customer: Customer {
-                    user_id: format!("u{round}"),
-                    display_name: "Khách".into(),
-                    ..Default::default()
-                },
-                assignee: None,
-                state: ConvState::Unclaimed,
-                status: ConvStatus::Open,
-                origin: Origin::Live,
-                last_interaction_at: Some(1),
-                last_activity_at: 1,
-                waiting_since: Some(1),
-                unread: Default::default(),
-                preview: "Xin chào".into(),
-                assignments: vec![],
-                created_at: 1,
-            };
+            let conv = new_conversation(round);
             setup.insert_conversation(&conv).await.unwrap();
             let claims = agents.iter().enumerate().map(|(i, who)| {
                 let (db, who, id) = (hubs[i % handles].clone(), who.clone(), conv.id.clone());
@@ -306,6 +287,28 @@ fn page_of(connector: &Account) -> Connection {
         tokens: TokenPair::default(),
         last_event_at: None,
         last_error: None,
+    }
+}
+
+/// A reply as an agent writes it, before the store numbers it.
+fn reply_by(who: &Account, conversation: &str, text: &str, client_key: &str) -> Message {
+    Message {
+        id: String::new(),
+        conversation_id: conversation.into(),
+        direction: Direction::Outbound,
+        sender: who.id.clone(),
+        sender_name: who.name.clone(),
+        kind: MessageKind::Text,
+        text: text.into(),
+        attachments: vec![],
+        zalo_msg_id: None,
+        quote_msg_id: None,
+        client_key: Some(client_key.into()),
+        delivery: Some(Delivery::Pending),
+        error_code: None,
+        error_reason: None,
+        created_at: 1,
+        raw: None,
     }
 }
 
@@ -580,24 +583,12 @@ async fn reply_jobs_are_sent_once_in_order_per_conversation_across_hubs() {
         }
         for r in 0..REPLIES {
             for c in 0..CONVERSATIONS {
-                let msg = Message {
-                    id: String::new(),
-                    conversation_id: format!("c{c}"),
-                    direction: Direction::Outbound,
-                    sender: owner.id.clone(),
-                    sender_name: owner.name.clone(),
-                    kind: MessageKind::Text,
-                    text: format!("trả lời {r}"),
-                    attachments: vec![],
-                    zalo_msg_id: None,
-                    quote_msg_id: None,
-                    client_key: Some(format!("k{c}-{r}")),
-                    delivery: Some(Delivery::Pending),
-                    error_code: None,
-                    error_reason: None,
-                    created_at: 1,
-                    raw: None,
-                };
+                let msg = reply_by(
+                    &owner,
+                    &format!("c{c}"),
+                    &format!("trả lời {r}"),
+                    &format!("k{c}-{r}"),
+                );
                 setup
                     .queue_reply(msg, None, 0, |m| {
                         (1, "[]".into(), format!("{{\"m\":\"{}\"}}", m.id))
@@ -684,24 +675,7 @@ async fn a_job_whose_taker_died_comes_back_marked_orphaned() {
         let owner = db.create_account(agent("Chu"), "h-chu").await.unwrap();
         db.insert_connection(&page_of(&owner)).await.unwrap();
         db.insert_conversation(&new_conversation(0)).await.unwrap();
-        let msg = Message {
-            id: String::new(),
-            conversation_id: "c0".into(),
-            direction: Direction::Outbound,
-            sender: owner.id.clone(),
-            sender_name: owner.name.clone(),
-            kind: MessageKind::Text,
-            text: "Dạ".into(),
-            attachments: vec![],
-            zalo_msg_id: None,
-            quote_msg_id: None,
-            client_key: Some("k".into()),
-            delivery: Some(Delivery::Pending),
-            error_code: None,
-            error_reason: None,
-            created_at: 1,
-            raw: None,
-        };
+        let msg = reply_by(&owner, "c0", "Dạ", "k");
         let (msg, _) = db
             .queue_reply(msg, None, 0, |_| (1, "[]".into(), "{}".into()))
             .await
