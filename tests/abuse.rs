@@ -1004,3 +1004,55 @@ async fn a_full_disk_refuses_writes_fast_keeps_reads_and_recovers() {
         "a refused write took {slowest:?}"
     );
 }
+
+/// An attachment larger than Zalo takes (images 1 MB, files and GIFs 5 MB) is refused when the
+/// reply is made, with the limit, instead of failing later at Zalo; nothing is kept of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attachment_larger_than_zalo_takes_is_refused_up_front() {
+    use base64::Engine;
+    let t = start_hub().await;
+    let page = t.page(OA).await;
+    let conv = t.inbound(&page, "u1", "z1").await;
+    let mut png = vec![0x89, b'P', b'N', b'G'];
+    png.resize((1 << 20) + 1, 0);
+    let (s, body) = t
+        .post(
+            &format!("/api/v1/conversations/{}/reply", conv.id),
+            &t.admin_token,
+            json!({"client_key": "big", "text": "", "attachment": {"kind": "image", "name": "anh.png",
+                   "content_base64": base64::engine::general_purpose::STANDARD.encode(&png)}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("1 MB"),
+        "{body}"
+    );
+    let (_, thread) = t
+        .get(
+            &format!("/api/v1/conversations/{}/messages", conv.id),
+            &t.admin_token,
+        )
+        .await;
+    assert_eq!(
+        thread["items"].as_array().unwrap().len(),
+        1,
+        "only the customer's message"
+    );
+    let blobs = std::fs::read_dir(t.dir.join("attachments"))
+        .unwrap()
+        .count();
+    assert_eq!(blobs, 0, "nothing kept of it");
+    // Exactly at the limit is accepted.
+    png.truncate(1 << 20);
+    let (s, body) = t
+        .post(
+            &format!("/api/v1/conversations/{}/reply", conv.id),
+            &t.admin_token,
+            json!({"client_key": "fits", "text": "", "attachment": {"kind": "image", "name": "anh.png",
+                   "content_base64": base64::engine::general_purpose::STANDARD.encode(&png)}}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{body}");
+    t.stop().await;
+}
