@@ -31,6 +31,21 @@ pub enum ApiErr {
     },
 }
 
+impl ApiErr {
+    /// Worth trying again later, so a reply stays in the outbox: no answer, the hub failed (5xx),
+    /// too many attachments waiting for Zalo (429), or the body arrived too slowly (408).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            ApiErr::Network(_)
+                | ApiErr::Status {
+                    status: 408 | 429 | 500..,
+                    ..
+                }
+        )
+    }
+}
+
 impl std::fmt::Display for ApiErr {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -183,13 +198,10 @@ impl Api {
                         client_key: item.client_key,
                         message: Box::new(m),
                     }),
-                    // No answer, or the hub failed: it stays in the outbox and is tried again.
-                    Err(e @ (ApiErr::Network(_) | ApiErr::Status { status: 500.., .. })) => {
-                        send(NetEvent::ReplyDeferred {
-                            client_key: item.client_key,
-                            error: e.to_string(),
-                        })
-                    }
+                    Err(e) if e.is_transient() => send(NetEvent::ReplyDeferred {
+                        client_key: item.client_key,
+                        error: e.to_string(),
+                    }),
                     Err(e) => send(NetEvent::ReplyRejected {
                         client_key: item.client_key,
                         error: e.to_string(),
@@ -461,4 +473,26 @@ async fn resync(
     *since = Some(head);
     let _ = tx.send(Msg::Net(NetEvent::Snapshot(Box::new(snap))));
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ApiErr;
+
+    #[test]
+    fn replies_wait_in_the_outbox_only_for_what_may_pass() {
+        let status = |status| ApiErr::Status { status, body: None };
+        for e in [
+            ApiErr::Network("reset".into()),
+            status(503),
+            status(507),
+            status(429),
+            status(408),
+        ] {
+            assert!(e.is_transient(), "{e}");
+        }
+        for code in [400, 403, 404, 409, 413, 422] {
+            assert!(!status(code).is_transient(), "{code}");
+        }
+    }
 }
