@@ -700,3 +700,63 @@ async fn a_job_whose_taker_died_comes_back_marked_orphaned() {
         assert!(db.take_jobs(10_000, 50, 8).await.unwrap().is_empty());
     }
 }
+
+/// The same 500 webhooks delivered four times through every hub at once, in batches of 50, each
+/// delivery in its own order (Zalo retrying through the balancer): each is stored once, exactly
+/// one delivery is told it is new — the one that goes on to apply it — and none deadlocks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_webhook_delivered_through_every_hub_is_stored_once() {
+    use rand::seq::SliceRandom;
+    use sop_console::store::sql::webhooks::IncomingWebhook;
+    const WEBHOOKS: usize = 500;
+    for url in databases().await {
+        Db::open(&url).await.unwrap();
+        let hubs = hubs_on(&url).await;
+        let engine = hubs[0].engine_name();
+        // Four deliveries at a time through each hub.
+        let deliveries = hubs.iter().cycle().take(hubs.len() * 4).map(|db| {
+            let db = db.clone();
+            let mut order: Vec<usize> = (0..WEBHOOKS).collect();
+            order.shuffle(&mut rand::thread_rng());
+            tokio::spawn(async move {
+                let mut fresh = Vec::new();
+                for chunk in order.chunks(50) {
+                    let batch = chunk
+                        .iter()
+                        .map(|n| IncomingWebhook {
+                            key: format!("1423847451268726170/z{n}"),
+                            received_at: *n as i64,
+                            body: format!("{{\"msg_id\":\"z{n}\"}}"),
+                        })
+                        .collect();
+                    fresh.extend(
+                        db.store_webhooks(batch)
+                            .await
+                            .expect("stored, never deadlocked"),
+                    );
+                }
+                fresh
+            })
+        });
+        let mut told_new = Vec::new();
+        for d in deliveries.collect::<Vec<_>>() {
+            told_new.extend(d.await.unwrap());
+        }
+        told_new.sort();
+        let mut unique = told_new.clone();
+        unique.dedup();
+        assert_eq!(told_new.len(), WEBHOOKS, "{engine}: each new exactly once");
+        assert_eq!(unique.len(), WEBHOOKS, "{engine}");
+        let stored: i64 = match &*hubs[0] {
+            Db::Sqlite(d) => sqlx::query_scalar("SELECT COUNT(*) FROM webhooks")
+                .fetch_one(&d.writer)
+                .await
+                .unwrap(),
+            Db::Postgres(d) => sqlx::query_scalar("SELECT COUNT(*) FROM webhooks")
+                .fetch_one(&d.pool)
+                .await
+                .unwrap(),
+        };
+        assert_eq!(stored, WEBHOOKS as i64, "{engine}: stored once");
+    }
+}

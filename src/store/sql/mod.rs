@@ -14,6 +14,7 @@ pub mod feed;
 pub mod jobs;
 pub mod rows;
 pub mod rules;
+pub mod webhooks;
 
 use anyhow::{bail, Context, Result};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
