@@ -665,15 +665,6 @@ async fn a_body_trickled_too_slowly_gets_408() {
     t.stop().await;
 }
 
-/// The hub's CPU time so far (user + system), in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let fields: Vec<&str> = stat[stat.rfind(')').unwrap() + 2..].split(' ').collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
-    ticks / 100.0
-}
-
 fn dir_bytes(dir: &std::path::Path) -> u64 {
     let mut total = 0;
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
@@ -786,12 +777,12 @@ async fn pending_attachments_are_kept_once_on_disk_and_sent_once() {
     let attachment_bytes = (REPLIES * SIZE) as f64;
     let disk = dir_bytes(&dir) as f64;
     // Waiting for Zalo costs (almost) nothing.
-    let cpu_before = cpu_seconds(proc.id());
+    let cpu_before = sop_console::bench::cpu_seconds(proc.id());
     for _ in 0..10 {
         tokio::time::sleep(Duration::from_millis(500)).await;
         peak = peak.max(rss_mb(proc.id()));
     }
-    let idle_cpu = (cpu_seconds(proc.id()) - cpu_before) / 5.0;
+    let idle_cpu = (sop_console::bench::cpu_seconds(proc.id()) - cpu_before) / 5.0;
     // A restart does not load them back into memory.
     proc.kill().unwrap();
     proc.wait().unwrap();

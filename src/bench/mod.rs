@@ -115,8 +115,8 @@ fn spawn_listening(mut cmd: Command) -> Result<Child> {
     Ok(child)
 }
 
-/// CPU time (user + system) a process has used so far, from /proc (NaN where there is none).
-fn cpu_seconds(pid: u32) -> f64 {
+/// A process's CPU time so far (user + system) in seconds, from /proc; NaN where there is none.
+pub fn cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return f64::NAN;
     };

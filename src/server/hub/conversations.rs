@@ -434,15 +434,6 @@ impl Hub {
         Ok(self.store.get_json(&format!("job/{message_id}"))?)
     }
 
-    /// The blob a job's attachment is stored in, if any.
-    pub fn job_blob(&self, message_id: &str) -> HubResult<Option<String>> {
-        Ok(self
-            .outbound_job(message_id)?
-            .and_then(|j| j.attachment)
-            .map(|a| a.blob)
-            .filter(|b| !b.is_empty()))
-    }
-
     /// Where a job's attachment bytes are (the sender streams them from there).
     pub fn blob_path(&self, blob: &str) -> std::path::PathBuf {
         self.blobs.path(blob)
@@ -460,10 +451,10 @@ impl Hub {
     /// exists (its page was deleted meanwhile).
     pub async fn finish_job(
         &self,
-        message_id: &str,
+        job: &OutboundJob,
         outcome: SendOutcome,
     ) -> HubResult<Option<Message>> {
-        let blob = self.job_blob(message_id)?;
+        let message_id = job.message_id.as_str();
         let store = self.store.clone();
         let r = self
             .write(|st, tx| {
@@ -498,8 +489,8 @@ impl Hub {
                 Ok(Some(msg))
             })
             .await?;
-        if let Some(blob) = blob {
-            self.blobs.remove(&blob);
+        if let Some(a) = &job.attachment {
+            self.blobs.remove(&a.blob);
         }
         let c = match outcome {
             SendOutcome::Sent(_) => &self.metrics.outbound_sent,

@@ -114,7 +114,7 @@ async fn send_job(z: &ZaloHub, job: OutboundJob) -> bool {
             SendOutcome::Failed(e.code, reason)
         }
     };
-    if let Err(e) = z.hub.finish_job(&job.message_id, finish).await {
+    if let Err(e) = z.hub.finish_job(&job, finish).await {
         tracing::error!(message = %job.message_id, "cannot record the send: {e}");
     }
     true

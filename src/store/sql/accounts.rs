@@ -46,24 +46,18 @@ impl Db {
     }
 
     pub async fn account_by_token(&self, token_hash: &str) -> Result<Option<Account>, StoreError> {
-        let sql = format!(
-            "SELECT {} FROM accounts a JOIN account_tokens t ON t.account_id = a.id \
-             WHERE t.token_hash = $1",
-            ACCOUNT_COLUMNS
-                .split(", ")
-                .map(|c| format!("a.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let row: Option<AccountRow> = crate::on_reader!(self, conn => {
-            sqlx::query_as(&sql).bind(token_hash).fetch_optional(conn).await?
+        let sql = "SELECT a.id, a.email, a.username, a.name, a.role, a.availability, a.created_at \
+                   FROM accounts a JOIN account_tokens t ON t.account_id = a.id \
+                   WHERE t.token_hash = $1";
+        let row: Option<AccountRow> = crate::on_engine!(readers self, conn => {
+            sqlx::query_as(sql).bind(token_hash).fetch_optional(conn).await?
         });
         Ok(row.map(AccountRow::into_account).transpose()?)
     }
 
     pub async fn accounts(&self) -> Result<Vec<Account>, StoreError> {
         let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts ORDER BY created_at, id");
-        let rows: Vec<AccountRow> = crate::on_reader!(self, conn => {
+        let rows: Vec<AccountRow> = crate::on_engine!(readers self, conn => {
             sqlx::query_as(&sql).fetch_all(conn).await?
         });
         Ok(rows

@@ -83,7 +83,7 @@ impl Db {
     {
         loop {
             let now = now_ms();
-            let stored: Option<(String, i64, i64)> = crate::on_engine!(self, pool => {
+            let stored: Option<(String, i64, i64)> = crate::on_engine!(readers self, pool => {
                 sqlx::query_as(
                     "SELECT access_token, access_expires_at, refresh_lease_until \
                      FROM connection_tokens WHERE connection_id = $1",

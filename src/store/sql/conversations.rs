@@ -99,16 +99,9 @@ impl Db {
             .await?;
             let (chat_mode, connector) = page
                 .ok_or_else(|| StoreError::NotFound(format!("page {}", conv.connection_id)))?;
-            let rule = crate::rule_of_page_locked!(tx, &conv.connection_id);
-            let available: Vec<String> = match &rule {
-                Some(rule) => sqlx::query_scalar(
-                    "SELECT a.id FROM rule_members m JOIN accounts a ON a.id = m.account_id \
-                     WHERE m.rule_id = $1 AND a.availability = 'available'",
-                )
-                .bind(&rule.id)
-                .fetch_all(&mut *tx)
-                .await?,
-                None => vec![],
+            let (rule, available) = match crate::rule_of_page_locked!(tx, &conv.connection_id) {
+                Some((rule, available)) => (Some(rule), available),
+                None => (None, vec![]),
             };
             let page = routing::Page {
                 chat_mode: from_name(&chat_mode)?,
@@ -136,7 +129,7 @@ impl Db {
     }
 
     pub async fn conversation(&self, id: &str) -> Result<Option<Conversation>, StoreError> {
-        Ok(crate::on_reader!(self, pool => {
+        Ok(crate::on_engine!(readers self, pool => {
             let mut conn = pool.acquire().await?;
             crate::load_conversation!(conn, id)
         }))

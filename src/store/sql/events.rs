@@ -84,7 +84,7 @@ impl super::Db {
     /// Events after `since`, oldest first, at most `limit`.
     pub async fn events_since(&self, since: i64, limit: i64) -> anyhow::Result<Vec<LoggedEvent>> {
         let sql = "SELECT seq, at, audience, body FROM events WHERE seq > $1 ORDER BY seq LIMIT $2";
-        Ok(crate::on_reader!(self, conn => sqlx::query_as(sql)
+        Ok(crate::on_engine!(readers self, conn => sqlx::query_as(sql)
             .bind(since)
             .bind(limit)
             .fetch_all(conn)
@@ -94,7 +94,7 @@ impl super::Db {
     /// The last committed event's number (0 for an empty log).
     pub async fn event_head(&self) -> anyhow::Result<i64> {
         let sql = "SELECT value FROM counters WHERE name = 'event'";
-        Ok(crate::on_reader!(self, conn => sqlx::query_scalar(sql).fetch_one(conn).await?))
+        Ok(crate::on_engine!(readers self, conn => sqlx::query_scalar(sql).fetch_one(conn).await?))
     }
 
     /// Appends events in a transaction of their own (tests, and changes that are only events).

@@ -131,30 +131,19 @@ impl std::fmt::Debug for Db {
 }
 
 /// Runs `$body` with `$conn` bound to the engine's writer pool; the body is compiled for each
-/// engine.
+/// engine. `on_engine!(readers $db, …)` binds SQLite's read pool instead (PostgreSQL has one).
 #[macro_export]
 macro_rules! on_engine {
     ($db:expr, $conn:ident => $body:expr) => {
-        match $db {
-            $crate::store::sql::Db::Sqlite(engine) => {
-                let $conn = &engine.writer;
-                $body
-            }
-            $crate::store::sql::Db::Postgres(engine) => {
-                let $conn = &engine.pool;
-                $body
-            }
-        }
+        $crate::on_engine!(@pool writer, $db, $conn => $body)
     };
-}
-
-/// Like `on_engine!` over the readers (SQLite's read pool; PostgreSQL's one pool).
-#[macro_export]
-macro_rules! on_reader {
-    ($db:expr, $conn:ident => $body:expr) => {
+    (readers $db:expr, $conn:ident => $body:expr) => {
+        $crate::on_engine!(@pool readers, $db, $conn => $body)
+    };
+    (@pool $sqlite_pool:ident, $db:expr, $conn:ident => $body:expr) => {
         match $db {
             $crate::store::sql::Db::Sqlite(engine) => {
-                let $conn = &engine.readers;
+                let $conn = &engine.$sqlite_pool;
                 $body
             }
             $crate::store::sql::Db::Postgres(engine) => {
@@ -256,7 +245,7 @@ impl Db {
     /// The schema versions applied, oldest first.
     pub async fn applied_migrations(&self) -> Result<Vec<i64>> {
         let sql = "SELECT version FROM _sqlx_migrations WHERE success ORDER BY version";
-        Ok(on_reader!(self, conn => sqlx::query_scalar(sql).fetch_all(conn).await?))
+        Ok(on_engine!(readers self, conn => sqlx::query_scalar(sql).fetch_all(conn).await?))
     }
 
     /// Refuses a damaged store at start with a message that says what to do.

@@ -32,9 +32,10 @@ impl RuleRow {
     }
 }
 
-/// The rule a page belongs to, its row locked until the transaction ends: an UPDATE that changes
-/// nothing takes the row lock on PostgreSQL (SQLite's single writer already excludes others) and
-/// reads the same on both engines, where `SELECT … FOR UPDATE` is PostgreSQL's alone.
+/// The rule a page belongs to, its row locked until the transaction ends, with the members who
+/// are available now: an UPDATE that changes nothing takes the row lock on PostgreSQL (SQLite's
+/// single writer already excludes others) and reads the same on both engines, where
+/// `SELECT … FOR UPDATE` is PostgreSQL's alone.
 #[macro_export]
 macro_rules! rule_of_page_locked {
     ($tx:expr, $connection_id:expr) => {{
@@ -49,19 +50,26 @@ macro_rules! rule_of_page_locked {
         match row {
             None => None,
             Some(row) => {
-                let members: Vec<String> = sqlx::query_scalar(
-                    "SELECT account_id FROM rule_members WHERE rule_id = $1 ORDER BY position",
+                let members: Vec<(String, String)> = sqlx::query_as(
+                    "SELECT m.account_id, a.availability FROM rule_members m \
+                     JOIN accounts a ON a.id = m.account_id WHERE m.rule_id = $1 ORDER BY m.position",
                 )
                 .bind(&row.id)
                 .fetch_all(&mut *$tx)
                 .await?;
+                let available: Vec<String> = members
+                    .iter()
+                    .filter(|(_, availability)| availability == "available")
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                let members = members.into_iter().map(|(id, _)| id).collect();
                 let sources: Vec<String> = sqlx::query_scalar(
                     "SELECT connection_id FROM rule_sources WHERE rule_id = $1 ORDER BY position",
                 )
                 .bind(&row.id)
                 .fetch_all(&mut *$tx)
                 .await?;
-                Some(row.into_rule(members, sources)?)
+                Some((row.into_rule(members, sources)?, available))
             }
         }
     }};
