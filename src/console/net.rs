@@ -338,11 +338,12 @@ pub async fn load_attachment(path: &str) -> Result<OutboundAttachment, String> {
         .map(|n| n.to_string_lossy().to_string())
         .unwrap_or_default();
     let ext = name.rsplit('.').next().unwrap_or("").to_lowercase();
-    let (kind, limit) = match ext.as_str() {
-        "png" | "jpg" | "jpeg" => (OutboundKind::Image, 1 << 20),
-        "gif" => (OutboundKind::Gif, 5 << 20),
-        _ => (OutboundKind::File, 5 << 20),
+    let kind = match ext.as_str() {
+        "png" | "jpg" | "jpeg" => OutboundKind::Image,
+        "gif" => OutboundKind::Gif,
+        _ => OutboundKind::File,
     };
+    let limit = kind.upload_limit();
     if bytes.len() > limit {
         return Err(format!(
             "{name}: {} KB > {} KB (Zalo)",

@@ -379,12 +379,12 @@ async fn upload(
     let lower = name.to_lowercase();
     let (limit, valid) = match kind.as_str() {
         "image" => (
-            1 << 20,
+            crate::zalo::IMAGE_UPLOAD_LIMIT,
             bytes.starts_with(&[0x89, b'P', b'N', b'G']) || bytes.starts_with(&[0xff, 0xd8, 0xff]),
         ),
-        "gif" => (5 << 20, bytes.starts_with(b"GIF8")),
+        "gif" => (crate::zalo::MEDIA_UPLOAD_LIMIT, bytes.starts_with(b"GIF8")),
         "file" => (
-            5 << 20,
+            crate::zalo::MEDIA_UPLOAD_LIMIT,
             [".pdf", ".doc", ".docx", ".csv"]
                 .iter()
                 .any(|e| lower.ends_with(e)),

@@ -175,6 +175,16 @@ pub enum OutboundKind {
     File,
 }
 
+impl OutboundKind {
+    /// The largest attachment of this kind Zalo takes.
+    pub fn upload_limit(self) -> usize {
+        match self {
+            OutboundKind::Image => crate::zalo::IMAGE_UPLOAD_LIMIT,
+            OutboundKind::Gif | OutboundKind::File => crate::zalo::MEDIA_UPLOAD_LIMIT,
+        }
+    }
+}
+
 /// Someone a conversation may be handed to (`GET /conversations/{id}/transfer-targets`): what an
 /// agent needs to choose, without the colleague's email.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

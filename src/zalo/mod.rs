@@ -89,6 +89,10 @@ pub fn is_retryable(code: i64) -> bool {
 /// did not take effect, so it may be retried.
 pub const NETWORK_ERROR: i64 = -1;
 
+/// Zalo's upload limits (zalo-oa-reference §4.4): jpg/png images 1 MB; GIFs and files 5 MB.
+pub const IMAGE_UPLOAD_LIMIT: usize = 1 << 20;
+pub const MEDIA_UPLOAD_LIMIT: usize = 5 << 20;
+
 /// Our own code for a send whose outcome is unknown: the request went out, but the answer was lost
 /// (timeout, reset) or unreadable (a 2xx without Zalo's envelope). Zalo has no idempotency key, so
 /// it must not be resent blindly.

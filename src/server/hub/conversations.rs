@@ -132,16 +132,13 @@ impl Hub {
             })?;
         drop(a.content_base64);
         let size = bytes.len() as u64;
-        // Zalo's upload limits (zalo-oa-reference §4.4): refused now rather than at send.
-        let (limit, what) = match a.kind {
-            wire::OutboundKind::Image => (1 << 20, "ảnh / an image: 1 MB"),
-            wire::OutboundKind::Gif => (5 << 20, "GIF: 5 MB"),
-            wire::OutboundKind::File => (5 << 20, "tệp / a file: 5 MB"),
-        };
+        // Refused now rather than failing at Zalo when it is sent.
+        let limit = a.kind.upload_limit() as u64;
         if size > limit {
             return Err(HubError::Invalid(format!(
-                "Tệp vượt quá giới hạn của Zalo / larger than Zalo takes ({} KB; {what})",
-                size >> 10
+                "Tệp vượt quá giới hạn của Zalo / larger than Zalo takes ({} KB; at most {} MB)",
+                size >> 10,
+                limit >> 20
             )));
         }
         let pending = self.blobs.total_bytes();
