@@ -18,6 +18,9 @@ pub struct Config {
 pub struct ServerConfig {
     pub listen: String,
     pub data_dir: Option<PathBuf>,
+    /// The hub's database: `sqlite://FILE` (default `sqlite://DATA_DIR/sop.db`, one hub) or
+    /// `postgres://USER:PASSWORD@HOST/DB` (several hubs sharing the work).
+    pub database: Option<String>,
     /// How many events the log keeps for consoles that reconnect.
     pub event_retention: u64,
     /// Largest accepted API request body, in bytes.
@@ -43,6 +46,7 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:8700".into(),
             data_dir: None,
+            database: None,
             event_retention: 100_000,
             max_body_bytes: 8 * 1024 * 1024,
             metrics_token: None,
@@ -232,6 +236,7 @@ impl Config {
     fn schema() -> Config {
         let mut c = Config::default();
         c.server.data_dir = Some(PathBuf::new());
+        c.server.database = Some(String::new());
         c.server.metrics_token = Some(String::new());
         c.console.server = Some(String::new());
         c.console.token = Some(String::new());
@@ -243,6 +248,7 @@ impl Config {
 const ENV_ALIASES: &[(&str, &str)] = &[
     ("SOP_LISTEN", "server.listen"),
     ("SOP_DATA_DIR", "server.data_dir"),
+    ("SOP_DATABASE_URL", "server.database"),
     ("SOP_EVENT_RETENTION", "server.event_retention"),
     ("SOP_SERVER", "console.server"),
     ("SOP_TOKEN", "console.token"),

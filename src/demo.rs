@@ -6,7 +6,6 @@ use crate::console;
 use crate::model::*;
 use crate::server::{self, hub::Hub};
 use crate::sim::{self, Customer, Oa, Sim, SimConfig, ThreadMessage};
-use crate::store::SledStore;
 use crate::wire::NewAccount;
 use anyhow::{Context, Result};
 use std::collections::BTreeMap;
@@ -158,8 +157,9 @@ pub async fn start(opts: &DemoOptions) -> Result<(Demo, Arc<Sim>, Arc<Hub>)> {
     config.zalo.redirect_uri = redirect;
     config.zalo.oauth_base = sim_url.clone();
     config.zalo.api_base = sim_url.clone();
-    let store = Arc::new(SledStore::open(&data_dir.join("hub"))?);
-    let hub = Hub::open(store, &data_dir.join("hub"), config.server.event_retention)?;
+    let hub_dir = data_dir.join("hub");
+    let db = server::open_database(&config, &hub_dir).await?;
+    let hub = Hub::open(db, &hub_dir, config.server.event_retention).await?;
 
     // Accounts: the admin and the seed's three agents. Agents start "away" (nobody is at their
     // desk yet), so round robin queues new chats for the on-call admin until one toggles `a`.
@@ -207,7 +207,7 @@ async fn ensure_account(
     email: &str,
     role: Role,
 ) -> Result<(Account, String)> {
-    let existing = hub.read(|st| st.find_account(username).cloned());
+    let existing = hub.read(|st| st.find_account(username).cloned()).await;
     let r = match existing {
         Some(a) => hub.rotate_token(&a.id).await,
         None => {
@@ -229,7 +229,7 @@ async fn customers(sim: Arc<Sim>, hub: Arc<Hub>, pace: u64) {
     let mut n = 0usize;
     loop {
         tokio::time::sleep(Duration::from_secs(pace)).await;
-        if hub.read(|st| st.connection_by_oa(OA_ID).is_none()) {
+        if hub.read(|st| st.connection_by_oa(OA_ID).is_none()).await {
             continue;
         }
         let ids: Vec<String> = sim.customer_ids(OA_ID);

@@ -3,9 +3,7 @@ use clap::{Parser, Subcommand};
 use sop_console::config::Config;
 use sop_console::model::Role;
 use sop_console::server::hub::Hub;
-use sop_console::store::SledStore;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 /// sop — keyboard-first omnichannel chat for Zalo Official Accounts.
 #[derive(Parser)]
@@ -70,6 +68,10 @@ enum Command {
         listen: Option<String>,
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// `sqlite://FILE` or `postgres://…` (`[server] database`, `SOP_DATABASE_URL`; default:
+        /// SQLite in the data dir).
+        #[arg(long)]
+        database: Option<String>,
     },
     /// Run the Zalo simulator (OAuth, OA API, signed webhooks, control API under /sim/).
     ZaloSim {
@@ -121,10 +123,13 @@ enum Command {
         #[arg(long, default_value_t = 100_000)]
         conversations: usize,
     },
-    /// Administer a hub's data dir directly (the hub must be stopped; use the API while it runs).
+    /// Administer a hub's database directly (works while the hub runs).
     Admin {
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// The hub's database URL (`[server] database`; default: SQLite in the data dir).
+        #[arg(long)]
+        database: Option<String>,
         #[command(subcommand)]
         command: AdminCommand,
     },
@@ -136,6 +141,13 @@ enum AdminCommand {
     Account {
         #[command(subcommand)]
         command: AccountCommand,
+    },
+    /// Bring the database's schema to the latest version (the hub also does at start).
+    Migrate,
+    /// Copy the SQLite database to FILE while the hub runs (PostgreSQL: use pg_dump).
+    Backup {
+        #[arg(long)]
+        to: PathBuf,
     },
 }
 
@@ -194,8 +206,15 @@ fn run(cli: Cli) -> Result<()> {
             .with_context(|| format!("--set {pair}"))?;
     }
     match cli.command {
-        Some(Command::Serve { listen, data_dir }) => {
+        Some(Command::Serve {
+            listen,
+            data_dir,
+            database,
+        }) => {
             init_logging();
+            if database.is_some() {
+                config.server.database = database;
+            }
             if let Some(l) = listen {
                 config.server.listen = l;
             }
@@ -242,11 +261,18 @@ fn run(cli: Cli) -> Result<()> {
                 .await
             })
         }
-        Some(Command::Admin { data_dir, command }) => {
+        Some(Command::Admin {
+            data_dir,
+            database,
+            command,
+        }) => {
             let dir = data_dir
                 .or(config.server.data_dir.clone())
                 .unwrap_or_else(sop_console::server::default_data_dir);
-            admin(&dir, command)
+            if database.is_some() {
+                config.server.database = database;
+            }
+            runtime()?.block_on(admin(&config, &dir, command))
         }
         None => console(config, None, None, None),
         Some(Command::Bench { smoke, only }) => {
@@ -313,10 +339,26 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-fn admin(dir: &std::path::Path, command: AdminCommand) -> Result<()> {
-    let store = Arc::new(SledStore::open(dir)?);
-    let hub = Hub::open(store, dir, u64::MAX)?;
-    let AdminCommand::Account { command } = command;
+async fn admin(config: &Config, dir: &std::path::Path, command: AdminCommand) -> Result<()> {
+    let db = sop_console::server::open_database(config, dir).await?;
+    let command = match command {
+        AdminCommand::Migrate => {
+            let applied = db.applied_migrations().await?;
+            println!(
+                "{} database at schema version {}",
+                db.engine_name(),
+                applied.last().copied().unwrap_or(0)
+            );
+            return Ok(());
+        }
+        AdminCommand::Backup { to } => {
+            db.backup_to(&to).await?;
+            println!("backed up to {}", to.display());
+            return Ok(());
+        }
+        AdminCommand::Account { command } => command,
+    };
+    let hub = Hub::open(db, dir, u64::MAX).await?;
     let result = match command {
         AccountCommand::Add {
             email,
@@ -325,12 +367,13 @@ fn admin(dir: &std::path::Path, command: AdminCommand) -> Result<()> {
             role,
         } => {
             let (account, token) = hub
-                .create_account_blocking(sop_console::wire::NewAccount {
+                .create_account(sop_console::wire::NewAccount {
                     email,
                     username,
                     name,
                     role,
                 })
+                .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!(
                 "created {:?} account {} ({}) id={}",
@@ -347,12 +390,14 @@ fn admin(dir: &std::path::Path, command: AdminCommand) -> Result<()> {
                         a.id, a.username, a.email, a.role, a.availability, a.name
                     );
                 }
-            });
+            })
+            .await;
             Ok(())
         }
         AccountCommand::Token { account } => {
             let (account, token) = hub
-                .rotate_token_blocking(&account)
+                .rotate_token(&account)
+                .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!(
                 "new token for {} (the old one no longer works)",
@@ -362,7 +407,7 @@ fn admin(dir: &std::path::Path, command: AdminCommand) -> Result<()> {
             Ok(())
         }
     };
-    hub.shutdown();
+    hub.shutdown().await;
     result
 }
 

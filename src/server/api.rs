@@ -69,7 +69,7 @@ async fn list_accounts(
     caller: Caller,
 ) -> ApiResult<Json<Vec<Account>>> {
     caller.require_admin()?;
-    Ok(Json(app.hub.read(|st| st.accounts().cloned().collect())))
+    Ok(Json(app.hub.read(|st| st.accounts().cloned().collect()).await))
 }
 
 async fn create_account(
@@ -100,7 +100,7 @@ async fn dead_webhooks(
     caller: Caller,
 ) -> ApiResult<Json<Vec<crate::server::hub::DeadWebhook>>> {
     caller.require_admin()?;
-    Ok(Json(app.hub.dead_webhooks()?))
+    Ok(Json(app.hub.dead_webhooks().await?))
 }
 
 async fn list_connections(
@@ -112,7 +112,8 @@ async fn list_connections(
             .filter(|c| st.may_see_connection(&caller.0, c))
             .map(ConnectionView::from)
             .collect()
-    }))
+    })
+    .await)
 }
 
 async fn get_connection(
@@ -125,6 +126,7 @@ async fn get_connection(
             Some(c) if st.may_see_connection(&caller.0, c) => Some(ConnectionView::from(c)),
             _ => None,
         })
+        .await
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("connection {id} not found")))
 }
@@ -156,7 +158,8 @@ async fn list_rules(State(app): State<AppState>, caller: Caller) -> Json<Vec<Rul
             .filter(|r| st.may_see_rule(&caller.0, r))
             .cloned()
             .collect()
-    }))
+    })
+    .await)
 }
 
 async fn get_rule(
@@ -170,6 +173,7 @@ async fn get_rule(
                 .filter(|r| st.may_see_rule(&caller.0, r))
                 .cloned()
         })
+        .await
         .map(Json)
         .ok_or_else(|| ApiError::not_found(format!("rule {id} not found")))
 }
@@ -222,11 +226,12 @@ async fn list_conversations(
         view,
         q.cursor.as_deref(),
         q.limit.unwrap_or(100),
-    )?))
+    )
+    .await?))
 }
 
 async fn counts(State(app): State<AppState>, caller: Caller) -> Json<Counts> {
-    Json(app.hub.counts(&caller.0))
+    Json(app.hub.counts(&caller.0).await)
 }
 
 async fn get_conversation(
@@ -234,7 +239,7 @@ async fn get_conversation(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Conversation>> {
-    Ok(Json(app.hub.get_conversation(&caller.0, &id)?))
+    Ok(Json(app.hub.get_conversation(&caller.0, &id).await?))
 }
 
 #[derive(Deserialize)]
@@ -255,7 +260,8 @@ async fn list_messages(
         &id,
         q.before.as_deref(),
         q.limit.unwrap_or(50),
-    )?))
+    )
+    .await?))
 }
 
 async fn claim(
@@ -290,7 +296,7 @@ async fn transfer_targets(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<TransferTarget>>> {
-    Ok(Json(app.hub.transfer_targets(&caller.0, &id)?))
+    Ok(Json(app.hub.transfer_targets(&caller.0, &id).await?))
 }
 
 async fn release(

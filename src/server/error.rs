@@ -65,6 +65,25 @@ impl From<HubError> for ApiError {
                     rule,
                 },
             },
+            HubError::Store {
+                full: true,
+                message,
+            } => {
+                tracing::error!("write refused, the database's disk is full: {message}");
+                ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "insufficient_storage",
+                    "the hub's disk is full: nothing was changed; reads still work (see /healthz)",
+                )
+            }
+            HubError::Store { message, .. } => {
+                tracing::error!("the database is unavailable: {message}");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the hub cannot reach its database: nothing was changed; try again",
+                )
+            }
             HubError::Internal(e) if is_disk_full(&e) => {
                 tracing::error!("write refused, the disk is full: {e:#}");
                 ApiError::new(

@@ -17,6 +17,7 @@ impl FromRequestParts<AppState> for Caller {
         let token = bearer_token(&parts.headers)?;
         app.hub
             .authenticate(token)
+            .await?
             .map(Caller)
             .ok_or_else(|| ApiError::unauthorized("unknown or revoked token"))
     }

@@ -10,7 +10,8 @@ pub mod stream;
 pub mod zalo;
 
 use crate::config::Config;
-use crate::store::SledStore;
+use crate::store::sql::Db;
+use std::path::Path;
 use anyhow::{Context, Result};
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
@@ -126,7 +127,7 @@ impl Running {
         let _ = self.stop.send(true);
         let _ = self.task.await;
         let hub = self.hub.clone();
-        let _ = tokio::task::spawn_blocking(move || hub.shutdown()).await;
+        hub.shutdown().await;
     }
 }
 
@@ -174,6 +175,29 @@ pub fn default_data_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("sop-data"))
 }
 
+/// The hub's database as configured (`[server] database`, else SQLite in the data dir), migrated
+/// and checked. A round-1 data dir (sled) is refused until it is imported.
+pub async fn open_database(config: &Config, data_dir: &Path) -> Result<Arc<Db>> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let url = match &config.server.database {
+        Some(url) if !url.is_empty() => url.clone(),
+        _ => format!("sqlite://{}", data_dir.join("sop.db").display()),
+    };
+    let db = Db::open(&url).await?;
+    let sled = data_dir.join("sled");
+    if sled.exists() && !db.has_data().await? {
+        anyhow::bail!(
+            "{} holds a round-1 store (sled) that this hub no longer reads; import it once with \
+             `sop admin import --from-sled {}` (then the hub starts on {})",
+            data_dir.display(),
+            data_dir.display(),
+            db.engine_name()
+        );
+    }
+    Ok(Arc::new(db))
+}
+
 /// `sop serve`: runs until SIGINT/SIGTERM, then shuts down gracefully.
 pub async fn serve(config: Config) -> Result<()> {
     let data_dir = config
@@ -181,8 +205,8 @@ pub async fn serve(config: Config) -> Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(default_data_dir);
-    let store = Arc::new(SledStore::open(&data_dir)?);
-    let hub = Hub::open(store, &data_dir, config.server.event_retention)?;
+    let db = open_database(&config, &data_dir).await?;
+    let hub = Hub::open(db, &data_dir, config.server.event_retention).await?;
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;

@@ -93,7 +93,7 @@ impl Conn {
         upto: u64,
     ) -> anyhow::Result<u64> {
         while after < upto {
-            let chunk = hub.read_events(after, upto, REPLAY_CHUNK)?;
+            let chunk = hub.read_events(after, upto, REPLAY_CHUNK).await?;
             for e in &chunk {
                 if e.event.seq != after + 1 {
                     break;
@@ -106,7 +106,7 @@ impl Conn {
             if after < upto && chunk.last().is_none_or(|e| e.event.seq != after) {
                 tracing::info!(account = %who.username, missing = after + 1, "replay gap: resync");
                 self.send(&Frame::Resync {
-                    oldest: hub.oldest_seq(),
+                    oldest: hub.oldest_seq().await?,
                     head: upto,
                 })
                 .await?;
@@ -139,7 +139,7 @@ async fn run(hub: &Hub, client: &Who, since: Option<u64>, socket: WebSocket) -> 
     })
     .await?;
 
-    let oldest = hub.oldest_seq();
+    let oldest = hub.oldest_seq().await?;
     let mut last = match since {
         Some(s) if s > head || s + 1 < oldest => {
             conn.send(&Frame::Resync { oldest, head }).await?;
@@ -184,7 +184,7 @@ async fn run(hub: &Hub, client: &Who, since: Option<u64>, socket: WebSocket) -> 
                     Ok(id) => id == who.id,
                     Err(_) => true, // lagged: check anyway
                 };
-                if mine && hub.authenticate(&client.token).is_none() {
+                if mine && hub.authenticate(&client.token).await?.is_none() {
                     let frame = axum::extract::ws::CloseFrame {
                         code: CLOSE_TOKEN_REVOKED,
                         reason: "token revoked".into(),

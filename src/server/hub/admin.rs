@@ -12,57 +12,43 @@ pub struct PendingConsent {
     pub expires_at: Ms,
 }
 
-const CONSENT_PREFIX: &str = "oauth/";
-
 impl Hub {
     /// Remembers a consent until it completes or expires; drops the expired ones.
     pub async fn begin_consent(&self, state: &str, consent: PendingConsent) -> HubResult<()> {
-        let store = self.store.clone();
-        self.write(|_, tx| {
-            let now = now_ms();
-            let prefix = CONSENT_PREFIX.as_bytes();
-            for (key, value) in store.range(prefix, &prefix_end(prefix), false, usize::MAX)? {
-                let expired = serde_json::from_slice::<PendingConsent>(&value)
-                    .map_or(true, |c| c.expires_at <= now);
-                if expired {
-                    tx.batch.delete(key);
-                }
-            }
-            tx.batch
-                .put_json(format!("{CONSENT_PREFIX}{state}"), &consent);
-            Ok(())
+        self.write(async |_, tx| {
+            let c = &consent;
+            let r = tx.db.put_consent(state, &c.verifier, &c.account_id, c.expires_at);
+            r.await.map_err(store_error)
         })
         .await
     }
 
     /// Takes a consent out (single use): None when unknown, already used or expired.
     pub async fn take_consent(&self, state: &str) -> HubResult<Option<PendingConsent>> {
-        let store = self.store.clone();
-        self.write(|_, tx| {
-            let key = format!("{CONSENT_PREFIX}{state}");
-            let consent = tx.lookup::<PendingConsent>(&*store, &key)?;
-            if consent.is_some() {
-                tx.batch.delete(key);
-            }
-            Ok(consent.filter(|c| c.expires_at > now_ms()))
+        self.write(async |_, tx| {
+            let taken = tx.db.take_consent(state).await.map_err(store_error)?;
+            Ok(taken
+                .map(|(verifier, account_id, expires_at)| PendingConsent {
+                    verifier,
+                    account_id,
+                    expires_at,
+                })
+                .filter(|c| c.expires_at > now_ms()))
         })
         .await
     }
 
     /// Creates an account and returns it with its bearer token (only the hash is stored).
-    pub fn create_account_blocking(&self, input: NewAccount) -> HubResult<(Account, String)> {
-        self.write_blocking(|st, tx| create_account(st, tx, input))
-    }
     pub async fn create_account(&self, input: NewAccount) -> HubResult<(Account, String)> {
-        self.write(|st, tx| create_account(st, tx, input)).await
+        self.write(async |st, tx| create_account(st, tx, input))
+            .await
     }
 
-    pub fn rotate_token_blocking(&self, handle: &str) -> HubResult<(Account, String)> {
-        self.write_blocking(|st, tx| rotate_token(st, tx, handle))
-    }
     /// Issues a new token; the old one stops working, and streams opened with it are closed.
     pub async fn rotate_token(&self, handle: &str) -> HubResult<(Account, String)> {
-        let (account, token) = self.write(|st, tx| rotate_token(st, tx, handle)).await?;
+        let (account, token) = self
+            .write(async |st, tx| rotate_token(st, tx, handle))
+            .await?;
         let _ = self.credentials_changed.send(account.id.clone());
         Ok((account, token))
     }
@@ -74,7 +60,7 @@ impl Hub {
         availability: Availability,
     ) -> HubResult<Account> {
         let metrics = self.metrics.clone();
-        self.write(|st, tx| {
+        self.write(async |st, tx| {
             let mut account = st
                 .accounts
                 .get(who)
@@ -107,21 +93,13 @@ impl Hub {
         connector: &str,
         tokens: TokenPair,
     ) -> HubResult<(Connection, bool)> {
-        self.write(|st, tx| upsert_connection(st, tx, oa, connector, tokens))
+        self.write(async |st, tx| upsert_connection(st, tx, oa, connector, tokens))
             .await
-    }
-    pub fn upsert_connection_blocking(
-        &self,
-        oa: OaInfo,
-        connector: &str,
-        tokens: TokenPair,
-    ) -> HubResult<(Connection, bool)> {
-        self.write_blocking(|st, tx| upsert_connection(st, tx, oa, connector, tokens))
     }
 
     pub async fn set_chat_mode(&self, conn_id: &str, mode: ChatMode) -> HubResult<Connection> {
         let metrics = self.metrics.clone();
-        self.write(|st, tx| {
+        self.write(async |st, tx| {
             let mut conn = st
                 .connections
                 .get(conn_id)
@@ -147,7 +125,7 @@ impl Hub {
         status: ConnectionStatus,
         reason: Option<String>,
     ) -> HubResult<Connection> {
-        self.write(|st, tx| {
+        self.write(async |st, tx| {
             let mut conn = st
                 .connections
                 .get(conn_id)
@@ -164,78 +142,35 @@ impl Hub {
         .await
     }
 
-    /// Persists a refreshed token pair before anyone uses it.
-    pub async fn store_tokens(&self, conn_id: &str, tokens: TokenPair) -> HubResult<()> {
-        self.write(|st, tx| {
-            let mut conn = st
-                .connections
-                .get(conn_id)
-                .cloned()
-                .ok_or_else(|| HubError::NotFound(format!("connection {conn_id} not found")))?;
-            conn.tokens = tokens;
-            st.put_connection_quietly(tx, conn);
-            Ok(())
-        })
-        .await
-    }
-
     /// Removes a page, its conversations and their messages.
     pub async fn delete_connection(&self, conn_id: &str) -> HubResult<()> {
-        let store = self.store.clone();
-        let mut blobs = Vec::new();
-        self.write(|st, tx| {
-            let conn = st
-                .connections
-                .remove(conn_id)
-                .ok_or_else(|| HubError::NotFound(format!("connection {conn_id} not found")))?;
-            if let Some(rule_id) = &conn.rule_id {
-                remove_source(st, tx, rule_id, conn_id);
-            }
-            tx.batch.delete(format!("conn/{conn_id}"));
-            let convs: Vec<ConversationId> = st
-                .conversations
-                .values()
-                .filter(|c| c.connection_id == conn_id)
-                .map(|c| c.id.clone())
-                .collect();
-            for id in convs {
-                if let Some(c) = st.conversations.remove(&id) {
-                    st.by_customer
-                        .remove(&(c.connection_id, c.customer.user_id));
+        let blobs = self
+            .write(async |st, tx| {
+                let conn = st
+                    .connections
+                    .get(conn_id)
+                    .cloned()
+                    .ok_or_else(|| HubError::NotFound(format!("connection {conn_id} not found")))?;
+                let attachments = tx.db.job_attachments_of_page(conn_id).await;
+                let blobs: Vec<String> = attachments
+                    .map_err(store_error)?
+                    .iter()
+                    .filter_map(|a| serde_json::from_str::<super::conversations::JobAttachment>(a).ok())
+                    .map(|a| a.blob)
+                    .collect();
+                if let Some(rule_id) = &conn.rule_id {
+                    remove_source(st, tx, rule_id, conn_id);
                 }
-                tx.batch.delete(key_conv(&id));
-                // The messages with everything that points at them: reply jobs, id and client-key
-                // lookups, the time index.
-                for m in store.scan_json::<Message>(&format!("msg/{id}/"))? {
-                    let (at, n) = m.thread_order();
-                    tx.batch.delete(key_msg(&id, n));
-                    tx.batch.delete(key_msg_time(&id, at, n));
-                    tx.batch.delete(format!("mref/{}", m.id));
-                    tx.batch.delete(format!("job/{}", m.id));
-                    let job: Option<super::conversations::OutboundJob> =
-                        store.get_json(&format!("job/{}", m.id))?;
-                    blobs.extend(job.and_then(|j| j.attachment).map(|a| a.blob));
-                    if let Some(key) = &m.client_key {
-                        let key = super::conversations::key_client(&m.sender, &id, key);
-                        tx.batch.delete(key);
-                    }
-                }
-            }
-            let zmid = format!("zmid/{conn_id}/");
-            for (k, _) in store.range(
-                zmid.as_bytes(),
-                &prefix_end(zmid.as_bytes()),
-                false,
-                usize::MAX,
-            )? {
-                tx.batch.delete(k);
-            }
-            let mut audience = vec![conn.connector.clone()];
-            audience.push(EVERYONE.into());
-            tx.emit(EventBody::ConnectionRemoved { id: conn.id }, audience);
-            Ok(())
-        })
-        .await?;
+                // Its conversations, messages and jobs go with it (the foreign keys cascade).
+                tx.touched = true;
+                st.remove_connection(conn_id);
+                tx.deleted_connections.push(conn_id.to_string());
+                let mut audience = vec![conn.connector.clone()];
+                audience.push(EVERYONE.into());
+                tx.emit(EventBody::ConnectionRemoved { id: conn.id }, audience);
+                Ok(blobs)
+            })
+            .await?;
         for blob in blobs {
             self.blobs.remove(&blob);
         }
@@ -244,13 +179,13 @@ impl Hub {
 
     pub async fn create_rule(&self, input: RuleInput) -> HubResult<Rule> {
         let metrics = self.metrics.clone();
-        self.write(|st, tx| save_rule(st, tx, None, input, &metrics))
+        self.write(async |st, tx| save_rule(st, tx, None, input, &metrics))
             .await
     }
 
     pub async fn update_rule(&self, id: &str, input: RuleInput) -> HubResult<Rule> {
         let metrics = self.metrics.clone();
-        self.write(|st, tx| save_rule(st, tx, Some(id), input, &metrics))
+        self.write(async |st, tx| save_rule(st, tx, Some(id), input, &metrics))
             .await
     }
 
@@ -258,18 +193,19 @@ impl Hub {
     /// admins) and their conversations are reconciled.
     pub async fn delete_rule(&self, id: &str) -> HubResult<()> {
         let metrics = self.metrics.clone();
-        self.write(|st, tx| {
+        self.write(async |st, tx| {
             let rule = st
                 .rules
                 .remove(id)
                 .ok_or_else(|| HubError::NotFound(format!("rule {id} not found")))?;
+            tx.touched = true;
             for source in &rule.sources {
                 if let Some(mut conn) = st.connections.get(source).cloned() {
                     conn.rule_id = None;
                     st.put_connection(tx, conn, None);
                 }
             }
-            tx.batch.delete(format!("rule/{id}"));
+            tx.deleted_rules.push(id.to_string());
             tx.emit(
                 EventBody::RuleRemoved { id: id.to_string() },
                 rule.members.clone(),
@@ -393,6 +329,11 @@ fn upsert_connection(
             true,
         ),
     };
+    // The secrets go to the database only; memory knows when the access token expires.
+    let mut conn = conn;
+    let tokens = std::mem::take(&mut conn.tokens);
+    conn.tokens.access_expires_at = tokens.access_expires_at;
+    tx.connection_tokens.insert(conn.id.clone(), tokens);
     st.put_connection(tx, conn.clone(), Some(connector.to_string()));
     Ok((conn, created))
 }

@@ -58,14 +58,40 @@ pub struct OutboundJob {
 pub struct JobAttachment {
     pub kind: wire::OutboundKind,
     pub name: String,
-    /// The blob's name; empty in jobs stored before blobs, which carry `content_base64` until
-    /// the hub opens and moves it into a blob.
-    #[serde(default)]
+    /// The blob's name.
     pub blob: String,
-    #[serde(default)]
     pub size: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content_base64: Option<String>,
+}
+
+impl OutboundJob {
+    pub(super) fn row(&self) -> crate::store::sql::write::JobRow {
+        let attachment = self
+            .attachment
+            .as_ref()
+            .map(|a| serde_json::to_string(a).expect("attachments serialise"));
+        (
+            self.message_id.clone(),
+            self.conversation_id.clone(),
+            self.attempts as i32,
+            self.next_attempt_at,
+            attachment,
+        )
+    }
+
+    fn from_row(row: crate::store::sql::write::JobRow) -> HubResult<OutboundJob> {
+        let (message_id, conversation_id, attempts, next_attempt_at, attachment) = row;
+        let attachment = attachment
+            .map(|a| serde_json::from_str(&a))
+            .transpose()
+            .map_err(|e| HubError::Internal(e.into()))?;
+        Ok(OutboundJob {
+            message_id,
+            conversation_id,
+            attempts: attempts.max(0) as u32,
+            next_attempt_at,
+            attachment,
+        })
+    }
 }
 
 impl Hub {
@@ -73,17 +99,14 @@ impl Hub {
     /// Idempotent by (connection, Zalo msg_id).
     pub async fn ingest(&self, msg: Inbound) -> HubResult<Ingested> {
         let metrics = self.metrics.clone();
-        let store = self.store.clone();
-        let r = self
-            .write(|st, tx| ingest(st, tx, &*store, msg, &metrics))
-            .await?;
-        Ok(r)
+        self.write(async |st, tx| ingest(st, tx, msg, &metrics).await)
+            .await
     }
 
     /// Compare-and-set claim: succeeds only while the conversation waits for a member.
     pub async fn claim(&self, who: &Account, conv_id: &str) -> HubResult<Conversation> {
         let r = self
-            .write(|st, tx| claim(st, tx, who, conv_id, AssignReason::Claim))
+            .write(async |st, tx| claim(st, tx, who, conv_id, AssignReason::Claim))
             .await;
         let counter = match &r {
             Ok(_) => &self.metrics.claims_won,
@@ -109,9 +132,8 @@ impl Hub {
             None => None,
         };
         let blob = attachment.as_ref().map(|a| a.blob.clone());
-        let store = self.store.clone();
         let r = self
-            .write(|st, tx| reply(st, tx, &*store, who, conv_id, input, attachment))
+            .write(async |st, tx| reply(st, tx, who, conv_id, input, attachment).await)
             .await;
         let created = matches!(&r, Ok((_, true)));
         if let (Some(blob), false) = (blob, created) {
@@ -163,7 +185,6 @@ impl Hub {
             name: crate::model::text::file_name(&a.name),
             blob,
             size,
-            content_base64: None,
         })
     }
 
@@ -173,7 +194,7 @@ impl Hub {
         conv_id: &str,
         to: &str,
     ) -> HubResult<Conversation> {
-        self.write(|st, tx| {
+        self.write(async |st, tx| {
             let mut conv = conversation_for_action(st, who, conv_id)?;
             let target = st
                 .find_account(to)
@@ -201,7 +222,7 @@ impl Hub {
 
     /// Who the caller may hand this conversation to: the page's eligible members and admins, the
     /// current assignee excepted, by username.
-    pub fn transfer_targets(
+    pub async fn transfer_targets(
         &self,
         who: &Account,
         conv_id: &str,
@@ -217,13 +238,14 @@ impl Hub {
             targets.sort_by_key(|a| a.username.to_lowercase());
             Ok(targets)
         })
+        .await
     }
 
     /// Gives a conversation back: round robin passes it to the next available member, self-claim
     /// puts it back in the unclaimed queue.
     pub async fn release(&self, who: &Account, conv_id: &str) -> HubResult<Conversation> {
         let metrics = self.metrics.clone();
-        self.write(|st, tx| {
+        self.write(async |st, tx| {
             let mut conv = conversation_for_action(st, who, conv_id)?;
             let conn = st.connections[&conv.connection_id].clone();
             if conn.chat_mode == ChatMode::OnlyMe {
@@ -258,7 +280,7 @@ impl Hub {
     }
 
     pub async fn mark_done(&self, who: &Account, conv_id: &str) -> HubResult<Conversation> {
-        self.write(|st, tx| {
+        self.write(async |st, tx| {
             let mut conv = conversation_for_action(st, who, conv_id)?;
             let before = st.conversation_audience(&conv);
             conv.status = ConvStatus::Done;
@@ -269,7 +291,7 @@ impl Hub {
     }
 
     pub async fn mark_read(&self, who: &Account, conv_id: &str) -> HubResult<Conversation> {
-        self.write(|st, tx| {
+        self.write(async |st, tx| {
             let mut conv = visible_conversation(st, who, conv_id)?;
             if conv.unread.remove(&who.id).is_some() {
                 let before = st.conversation_audience(&conv);
@@ -282,7 +304,7 @@ impl Hub {
 
     /// Updates the customer's profile (from Zalo's user/detail).
     pub async fn set_customer(&self, conv_id: &str, customer: Customer) -> HubResult<()> {
-        self.write(|st, tx| {
+        self.write(async |st, tx| {
             let mut conv =
                 st.conversations.get(conv_id).cloned().ok_or_else(|| {
                     HubError::NotFound(format!("conversation {conv_id} not found"))
@@ -297,11 +319,15 @@ impl Hub {
         .await
     }
 
-    pub fn get_conversation(&self, who: &Account, conv_id: &str) -> HubResult<Conversation> {
-        self.read(|st| visible_conversation(st, who, conv_id))
+    pub async fn get_conversation(
+        &self,
+        who: &Account,
+        conv_id: &str,
+    ) -> HubResult<Conversation> {
+        self.read(|st| visible_conversation(st, who, conv_id)).await
     }
 
-    pub fn list_conversations(
+    pub async fn list_conversations(
         &self,
         who: &Account,
         view: View,
@@ -348,9 +374,10 @@ impl Hub {
                 next_cursor,
             })
         })
+        .await
     }
 
-    pub fn counts(&self, who: &Account) -> wire::Counts {
+    pub async fn counts(&self, who: &Account) -> wire::Counts {
         self.read(|st| {
             let count = |v| {
                 st.conversations
@@ -368,24 +395,27 @@ impl Hub {
                 },
             }
         })
+        .await
     }
 
     /// Messages before `before` (a message id) in the thread's time order, the newest `limit`,
     /// returned oldest first.
-    pub fn list_messages(
+    pub async fn list_messages(
         &self,
         who: &Account,
         conv_id: &str,
         before: Option<&str>,
         limit: usize,
     ) -> HubResult<wire::Page<Message>> {
-        self.get_conversation(who, conv_id)?;
+        self.get_conversation(who, conv_id).await?;
         let limit = limit.clamp(1, 500);
-        let prefix = format!("mt/{conv_id}/");
-        let end = match before {
+        let before = match before {
             Some(b) => {
-                let m = load_message(&*self.store, &Tx::default(), b)
-                    .ok()
+                let m = self
+                    .db
+                    .message(b)
+                    .await
+                    .map_err(store_error)?
                     .filter(|m| m.conversation_id == conv_id)
                     .ok_or_else(|| {
                         HubError::BadRequest(format!(
@@ -393,21 +423,17 @@ impl Hub {
                         ))
                     })?;
                 let (at, n) = m.thread_order();
-                key_msg_time(conv_id, at, n).into_bytes()
+                Some((at, n as i64))
             }
-            None => prefix_end(prefix.as_bytes()),
+            None => None,
         };
-        let rows = self
-            .store
-            .range(prefix.as_bytes(), &end, true, limit + 1)
-            .map_err(HubError::Internal)?;
-        let more = rows.len() > limit;
-        let mut items = Vec::with_capacity(limit);
-        for (_, v) in rows.into_iter().take(limit) {
-            let id: MessageId =
-                serde_json::from_slice(&v).map_err(|e| HubError::Internal(e.into()))?;
-            items.push(load_message(&*self.store, &Tx::default(), &id)?);
-        }
+        let mut items = self
+            .db
+            .thread(conv_id, before, limit as i64 + 1)
+            .await
+            .map_err(store_error)?;
+        let more = items.len() > limit;
+        items.truncate(limit);
         items.reverse();
         let next_cursor = if more {
             items.first().map(|m| m.id.clone())
@@ -417,18 +443,24 @@ impl Hub {
         Ok(wire::Page { items, next_cursor })
     }
 
-    pub fn message(&self, id: &str) -> HubResult<Message> {
-        load_message(&*self.store, &Tx::default(), id)
+    pub async fn message(&self, id: &str) -> HubResult<Message> {
+        self.db
+            .message(id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| HubError::NotFound(format!("message {id} not found")))
     }
 
     /// Replies waiting to be sent, oldest first.
-    pub fn outbound_jobs(&self) -> HubResult<Vec<OutboundJob>> {
-        Ok(self.store.scan_json("job/")?)
+    pub async fn outbound_jobs(&self) -> HubResult<Vec<OutboundJob>> {
+        let rows = self.db.jobs().await.map_err(store_error)?;
+        rows.into_iter().map(OutboundJob::from_row).collect()
     }
 
     /// The job as stored now (`None` once finished).
-    pub fn outbound_job(&self, message_id: &str) -> HubResult<Option<OutboundJob>> {
-        Ok(self.store.get_json(&format!("job/{message_id}"))?)
+    pub async fn outbound_job(&self, message_id: &str) -> HubResult<Option<OutboundJob>> {
+        let row = self.db.job(message_id).await.map_err(store_error)?;
+        row.map(OutboundJob::from_row).transpose()
     }
 
     /// Where a job's attachment bytes are (the sender streams them from there).
@@ -437,8 +469,8 @@ impl Hub {
     }
 
     pub async fn reschedule_job(&self, job: OutboundJob) -> HubResult<()> {
-        self.write(|_, tx| {
-            tx.batch.put_json(format!("job/{}", job.message_id), &job);
+        self.write(async |_, tx| {
+            tx.jobs.insert(job.message_id.clone(), Some(job));
             Ok(())
         })
         .await
@@ -452,12 +484,11 @@ impl Hub {
         outcome: SendOutcome,
     ) -> HubResult<Option<Message>> {
         let message_id = job.message_id.as_str();
-        let store = self.store.clone();
         let r = self
-            .write(|st, tx| {
+            .write(async |st, tx| {
                 // Whatever happens, the job is finished: a job is never retried forever.
-                tx.batch.delete(format!("job/{message_id}"));
-                let mut msg = match load_message(&*store, tx, message_id) {
+                tx.jobs.insert(message_id.to_string(), None);
+                let mut msg = match load_message(tx, message_id).await {
                     Ok(m) => m,
                     Err(HubError::NotFound(_)) => return Ok(None),
                     Err(e) => return Err(e),
@@ -478,8 +509,7 @@ impl Hub {
                         msg.delivery = Some(Delivery::Unknown);
                         msg.error_code = Some(crate::zalo::AMBIGUOUS);
                         msg.error_reason = Some(reason.clone());
-                        tx.batch
-                            .put_json(key_unknown(&msg.id), &msg.conversation_id);
+                        tx.unknown.insert(msg.id.clone(), (msg.clone(), true));
                     }
                 }
                 put_message(st, tx, &msg);
@@ -502,37 +532,22 @@ impl Hub {
     /// `failed`, so the agent knows to send them again.
     pub async fn expire_unknown_sends(&self, window: Ms) -> HubResult<usize> {
         let now = now_ms();
-        let store = self.store.clone();
         // Read first, write only when a reply is due: the sender calls this every second.
-        let settled_or_due = |key: &[u8]| {
-            let id = String::from_utf8_lossy(&key[4..]).into_owned();
-            load_message(&*store, &Tx::default(), &id).map_or(true, |m| {
-                m.delivery != Some(Delivery::Unknown) || now - m.created_at > window
-            })
-        };
-        let waiting: Vec<(Vec<u8>, Vec<u8>)> = self
-            .store
-            .range(b"unk/", &prefix_end(b"unk/"), false, usize::MAX)
-            .map_err(HubError::Internal)?
-            .into_iter()
-            .filter(|(k, _)| settled_or_due(k))
-            .collect();
+        let waiting = self.db.unknown_sends().await.map_err(store_error)?;
         if waiting.is_empty() {
             return Ok(0);
         }
         let expired = self
-            .write(|st, tx| {
+            .write(async |st, tx| {
                 let mut expired = 0;
-                for (k, _) in &waiting {
-                    let id = String::from_utf8_lossy(&k[4..]).into_owned();
-                    let Ok(mut msg) = load_message(&*store, tx, &id) else {
-                        tx.batch.delete(k.clone());
+                for (id, _) in &waiting {
+                    let Ok(mut msg) = load_message(tx, id).await else {
                         continue;
                     };
                     if msg.delivery != Some(Delivery::Unknown) {
-                        tx.batch.delete(k.clone());
+                        tx.unknown.insert(msg.id.clone(), (msg, false));
                     } else if now - msg.created_at > window {
-                        tx.batch.delete(k.clone());
+                        tx.unknown.insert(msg.id.clone(), (msg.clone(), false));
                         msg.delivery = Some(Delivery::Failed);
                         msg.error_reason = Some(
                             "Zalo không xác nhận đã nhận tin — hãy gửi lại / Zalo never confirmed it — send it again".into(),
@@ -549,11 +564,6 @@ impl Hub {
     }
 }
 
-/// `unk/<message id>`: replies whose send is ambiguous, waiting for Zalo's echo.
-pub(super) fn key_unknown(message_id: &str) -> String {
-    format!("unk/{message_id}")
-}
-
 /// Zalo took our reply (its answer, or its echo): record its id; a receipt may have come first.
 pub(super) fn mark_sent(tx: &mut Tx, conn_id: &str, msg: &mut Message, zalo_id: &str) {
     msg.zalo_msg_id = Some(zalo_id.to_string());
@@ -563,34 +573,52 @@ pub(super) fn mark_sent(tx: &mut Tx, conn_id: &str, msg: &mut Message, zalo_id: 
     if msg.error_code == Some(crate::zalo::AMBIGUOUS) {
         msg.error_code = None;
         msg.error_reason = None;
-        tx.batch.delete(key_unknown(&msg.id));
+        tx.unknown.insert(msg.id.clone(), (msg.clone(), false));
     }
-    tx.batch
-        .put_json(format!("zmid/{conn_id}/{zalo_id}"), &msg.id);
+    tx.zalo_ids
+        .insert((conn_id.to_string(), zalo_id.to_string()), msg.id.clone());
 }
 
-pub(super) fn load_message(store: &dyn Store, tx: &Tx, id: &str) -> HubResult<Message> {
-    let missing = || HubError::NotFound(format!("message {id} not found"));
-    let conv: String = tx
-        .lookup(store, &format!("mref/{id}"))?
-        .ok_or_else(missing)?;
-    let n = message_seq(id).ok_or_else(missing)?;
-    tx.lookup(store, &key_msg(&conv, n))?.ok_or_else(missing)
+/// A message as this change sees it: its own writes first, then the database.
+pub(super) async fn load_message(tx: &mut Tx, id: &str) -> HubResult<Message> {
+    if let Some((_, m)) = tx.messages.get(id) {
+        return Ok(m.clone());
+    }
+    tx.db
+        .message(id)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| HubError::NotFound(format!("message {id} not found")))
+}
+
+/// The message with this Zalo id on this page, as this change sees it.
+pub(super) async fn message_by_zalo_id(
+    tx: &mut Tx,
+    conn_id: &str,
+    zalo_id: &str,
+) -> HubResult<Option<MessageId>> {
+    let key = (conn_id.to_string(), zalo_id.to_string());
+    if let Some(id) = tx.zalo_ids.get(&key) {
+        return Ok(Some(id.clone()));
+    }
+    tx.db
+        .message_id_by_zalo_id(conn_id, zalo_id)
+        .await
+        .map_err(store_error)
 }
 
 /// Moves an outbound message's delivery state forward (never back, never out of `failed`).
-pub(super) fn apply_delivery(
+pub(super) async fn apply_delivery(
     st: &State,
     tx: &mut Tx,
-    store: &dyn Store,
     conn_id: &str,
     zalo_msg_id: &str,
     state: Delivery,
 ) -> HubResult<bool> {
-    let Some(id) = tx.lookup::<String>(store, &format!("zmid/{conn_id}/{zalo_msg_id}"))? else {
+    let Some(id) = message_by_zalo_id(tx, conn_id, zalo_msg_id).await? else {
         return Ok(false);
     };
-    let mut msg = load_message(store, tx, &id)?;
+    let mut msg = load_message(tx, &id).await?;
     if msg.direction == Direction::Outbound
         && msg
             .delivery
@@ -603,15 +631,15 @@ pub(super) fn apply_delivery(
 }
 
 pub(super) fn put_message(st: &State, tx: &mut Tx, msg: &Message) {
-    let (at, n) = msg.thread_order();
-    tx.batch.put_json(key_msg(&msg.conversation_id, n), msg);
-    tx.batch
-        .put_json(key_msg_time(&msg.conversation_id, at, n), &msg.id);
-    tx.batch
-        .put_json(format!("mref/{}", msg.id), &msg.conversation_id);
-    let audience = st
-        .conversations
-        .get(&msg.conversation_id)
+    let conv = st.conversations.get(&msg.conversation_id);
+    let conn_id = conv.map(|c| c.connection_id.clone()).unwrap_or_default();
+    if let Some(zid) = &msg.zalo_msg_id {
+        tx.zalo_ids
+            .insert((conn_id.clone(), zid.clone()), msg.id.clone());
+    }
+    tx.messages
+        .insert(msg.id.clone(), (conn_id, msg.clone()));
+    let audience = conv
         .map(|c| st.conversation_audience(c))
         .unwrap_or_default();
     tx.emit(
@@ -632,11 +660,6 @@ impl State {
                 .get(&conv.connection_id)
                 .is_some_and(|conn| routing::is_eligible(self.page_of(conn), &target.id))
     }
-}
-
-/// `ckey/<account>/<conversation>/<client key>` → the reply it made.
-pub(super) fn key_client(account: &str, conv_id: &str, key: &str) -> String {
-    format!("ckey/{account}/{conv_id}/{key}")
 }
 
 fn in_view(st: &State, who: &Account, view: View, c: &Conversation) -> bool {
@@ -745,10 +768,9 @@ fn claim(
 }
 
 /// Records a reply and its job; `true` when it is new (not a repeated client key).
-fn reply(
+async fn reply(
     st: &mut State,
     tx: &mut Tx,
-    store: &dyn Store,
     who: &Account,
     conv_id: &str,
     input: ReplyInput,
@@ -762,8 +784,9 @@ fn reply(
     }
     // The key is looked up only where the caller may reply: scoped to them and this conversation.
     visible_conversation(st, who, conv_id)?;
-    if let Some(id) = store.get_json::<String>(&key_client(&who.id, conv_id, key))? {
-        return Ok((load_message(store, tx, &id)?, false));
+    let used = tx.db.message_id_by_client_key(&who.id, conv_id, key).await;
+    if let Some(id) = used.map_err(store_error)? {
+        return Ok((load_message(tx, &id).await?, false));
     }
     let text = crate::model::text::nfc(&input.text);
     let chars = crate::model::text::char_count(&text);
@@ -825,16 +848,15 @@ fn reply(
         created_at: now,
         raw: None,
     };
-    tx.batch.put_json(key_client(&who.id, conv_id, key), &id);
-    tx.batch.put_json(
-        format!("job/{id}"),
-        &OutboundJob {
+    tx.jobs.insert(
+        id.clone(),
+        Some(OutboundJob {
             message_id: id.clone(),
             conversation_id: conv.id.clone(),
             attempts: 0,
             next_attempt_at: now,
             attachment,
-        },
+        }),
     );
     put_message(st, tx, &msg);
     let before = st.conversation_audience(&conv);
@@ -854,10 +876,9 @@ pub(crate) fn preview_of(m: &Message) -> String {
     body.chars().take(120).collect()
 }
 
-pub(super) fn ingest(
+pub(super) async fn ingest(
     st: &mut State,
     tx: &mut Tx,
-    store: &dyn Store,
     msg: Inbound,
     metrics: &Metrics,
 ) -> HubResult<Ingested> {
@@ -868,7 +889,7 @@ pub(super) fn ingest(
         )));
     };
     if let Some(zid) = &msg.zalo_msg_id {
-        if let Some(existing) = tx.lookup::<String>(store, &format!("zmid/{}/{zid}", conn.id))? {
+        if let Some(existing) = message_by_zalo_id(tx, &conn.id, zid).await? {
             metrics.webhooks_duplicate.inc();
             return Ok(Ingested::Duplicate {
                 message_id: existing,
@@ -962,10 +983,6 @@ pub(super) fn ingest(
     if msg.at >= conv.last_activity_at || is_new {
         conv.last_activity_at = conv.last_activity_at.max(msg.at);
         conv.preview = preview_of(&message);
-    }
-    if let Some(zid) = &msg.zalo_msg_id {
-        tx.batch
-            .put_json(format!("zmid/{}/{zid}", conn.id), &message.id);
     }
     st.put_conversation(tx, conv.clone(), before);
     put_message(st, tx, &message);

@@ -1,4 +1,4 @@
-//! Whether the hub can serve (`GET /healthz`): its store takes a durable write, and its
+//! Whether the hub can serve (`GET /healthz`): its database takes a durable write, and its
 //! background workers (webhook intake, Zalo sender) are alive.
 
 use super::{Hub, HubError};
@@ -35,9 +35,9 @@ pub struct HealthReport {
 impl Hub {
     pub async fn check_health(&self) -> HealthReport {
         let mut checks = BTreeMap::new();
-        let probe = self.write(|_, tx| {
-            tx.batch.put_json("meta/health", &crate::model::now_ms());
-            Ok(())
+        let probe = self.write(async |_, tx| {
+            let now = crate::model::now_ms();
+            tx.db.touch_health(now).await.map_err(super::store_error)
         });
         let store = match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
             Ok(Ok(())) => "ok".to_string(),

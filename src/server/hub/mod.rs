@@ -1,17 +1,20 @@
-//! The hub's core: the in-memory view of every account, connection, rule and conversation, kept
-//! in step with the durable store. Every change runs under one lock, is written as one atomic
-//! batch together with its events, and is acknowledged only once the group commit made it durable.
+//! The hub's core: every change runs as one database transaction under the database's write
+//! lock (see `store::sql::write`), and its events are published only after it commits. Memory
+//! holds a cache of accounts, pages, rules and conversations, derived from committed data and
+//! kept current from the event log (its own changes, and other hubs' as they commit); messages,
+//! jobs and tokens are read from the database.
 
 use crate::model::*;
 use crate::routing::{self, visibility, Page};
-use crate::store::{prefix_end, Batch, GroupCommit, Store, StoreExt};
+use crate::store::sql::events::LoggedEvent;
+use crate::store::sql::write::WriteTx;
+use crate::store::sql::Db;
 use crate::wire::{ConnectionView, Event, EventBody, RuleRef};
-use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use tokio::sync::{broadcast, Notify};
+use tokio::sync::{broadcast, Notify, RwLock};
 
 mod admin;
 pub use admin::{OaInfo, PendingConsent};
@@ -23,7 +26,7 @@ mod webhooks;
 pub use conversations::{Inbound, Ingested, OutboundJob, SendOutcome};
 pub use health::Health;
 pub use metrics::Metrics;
-pub use webhooks::DeadWebhook;
+pub use webhooks::{DeadWebhook, WebhookOutcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HubError {
@@ -47,8 +50,62 @@ pub enum HubError {
     /// Too much is waiting already; try again later (429).
     #[error("{message}")]
     TooMany { code: &'static str, message: String },
+    /// The database cannot be reached or is full: nothing was changed; try again (503 / 507).
+    #[error("{message}")]
+    Store { full: bool, message: String },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for HubError {
+    fn from(e: sqlx::Error) -> Self {
+        store_error(e)
+    }
+}
+
+/// The database error behind a failure, if one is.
+fn sqlx_cause(e: &anyhow::Error) -> Option<&sqlx::Error> {
+    use crate::store::sql::StoreError;
+    e.chain().find_map(|cause| {
+        cause.downcast_ref::<sqlx::Error>().or_else(|| {
+            match cause.downcast_ref::<StoreError>() {
+                Some(StoreError::Other(inner)) => inner.downcast_ref::<sqlx::Error>(),
+                _ => None,
+            }
+        })
+    })
+}
+
+/// Sorts a database failure: unreachable or full (the caller may retry) or a bug.
+fn store_error(e: impl Into<anyhow::Error>) -> HubError {
+    let e = e.into();
+    let Some(sql) = sqlx_cause(&e) else {
+        return HubError::Internal(e);
+    };
+    let full = match sql {
+        sqlx::Error::Database(d) => {
+            // SQLITE_FULL (13) and PostgreSQL's disk_full (53100).
+            matches!(d.code().as_deref(), Some("13") | Some("53100"))
+                || d.message().contains("database or disk is full")
+        }
+        _ => false,
+    };
+    let unavailable = matches!(
+        sql,
+        sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Protocol(_)
+    ) || matches!(sql, sqlx::Error::Database(d) if d.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")));
+    if full || unavailable {
+        HubError::Store {
+            full,
+            message: format!("{e:#}"),
+        }
+    } else {
+        HubError::Internal(e)
+    }
 }
 
 pub type HubResult<T> = Result<T, HubError>;
@@ -75,6 +132,18 @@ impl StoredEvent {
         }
     }
 
+    /// The event as the log's row has it.
+    fn from_logged(e: LoggedEvent) -> anyhow::Result<StoredEvent> {
+        Ok(StoredEvent::new(
+            Event {
+                seq: e.seq as u64,
+                at: e.at,
+                body: serde_json::from_str(&e.body)?,
+            },
+            serde_json::from_str(&e.audience)?,
+        ))
+    }
+
     /// `{"type":"event","event":…}`, as `wire::Frame::Event` serialises.
     pub fn frame_json(&self) -> &str {
         self.frame.get_or_init(|| {
@@ -84,75 +153,279 @@ impl StoredEvent {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
+/// The numbers behind new ids, as the `counters` table has them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Counters {
     account: u64,
     connection: u64,
     rule: u64,
     conversation: u64,
     message: u64,
-    seq: u64,
-    webhook: u64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Credential {
-    account_id: AccountId,
-    token_hash: String,
+impl Counters {
+    const NAMES: [&'static str; 5] = ["account", "connection", "rule", "conversation", "message"];
+
+    fn get(&self, name: &str) -> u64 {
+        match name {
+            "account" => self.account,
+            "connection" => self.connection,
+            "rule" => self.rule,
+            "conversation" => self.conversation,
+            _ => self.message,
+        }
+    }
+
+    fn set(&mut self, name: &str, value: u64) {
+        match name {
+            "account" => self.account = value,
+            "connection" => self.connection = value,
+            "rule" => self.rule = value,
+            "conversation" => self.conversation = value,
+            "message" => self.message = value,
+            _ => {}
+        }
+    }
 }
 
 pub struct State {
     accounts: BTreeMap<AccountId, Account>,
-    credentials: HashMap<AccountId, String>,
-    token_index: HashMap<String, AccountId>,
     connections: BTreeMap<ConnectionId, Connection>,
     rules: BTreeMap<RuleId, Rule>,
     conversations: HashMap<ConversationId, Conversation>,
     by_customer: HashMap<(ConnectionId, String), ConversationId>,
     counters: Counters,
-    oldest_seq: u64,
+    /// The last event this cache includes.
+    applied: u64,
 }
 
-/// The writes and events of one change.
-#[derive(Default)]
+impl State {
+    fn from_snapshot(s: crate::store::sql::write::Snapshot) -> State {
+        let mut st = State {
+            accounts: s.accounts.into_iter().map(|a| (a.id.clone(), a)).collect(),
+            connections: s
+                .connections
+                .into_iter()
+                .map(|c| (c.id.clone(), c))
+                .collect(),
+            rules: s.rules.into_iter().map(|r| (r.id.clone(), r)).collect(),
+            conversations: HashMap::new(),
+            by_customer: HashMap::new(),
+            counters: Counters::default(),
+            applied: s.head.max(0) as u64,
+        };
+        for (name, value) in &s.counters {
+            st.counters.set(name, (*value).max(0) as u64);
+        }
+        for c in s.conversations {
+            st.by_customer.insert(
+                (c.connection_id.clone(), c.customer.user_id.clone()),
+                c.id.clone(),
+            );
+            st.conversations.insert(c.id.clone(), c);
+        }
+        st
+    }
+
+    /// Brings the cache up to a committed event (another hub's, or this one's own).
+    fn apply(&mut self, event: &Event) {
+        match &event.body {
+            EventBody::Conversation { conversation: c } => {
+                self.by_customer.insert(
+                    (c.connection_id.clone(), c.customer.user_id.clone()),
+                    c.id.clone(),
+                );
+                self.conversations.insert(c.id.clone(), c.clone());
+            }
+            EventBody::Message { .. } => {}
+            EventBody::Connection { connection: v, .. } => {
+                let conn = Connection {
+                    id: v.id.clone(),
+                    oa_id: v.oa_id.clone(),
+                    name: v.name.clone(),
+                    avatar: v.avatar.clone(),
+                    category: v.category.clone(),
+                    connector: v.connector.clone(),
+                    connected_at: v.connected_at,
+                    last_connected_at: v.last_connected_at,
+                    chat_mode: v.chat_mode,
+                    rule_id: v.rule_id.clone(),
+                    status: v.status,
+                    status_reason: v.status_reason.clone(),
+                    tokens: TokenPair {
+                        access_expires_at: v.token_expires_at.unwrap_or(0),
+                        ..Default::default()
+                    },
+                    last_event_at: v.last_event_at,
+                    last_error: v.last_error.clone(),
+                };
+                self.connections.insert(conn.id.clone(), conn);
+            }
+            EventBody::ConnectionRemoved { id } => self.remove_connection(id),
+            EventBody::Rule { rule } => {
+                self.rules.insert(rule.id.clone(), rule.clone());
+            }
+            EventBody::RuleRemoved { id } => {
+                self.rules.remove(id);
+            }
+            EventBody::Account { account } => {
+                self.accounts.insert(account.id.clone(), account.clone());
+            }
+        }
+        self.applied = self.applied.max(event.seq);
+    }
+
+    fn remove_connection(&mut self, id: &str) {
+        self.connections.remove(id);
+        self.conversations.retain(|_, c| c.connection_id != id);
+        self.by_customer.retain(|(page, _), _| page != id);
+    }
+}
+
+/// One change in the making: the open transaction, the records it writes (written together at
+/// commit, a few multi-row statements for a whole webhook batch) and its events.
 pub struct Tx {
-    batch: Batch,
+    db: WriteTx,
+    counters_at_begin: Counters,
+    accounts: BTreeMap<AccountId, Account>,
+    tokens: Vec<(AccountId, String)>,
+    connections: BTreeMap<ConnectionId, Connection>,
+    connection_tokens: BTreeMap<ConnectionId, TokenPair>,
+    rules: BTreeMap<RuleId, Rule>,
+    cursors: BTreeMap<RuleId, AccountId>,
+    conversations: BTreeMap<ConversationId, Conversation>,
+    /// Messages with their page's id.
+    messages: BTreeMap<MessageId, (ConnectionId, Message)>,
+    /// (page, Zalo message id) → message, for the messages of this change.
+    zalo_ids: HashMap<(ConnectionId, String), MessageId>,
+    /// Reply jobs to queue or re-schedule (`Some`) or remove (`None`).
+    jobs: BTreeMap<MessageId, Option<OutboundJob>>,
+    /// Sends whose outcome is unknown: start (`true`) or stop (`false`) waiting for the echo.
+    unknown: BTreeMap<MessageId, (Message, bool)>,
+    deleted_rules: Vec<RuleId>,
+    deleted_connections: Vec<ConnectionId>,
+    raw: Vec<(i64, Ms, String)>,
     events: Vec<(EventBody, Vec<AccountId>)>,
+    /// Memory was changed directly (not only through the buffers above).
+    touched: bool,
 }
 
 impl Tx {
-    /// Reads a record as this change sees it: its own writes first, then the store.
-    fn lookup<T: serde::de::DeserializeOwned>(
-        &self,
-        store: &dyn Store,
-        key: &str,
-    ) -> HubResult<Option<T>> {
-        let raw = match self.batch.get(key.as_bytes()) {
-            Some(v) => v.map(<[u8]>::to_vec),
-            None => store.get(key.as_bytes())?,
-        };
-        match raw {
-            Some(v) => Ok(Some(
-                serde_json::from_slice(&v).map_err(|e| HubError::Internal(e.into()))?,
-            )),
-            None => Ok(None),
+    fn new(db: WriteTx, counters: Counters) -> Tx {
+        Tx {
+            db,
+            counters_at_begin: counters,
+            accounts: Default::default(),
+            tokens: Default::default(),
+            connections: Default::default(),
+            connection_tokens: Default::default(),
+            rules: Default::default(),
+            cursors: Default::default(),
+            conversations: Default::default(),
+            messages: Default::default(),
+            zalo_ids: Default::default(),
+            jobs: Default::default(),
+            unknown: Default::default(),
+            deleted_rules: Default::default(),
+            deleted_connections: Default::default(),
+            raw: Default::default(),
+            events: Default::default(),
+            touched: false,
         }
     }
 
     fn emit(&mut self, body: EventBody, audience: Vec<AccountId>) {
         self.events.push((body, audience));
     }
+
+    /// Whether memory may differ from the database if this change is abandoned.
+    fn changed_memory(&self) -> bool {
+        self.touched
+            || !self.events.is_empty()
+            || !self.accounts.is_empty()
+            || !self.connections.is_empty()
+            || !self.rules.is_empty()
+            || !self.cursors.is_empty()
+            || !self.conversations.is_empty()
+    }
+
+    /// Writes the buffered records, parents before children, then the events.
+    async fn flush(&mut self, st: &State, now: Ms) -> anyhow::Result<Vec<LoggedEvent>> {
+        let db = &mut self.db;
+        for a in self.accounts.values() {
+            db.save_account(a).await?;
+        }
+        for (account, hash) in &self.tokens {
+            db.save_token(account, hash, now).await?;
+        }
+        for c in self.connections.values() {
+            db.save_connection(c).await?;
+        }
+        for (id, t) in &self.connection_tokens {
+            db.save_tokens(id, t, now).await?;
+        }
+        for r in self.rules.values() {
+            db.save_rule(r).await?;
+        }
+        for (rule, cursor) in &self.cursors {
+            if !self.rules.contains_key(rule) {
+                db.set_cursor(rule, cursor).await?;
+            }
+        }
+        let convs: Vec<&Conversation> = self.conversations.values().collect();
+        if !convs.is_empty() {
+            db.save_conversations(&convs).await?;
+        }
+        let msgs: Vec<(&str, &Message)> = self
+            .messages
+            .values()
+            .map(|(page, m)| (page.as_str(), m))
+            .collect();
+        if !msgs.is_empty() {
+            db.save_messages(&msgs).await?;
+        }
+        for (id, job) in &self.jobs {
+            match job {
+                Some(j) => db.save_job(&j.row()).await?,
+                None => db.delete_job(id).await?,
+            }
+        }
+        for (msg, waiting) in self.unknown.values() {
+            db.set_unknown_send(msg, *waiting).await?;
+        }
+        for id in &self.deleted_rules {
+            db.delete_rule(id).await?;
+        }
+        for id in &self.deleted_connections {
+            db.delete_connection(id).await?;
+        }
+        if !self.raw.is_empty() {
+            db.store_raw_events(&self.raw).await?;
+        }
+        for name in Counters::NAMES {
+            let value = st.counters.get(name);
+            if value != self.counters_at_begin.get(name) {
+                db.set_counter(name, value as i64).await?;
+            }
+        }
+        let events = std::mem::take(&mut self.events)
+            .into_iter()
+            .map(|(body, audience)| {
+                let body = serde_json::to_string(&body).expect("events serialise");
+                let audience = serde_json::to_string(&audience).expect("audiences serialise");
+                (now, audience, body)
+            })
+            .collect();
+        db.append_events(events).await
+    }
 }
 
 pub struct Hub {
-    state: Mutex<State>,
-    store: Arc<dyn Store>,
-    commit: GroupCommit<Arc<StoredEvent>>,
+    db: Arc<Db>,
+    state: RwLock<State>,
     live: broadcast::Sender<Arc<StoredEvent>>,
-    published: Arc<AtomicU64>,
-    /// Webhook intake: the write-ahead log and the queue the worker drains (see webhooks.rs).
-    intake: webhooks::Intake,
+    /// The last event published live (= the cache's), for streams joining.
+    published: AtomicU64,
     retention: u64,
     pub metrics: Arc<Metrics>,
     /// Woken when an outbound reply is queued (the Zalo sender listens).
@@ -167,114 +440,26 @@ pub struct Hub {
     blobs: Arc<crate::store::blobs::Blobs>,
     /// `[server] max_pending_attachment_bytes`.
     max_pending_attachment_bytes: AtomicU64,
+    /// Webhooks waiting for the intake batch that stores and applies them.
+    intake: webhooks::Intake,
 }
 
-fn key_conv(id: &str) -> String {
-    format!("conv/{id}")
-}
-fn key_msg(conv: &str, n: u64) -> String {
-    format!("msg/{conv}/{n:020}")
-}
-/// The thread's time index: messages in the customer's time order, then arrival order.
-fn key_msg_time(conv: &str, at: Ms, n: u64) -> String {
-    format!("mt/{conv}/{:020}/{n:020}", at.max(0))
-}
-fn key_evt(seq: u64) -> String {
-    format!("evt/{seq:020}")
-}
-
-/// Jobs and blobs agree at start: attachments that jobs stored before blobs carried inline are
-/// moved into blobs, and blobs no job refers to (a reply refused or interrupted by a crash after
-/// its bytes were written) are removed.
-fn settle_blobs(store: &dyn Store, blobs: &crate::store::blobs::Blobs) -> anyhow::Result<()> {
-    use base64::Engine;
-    let mut batch = crate::store::Batch::default();
-    let mut referenced = std::collections::HashSet::new();
-    for mut job in store.scan_json::<conversations::OutboundJob>("job/")? {
-        let Some(a) = job.attachment.as_mut() else {
-            continue;
-        };
-        let inline = a.content_base64.take();
-        if let Some(inline) = &inline {
-            let bytes = base64::engine::general_purpose::STANDARD.decode(inline)?;
-            a.size = bytes.len() as u64;
-            a.blob = blobs.put(&bytes)?;
-        }
-        referenced.insert(a.blob.clone());
-        if inline.is_some() {
-            batch.put_json(format!("job/{}", job.message_id), &job);
-        }
-    }
-    if !batch.is_empty() {
-        tracing::info!("moved attachments of stored replies into blob files");
-        store.apply(batch)?;
-        store.flush()?;
-    }
+/// Blobs no job refers to (a reply refused, or interrupted by a crash after its bytes were
+/// written) are removed at start.
+async fn settle_blobs(db: &Db, blobs: &crate::store::blobs::Blobs) -> anyhow::Result<()> {
+    let referenced: HashSet<String> = db
+        .job_attachments()
+        .await?
+        .into_iter()
+        .filter_map(|a| serde_json::from_str::<conversations::JobAttachment>(&a).ok())
+        .map(|a| a.blob)
+        .collect();
     for name in blobs.names()? {
         if !referenced.contains(&name) {
             blobs.remove(&name);
         }
     }
     Ok(())
-}
-
-/// The hub's memory as the store has it: everything an API answer or routing decision reads.
-fn load_state(store: &dyn Store) -> anyhow::Result<State> {
-    let mut st = State {
-        accounts: BTreeMap::new(),
-        credentials: HashMap::new(),
-        token_index: HashMap::new(),
-        connections: BTreeMap::new(),
-        rules: BTreeMap::new(),
-        conversations: HashMap::new(),
-        by_customer: HashMap::new(),
-        counters: store.get_json("meta/counters")?.unwrap_or_default(),
-        oldest_seq: 0,
-    };
-    for a in store.scan_json::<Account>("acct/")? {
-        st.accounts.insert(a.id.clone(), a);
-    }
-    for c in store.scan_json::<Credential>("cred/")? {
-        st.token_index
-            .insert(c.token_hash.clone(), c.account_id.clone());
-        st.credentials.insert(c.account_id, c.token_hash);
-    }
-    for c in store.scan_json::<Connection>("conn/")? {
-        st.connections.insert(c.id.clone(), c);
-    }
-    for r in store.scan_json::<Rule>("rule/")? {
-        st.rules.insert(r.id.clone(), r);
-    }
-    for c in store.scan_json::<Conversation>("conv/")? {
-        st.by_customer.insert(
-            (c.connection_id.clone(), c.customer.user_id.clone()),
-            c.id.clone(),
-        );
-        st.conversations.insert(c.id.clone(), c);
-    }
-    let first = store.range(b"evt/", &prefix_end(b"evt/"), false, 1)?;
-    st.oldest_seq = match first.first() {
-        Some((_, v)) => serde_json::from_slice::<StoredEvent>(v)?.event.seq,
-        None => st.counters.seq + 1,
-    };
-    Ok(st)
-}
-
-/// Data dirs written before the thread's time index existed get it once, at start.
-fn index_message_times(store: &dyn Store) -> anyhow::Result<()> {
-    const DONE: &str = "meta/index/mt";
-    if store.get(DONE.as_bytes())?.is_some() {
-        return Ok(());
-    }
-    let mut batch = Batch::default();
-    for m in store.scan_json::<Message>("msg/")? {
-        let (at, n) = m.thread_order();
-        batch.put_json(key_msg_time(&m.conversation_id, at, n), &m.id);
-    }
-    tracing::info!(messages = batch.len(), "indexed messages by time");
-    batch.put_json(DONE, &true);
-    store.apply(batch)?;
-    store.flush()
 }
 
 pub fn hash_token(token: &str) -> String {
@@ -287,71 +472,34 @@ fn new_token() -> String {
 }
 
 impl Hub {
-    /// Loads the hub's state from the store and starts its group-commit flusher.
-    /// `retention` is how many events the log keeps for reconnecting consoles.
-    /// `data_dir` holds the write-ahead log of webhook intake (`webhooks.log`) and the
-    /// attachments waiting to be sent (`attachments/`).
-    pub fn open(
-        store: Arc<dyn Store>,
+    /// Loads the hub's cache from the database and starts following the event log.
+    /// `retention` is how many events the log keeps for reconnecting consoles; `data_dir` holds
+    /// the attachments waiting to be sent (`attachments/`).
+    pub async fn open(
+        db: Arc<Db>,
         data_dir: &std::path::Path,
         retention: u64,
     ) -> anyhow::Result<Arc<Hub>> {
-        let webhook_log = data_dir.join("webhooks.log");
         let blobs = Arc::new(crate::store::blobs::Blobs::open(
             &data_dir.join("attachments"),
         )?);
-        settle_blobs(&*store, &blobs)?;
-        index_message_times(&*store)?;
-        let st = load_state(&*store)?;
-        let head = st.counters.seq;
-        // Webhooks acknowledged but not yet applied (a crash in between) are in the log past the
-        // applied watermark; numbering continues after the highest number ever used.
-        let (wal, logged) = crate::store::wal::Wal::open(&webhook_log)?;
-        let applied = st.counters.webhook;
-        let pending: std::collections::VecDeque<(u64, Vec<u8>)> =
-            logged.into_iter().filter(|(n, _)| *n > applied).collect();
-        let webhook_seq = pending.back().map(|(n, _)| *n).unwrap_or(0).max(applied);
-        if !pending.is_empty() {
-            tracing::info!(
-                count = pending.len(),
-                "re-queued acknowledged webhooks from the log"
-            );
-        }
-        let (live, _) = broadcast::channel(4096);
-        let published = Arc::new(AtomicU64::new(head));
+        settle_blobs(&db, &blobs).await?;
+        let st = State::from_snapshot(db.load().await?);
         let metrics = Arc::new(Metrics::default());
-        let dead = store.range(b"dead/", &prefix_end(b"dead/"), false, usize::MAX)?;
-        metrics.webhooks_dead.set(dead.len() as i64);
-        let publish = {
-            let live = live.clone();
-            let published = published.clone();
-            let metrics = metrics.clone();
-            move |events: Vec<Arc<StoredEvent>>| {
-                for e in events {
-                    // Advance `published` before sending: a stream that subscribes and then reads
-                    // `published` either replays this event from the store or receives it live.
-                    published.store(e.event.seq, Ordering::SeqCst);
-                    metrics.events_total.inc();
-                    let _ = live.send(e);
-                }
-            }
-        };
-        let commit = GroupCommit::start(store.clone(), publish);
+        metrics.webhooks_dead.set(db.dead_webhook_count().await? as i64);
         tracing::info!(
             accounts = st.accounts.len(),
             connections = st.connections.len(),
             rules = st.rules.len(),
             conversations = st.conversations.len(),
-            head,
+            head = st.applied,
             "hub state loaded"
         );
-        Ok(Arc::new(Hub {
-            state: Mutex::new(st),
-            store,
-            commit,
-            live,
-            published,
-            intake: webhooks::Intake::new(wal, pending, webhook_seq),
+        let hub = Arc::new(Hub {
+            db,
+            published: AtomicU64::new(st.applied),
+            state: RwLock::new(st),
+            live: broadcast::channel(4096).0,
             retention: retention.max(1),
             metrics,
             outbox_ready: Arc::new(Notify::new()),
@@ -360,7 +508,10 @@ impl Hub {
             echo_window_ms: std::sync::atomic::AtomicI64::new(600_000),
             blobs,
             max_pending_attachment_bytes: AtomicU64::new(u64::MAX),
-        }))
+            intake: webhooks::Intake::default(),
+        });
+        tokio::spawn(follow(Arc::downgrade(&hub)));
+        Ok(hub)
     }
 
     pub fn set_max_pending_attachment_bytes(&self, bytes: u64) {
@@ -381,105 +532,146 @@ impl Hub {
         self.echo_window_ms.load(Ordering::Relaxed)
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
+    pub fn db(&self) -> &Arc<Db> {
+        &self.db
     }
 
-    /// Runs one change under the lock and returns once it is durable.
+    /// Runs one change as one transaction and returns once it is committed (durable: SQLite
+    /// `synchronous=FULL`, PostgreSQL `synchronous_commit=on`). Its events are published after
+    /// the commit; when it fails, nothing of it is visible, in the database or in memory.
     pub async fn write<R>(
         &self,
-        f: impl FnOnce(&mut State, &mut Tx) -> HubResult<R>,
+        f: impl AsyncFnOnce(&mut State, &mut Tx) -> HubResult<R>,
     ) -> HubResult<R> {
-        let (r, ticket) = self.write_locked(f)?;
-        self.commit.wait(ticket).await?;
-        Ok(r)
-    }
-
-    /// `write` for command-line tools that run without an async runtime.
-    pub fn write_blocking<R>(
-        &self,
-        f: impl FnOnce(&mut State, &mut Tx) -> HubResult<R>,
-    ) -> HubResult<R> {
-        let (r, ticket) = self.write_locked(f)?;
-        self.commit.wait_blocking(ticket)?;
-        Ok(r)
-    }
-
-    fn write_locked<R>(
-        &self,
-        f: impl FnOnce(&mut State, &mut Tx) -> HubResult<R>,
-    ) -> HubResult<(R, u64)> {
-        let mut st = self.state.lock();
-        let mut tx = Tx::default();
-        let r = match f(&mut st, &mut tx) {
-            Ok(r) => r,
-            // Most refusals change nothing; one that failed midway may have changed memory.
-            Err(e) if tx.batch.is_empty() => return Err(e),
-            Err(e) => return Err(self.rolled_back(&mut st, e)),
-        };
-        // Even a change with nothing to write waits for the flush: an idempotent repeat must not be
-        // acknowledged before the original is durable.
-        let now = now_ms();
-        let mut events = Vec::with_capacity(tx.events.len());
-        for (body, audience) in tx.events.drain(..) {
-            st.counters.seq += 1;
-            let stored = Arc::new(StoredEvent::new(
-                Event {
-                    seq: st.counters.seq,
-                    at: now,
-                    body,
-                },
-                audience,
-            ));
-            tx.batch.put_json(key_evt(stored.event.seq), &*stored);
-            events.push(stored);
+        let mut st = self.state.write().await;
+        let db = self.db.begin_write().await?;
+        let mut tx = Tx::new(db, st.counters.clone());
+        if let Err(e) = self.catch_up(&mut st, &mut tx).await {
+            tx.db.rollback().await;
+            return Err(e);
         }
-        if !tx.batch.is_empty() {
-            tx.batch.put_json("meta/counters", &st.counters);
-            self.trim_log(&mut st, &mut tx.batch);
-            if let Err(e) = self.store.apply(tx.batch) {
-                return Err(self.rolled_back(&mut st, HubError::Internal(e)));
+        let r = match f(&mut st, &mut tx).await {
+            Ok(r) => r,
+            Err(e) => {
+                let reload = tx.changed_memory();
+                tx.db.rollback().await;
+                if reload {
+                    self.rolled_back(&mut st, &e).await;
+                }
+                return Err(e);
+            }
+        };
+        let now = now_ms();
+        let written = match tx.flush(&st, now).await {
+            Ok(logged) => match tx.db.commit().await {
+                Ok(()) => Ok(logged),
+                Err(e) => Err(HubError::from(e)),
+            },
+            Err(e) => {
+                tx.db.rollback().await;
+                Err(store_error(e))
+            }
+        };
+        let logged = match written {
+            Ok(logged) => logged,
+            Err(e) => {
+                self.rolled_back(&mut st, &e).await;
+                return Err(e);
+            }
+        };
+        if let (Some(first), Some(last)) = (logged.first(), logged.last()) {
+            let (first, last) = (first.seq, last.seq);
+            self.publish(&mut st, logged);
+            drop(st);
+            self.db.ring().await;
+            self.trim_log(first, last).await;
+        }
+        Ok(r)
+    }
+
+    /// Takes in what other hubs (or `sop admin`) committed since this cache was current, and
+    /// the numbers that move without events; called under the write lock.
+    async fn catch_up(&self, st: &mut State, tx: &mut Tx) -> HubResult<()> {
+        let missed = tx.db.events_since(st.applied as i64).await.map_err(store_error)?;
+        if !missed.is_empty() {
+            self.publish(st, missed);
+        }
+        let (counters, cursors) = tx.db.counters_and_cursors().await.map_err(store_error)?;
+        for (name, value) in counters {
+            st.counters.set(&name, value.max(0) as u64);
+        }
+        for (rule, cursor) in cursors {
+            if let Some(r) = st.rules.get_mut(&rule) {
+                r.cursor = cursor;
             }
         }
-        let ticket = self.commit.record(events);
-        Ok((r, ticket))
+        tx.counters_at_begin = st.counters.clone();
+        Ok(())
     }
 
-    /// Memory never runs ahead of the store: after a change that failed midway, the state is
-    /// read back from what is durable (rare, so a full reload is affordable).
-    fn rolled_back(&self, st: &mut State, cause: HubError) -> HubError {
-        match load_state(&*self.store) {
-            Ok(fresh) => {
-                *st = fresh;
-                tracing::warn!("a change failed midway and was rolled back: {cause}");
-                cause
+    /// Applies committed events to the cache and sends them to the streams, in log order.
+    fn publish(&self, st: &mut State, logged: Vec<LoggedEvent>) {
+        for e in logged {
+            if e.seq as u64 <= st.applied {
+                continue;
+            }
+            let seq = e.seq;
+            let stored = match StoredEvent::from_logged(e) {
+                Ok(s) => Arc::new(s),
+                Err(e) => {
+                    // Skipped: streams see the gap and re-sync from the REST API.
+                    tracing::error!(seq, "unreadable event in the log: {e:#}");
+                    st.applied = seq as u64;
+                    continue;
+                }
+            };
+            st.apply(&stored.event);
+            // Advance `published` before sending: a stream that subscribes and then reads
+            // `published` either replays this event from the log or receives it live.
+            self.published.store(st.applied, Ordering::SeqCst);
+            self.metrics.events_total.inc();
+            let _ = self.live.send(stored);
+        }
+    }
+
+    /// Memory never runs ahead of the database: after a change that failed, the cache is read
+    /// back from what is committed (rare, so a full reload is affordable).
+    async fn rolled_back(&self, st: &mut State, cause: &HubError) {
+        match self.db.load().await {
+            Ok(snapshot) => {
+                let applied = st.applied;
+                *st = State::from_snapshot(snapshot);
+                // Events between the old and new position were never published here: the
+                // streams re-sync on the gap, as after any lost event.
+                if st.applied > applied {
+                    self.published.store(st.applied, Ordering::SeqCst);
+                }
+                tracing::warn!("a change failed and was rolled back: {cause}");
             }
             Err(e) => {
-                tracing::error!("cannot reload the state after a failed change ({cause}): {e}");
-                HubError::Internal(e)
+                tracing::error!("cannot reload the state after a failed change ({cause}): {e:#}")
             }
         }
     }
 
-    /// Drops the oldest events beyond the retention, a chunk at a time.
-    fn trim_log(&self, st: &mut State, batch: &mut Batch) {
-        let keep_from = st.counters.seq.saturating_sub(self.retention) + 1;
-        if keep_from <= st.oldest_seq || keep_from - st.oldest_seq < 256.min(self.retention) {
+    /// Drops the oldest events beyond the retention, each time the head passes a multiple of 256.
+    async fn trim_log(&self, first: i64, last: i64) {
+        let retention = self.retention as i64;
+        if last / 256 == (first - 1) / 256 || last <= retention {
             return;
         }
-        for seq in st.oldest_seq..keep_from {
-            batch.delete(key_evt(seq));
+        if let Err(e) = self.db.trim_events(last - retention + 1).await {
+            tracing::warn!("cannot trim the event log: {e:#}");
         }
-        st.oldest_seq = keep_from;
     }
 
-    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
-        f(&self.state.lock())
+    pub async fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&*self.state.read().await)
     }
 
-    /// Flushes everything and stops the flusher (graceful shutdown).
-    pub fn shutdown(&self) {
-        self.commit.shutdown();
+    /// Closes the database's connections (graceful shutdown).
+    pub async fn shutdown(&self) {
+        self.db.close().await;
     }
 
     // ----- the event log, for the stream -----
@@ -491,43 +683,76 @@ impl Hub {
     pub fn published_seq(&self) -> u64 {
         self.published.load(Ordering::SeqCst)
     }
-    pub fn oldest_seq(&self) -> u64 {
-        self.state.lock().oldest_seq
+    pub async fn oldest_seq(&self) -> HubResult<u64> {
+        let oldest = self.db.oldest_event().await.map_err(store_error)?;
+        Ok(oldest.map_or(self.published_seq() + 1, |s| s as u64))
     }
     /// Events with `after < seq <= upto`, oldest first, at most `limit`.
-    pub fn read_events(
+    pub async fn read_events(
         &self,
         after: u64,
         upto: u64,
         limit: usize,
-    ) -> anyhow::Result<Vec<Arc<StoredEvent>>> {
+    ) -> HubResult<Vec<Arc<StoredEvent>>> {
         if upto <= after {
             return Ok(vec![]);
         }
-        let rows = self.store.range(
-            key_evt(after + 1).as_bytes(),
-            key_evt(upto + 1).as_bytes(),
-            false,
-            limit,
-        )?;
+        let rows = self
+            .db
+            .events_since(after as i64, limit as i64)
+            .await
+            .map_err(store_error)?;
         // A record that does not read back is left out; the stream sees the gap and re-syncs.
         Ok(rows
             .into_iter()
-            .filter_map(|(k, v)| match serde_json::from_slice(&v) {
-                Ok(e) => Some(Arc::new(e)),
-                Err(e) => {
-                    let key = String::from_utf8_lossy(&k);
-                    tracing::error!("unreadable event {key}: {e}");
-                    None
+            .filter(|e| e.seq as u64 <= upto)
+            .filter_map(|e| {
+                let seq = e.seq;
+                match StoredEvent::from_logged(e) {
+                    Ok(e) => Some(Arc::new(e)),
+                    Err(e) => {
+                        tracing::error!(seq, "unreadable event: {e:#}");
+                        None
+                    }
                 }
             })
             .collect())
     }
 
-    pub fn authenticate(&self, token: &str) -> Option<Account> {
-        let st = self.state.lock();
-        let id = st.token_index.get(&hash_token(token))?;
-        st.accounts.get(id).cloned()
+    /// The account a bearer token belongs to, as committed.
+    pub async fn authenticate(&self, token: &str) -> HubResult<Option<Account>> {
+        self.db
+            .account_by_token(&hash_token(token))
+            .await
+            .map_err(store_error)
+    }
+}
+
+/// Keeps the cache current with what other hubs commit: woken by the doorbell (see
+/// `store::sql::feed`), or once a second regardless. Ends with the hub.
+async fn follow(hub: std::sync::Weak<Hub>) {
+    let Some(db) = hub.upgrade().map(|h| h.db.clone()) else {
+        return;
+    };
+    let (ring, mut rung) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(crate::store::sql::feed::doorbell(db.clone(), ring));
+    loop {
+        let Some(hub) = hub.upgrade() else { return };
+        let after = hub.published_seq() as i64;
+        match db.events_since(after, 1000).await {
+            Ok(events) if !events.is_empty() => {
+                let mut st = hub.state.write().await;
+                hub.publish(&mut st, events);
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("cannot read the event log: {e:#}"),
+        }
+        drop(hub);
+        tokio::select! {
+            r = rung.recv() => if r.is_none() { return },
+            _ = tokio::time::sleep(crate::store::sql::feed::POLL) => {}
+        }
     }
 }
 
@@ -661,7 +886,7 @@ impl State {
         audience.extend(self.conversation_audience(&conv));
         audience.sort();
         audience.dedup();
-        tx.batch.put_json(key_conv(&conv.id), &conv);
+        tx.conversations.insert(conv.id.clone(), conv.clone());
         self.by_customer.insert(
             (conv.connection_id.clone(), conv.customer.user_id.clone()),
             conv.id.clone(),
@@ -676,7 +901,7 @@ impl State {
     }
 
     fn put_connection(&mut self, tx: &mut Tx, conn: Connection, started_by: Option<AccountId>) {
-        tx.batch.put_json(format!("conn/{}", conn.id), &conn);
+        tx.connections.insert(conn.id.clone(), conn.clone());
         let view = ConnectionView::from(&conn);
         self.connections.insert(conn.id.clone(), conn);
         let audience = self.connection_audience(&self.connections[&view.id]);
@@ -689,9 +914,9 @@ impl State {
         );
     }
 
-    /// Persists a connection's bookkeeping (last event time, tokens) without telling consoles.
+    /// Persists a connection's bookkeeping (last event time) without telling consoles.
     fn put_connection_quietly(&mut self, tx: &mut Tx, conn: Connection) {
-        tx.batch.put_json(format!("conn/{}", conn.id), &conn);
+        tx.connections.insert(conn.id.clone(), conn.clone());
         self.connections.insert(conn.id.clone(), conn);
     }
 
@@ -700,7 +925,7 @@ impl State {
         audience.extend(rule.members.iter().cloned());
         audience.sort();
         audience.dedup();
-        tx.batch.put_json(format!("rule/{}", rule.id), &rule);
+        tx.rules.insert(rule.id.clone(), rule.clone());
         tx.emit(EventBody::Rule { rule: rule.clone() }, audience);
         self.rules.insert(rule.id.clone(), rule);
     }
@@ -708,7 +933,7 @@ impl State {
     /// Accounts are admin-only in the API (`GET /accounts`), so their events reach admins and the
     /// account itself; colleagues' availability reaches agents through transfer targets.
     fn put_account(&mut self, tx: &mut Tx, account: Account) {
-        tx.batch.put_json(format!("acct/{}", account.id), &account);
+        tx.accounts.insert(account.id.clone(), account.clone());
         tx.emit(
             EventBody::Account {
                 account: account.clone(),
@@ -718,24 +943,10 @@ impl State {
         self.accounts.insert(account.id.clone(), account);
     }
 
+    /// A new bearer token for the account; only its hash is stored.
     fn put_credential(&mut self, tx: &mut Tx, account_id: &str) -> String {
         let token = new_token();
-        let hash = hash_token(&token);
-        if let Some(old) = self
-            .credentials
-            .insert(account_id.to_string(), hash.clone())
-        {
-            self.token_index.remove(&old);
-        }
-        self.token_index
-            .insert(hash.clone(), account_id.to_string());
-        tx.batch.put_json(
-            format!("cred/{account_id}"),
-            &Credential {
-                account_id: account_id.to_string(),
-                token_hash: hash,
-            },
-        );
+        tx.tokens.push((account_id.to_string(), hash_token(&token)));
         token
     }
 
@@ -786,8 +997,8 @@ impl State {
     fn set_rule_cursor(&mut self, tx: &mut Tx, rule_id: &str, cursor: AccountId) {
         if let Some(rule) = self.rules.get_mut(rule_id) {
             if rule.cursor.as_ref() != Some(&cursor) {
-                rule.cursor = Some(cursor);
-                tx.batch.put_json(format!("rule/{rule_id}"), &*rule);
+                rule.cursor = Some(cursor.clone());
+                tx.cursors.insert(rule_id.to_string(), cursor);
             }
         }
     }

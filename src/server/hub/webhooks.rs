@@ -1,35 +1,33 @@
-//! Zalo webhooks inside the hub: a durable intake queue (the 200 to Zalo waits for it), and the
-//! batch that applies queued events and removes them from the queue in one atomic change — so an
-//! acknowledged event is applied exactly once, even across a crash.
+//! Zalo webhooks inside the hub. A verified webhook waits in memory for the next intake
+//! transaction, which stores it once by its key (a retry from Zalo, or the same delivery through
+//! another hub, is skipped) and applies it, for every webhook that arrived meanwhile; Zalo gets
+//! its 200 after that transaction commits. So an acknowledged webhook is durable and applied
+//! exactly once, and a crash before the commit loses nothing Zalo was told we have.
 
-use super::conversations::{apply_delivery, ingest, mark_sent, put_message, Inbound};
+use super::conversations::{apply_delivery, ingest, load_message, mark_sent, put_message, Inbound};
 use super::*;
-use crate::store::wal::Wal;
 use crate::zalo::events::{self, ChatMessage, WebhookEvent};
-use std::collections::{HashMap, VecDeque};
+use parking_lot::Mutex;
+use tokio::sync::oneshot;
 
-/// Acknowledged webhooks: durable in the write-ahead log, queued in memory in log order for the
-/// worker. The applied watermark (`counters.webhook`) is stored with each batch's effects, so a
-/// restart re-queues exactly the records after it.
+/// Verified webhooks waiting for the intake transaction.
+#[derive(Default)]
 pub struct Intake {
-    wal: Wal,
-    queue: Mutex<VecDeque<(u64, Vec<u8>)>>,
-    seq: AtomicU64,
-    /// When each queued webhook was acknowledged (for the webhook → event latency).
-    acknowledged: Mutex<HashMap<u64, std::time::Instant>>,
+    queue: Mutex<Vec<PendingWebhook>>,
+    ready: Notify,
 }
 
-/// Empty the log once it is drained and at least this big.
-const TRUNCATE_AT_BYTES: u64 = 4 << 20;
+/// A webhook waiting for the intake transaction, and who waits for its outcome.
+pub struct PendingWebhook {
+    pub body: Vec<u8>,
+    pub received: std::time::Instant,
+    done: oneshot::Sender<HubResult<()>>,
+}
 
-impl Intake {
-    pub fn new(wal: Wal, pending: VecDeque<(u64, Vec<u8>)>, last: u64) -> Intake {
-        Intake {
-            wal,
-            queue: Mutex::new(pending),
-            seq: AtomicU64::new(last),
-            acknowledged: Mutex::new(HashMap::new()),
-        }
+impl PendingWebhook {
+    /// Tells the request handler how it ended (it answers Zalo then).
+    pub fn finish(self, outcome: HubResult<()>) {
+        let _ = self.done.send(outcome);
     }
 }
 
@@ -45,7 +43,7 @@ pub struct WebhookOutcome {
 /// (`GET /api/v1/webhooks/dead`). Kept until an operator deals with it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DeadWebhook {
-    /// Its number in the intake log.
+    /// Its number among stored webhooks.
     pub n: u64,
     /// When it was set aside.
     pub at: Ms,
@@ -57,124 +55,128 @@ pub struct DeadWebhook {
 /// Profiles older than this are refreshed when the customer writes again.
 const PROFILE_TTL_MS: Ms = DAY_MS;
 
+/// A webhook's identity: its body's hash (Zalo's retries and other hubs see the same bytes).
+fn webhook_key(body: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(body))
+}
+
+fn incoming(body: &[u8], now: Ms) -> crate::store::sql::webhooks::IncomingWebhook {
+    crate::store::sql::webhooks::IncomingWebhook {
+        key: webhook_key(body),
+        received_at: now,
+        body: String::from_utf8_lossy(body).into_owned(),
+    }
+}
+
 impl Hub {
-    /// Makes a verified webhook body durable before Zalo gets its 200: one append to the log and
-    /// a group-committed fsync. Intake never takes the state lock (the worker may hold it for a
-    /// whole batch) and never flushes the store.
-    pub async fn enqueue_webhook(&self, raw: &[u8]) -> HubResult<u64> {
-        let intake = &self.intake;
-        let n = intake
-            .wal
-            .append(raw, || {
-                // Under the log's lock: numbers, log order and queue order agree.
-                let n = intake.seq.fetch_add(1, Ordering::SeqCst) + 1;
-                intake.queue.lock().push_back((n, raw.to_vec()));
-                n
-            })
-            .await?;
-        intake
-            .acknowledged
-            .lock()
-            .insert(n, std::time::Instant::now());
-        Ok(n)
+    /// Stores and applies a verified webhook with whatever else arrived meanwhile; returns once
+    /// that is committed (or failed: nothing of it was kept, Zalo should retry).
+    pub async fn take_webhook(&self, body: Vec<u8>) -> HubResult<()> {
+        let (done, outcome) = oneshot::channel();
+        self.intake.queue.lock().push(PendingWebhook {
+            body,
+            received: std::time::Instant::now(),
+            done,
+        });
+        self.intake.ready.notify_one();
+        outcome
+            .await
+            .map_err(|_| HubError::Internal(anyhow::anyhow!("the webhook intake stopped")))?
     }
 
-    /// The oldest queued webhooks.
-    pub fn queued_webhooks(&self, limit: usize) -> HubResult<Vec<(u64, Vec<u8>)>> {
-        Ok(self
-            .intake
-            .queue
-            .lock()
-            .iter()
-            .take(limit)
-            .cloned()
-            .collect())
+    /// The webhooks waiting (at most `max`, oldest first); waits for one when none is.
+    pub async fn next_webhooks(&self, max: usize) -> Vec<PendingWebhook> {
+        loop {
+            let ready = self.intake.ready.notified();
+            {
+                let mut q = self.intake.queue.lock();
+                if !q.is_empty() {
+                    let n = q.len().min(max);
+                    return q.drain(..n).collect();
+                }
+            }
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), ready).await;
+            self.health.beat("intake");
+        }
     }
 
-    /// Applies queued webhooks in order and dequeues them, all in one atomic change.
-    pub async fn apply_webhooks(&self, items: Vec<(u64, Vec<u8>)>) -> HubResult<WebhookOutcome> {
+    /// Stores the webhooks not seen before and applies them in arrival order, in one
+    /// transaction.
+    pub async fn apply_webhooks(&self, bodies: &[&[u8]]) -> HubResult<WebhookOutcome> {
         let ctx = Apply {
-            store: &*self.store,
             metrics: &self.metrics,
             echo_window: self.echo_window(),
         };
-        let numbers: Vec<u64> = items.iter().map(|(n, _)| *n).collect();
         let outcome = self
-            .write(|st, tx| {
+            .write(async |st, tx| {
+                let now = now_ms();
+                let batch = bodies.iter().map(|b| incoming(b, now)).collect();
+                let fresh = tx.db.store_webhooks(batch).await.map_err(store_error)?;
                 let mut out = WebhookOutcome::default();
-                for (n, raw) in items {
-                    // The applied watermark travels with the effects, in the same atomic batch.
-                    st.counters.webhook = st.counters.webhook.max(n);
+                let mut seen = HashSet::new();
+                for body in bodies {
+                    let key = webhook_key(body);
+                    let Some(n) = fresh.get(&key) else {
+                        ctx.metrics.webhooks_duplicate.inc();
+                        continue;
+                    };
+                    if !seen.insert(key) {
+                        continue;
+                    }
                     let value: serde_json::Value =
-                        serde_json::from_slice(&raw).unwrap_or(serde_json::Value::Null);
-                    apply_one(st, tx, &ctx, n, &value, &mut out)?;
+                        serde_json::from_slice(body).unwrap_or(serde_json::Value::Null);
+                    apply_one(st, tx, &ctx, *n, &value, &mut out).await?;
                     out.applied += 1;
                 }
                 Ok(out)
             })
             .await?;
-        let intake = &self.intake;
-        {
-            let mut q = intake.queue.lock();
-            for _ in 0..outcome.applied {
-                q.pop_front();
-            }
-        }
-        if intake.wal.len() >= TRUNCATE_AT_BYTES {
-            intake
-                .wal
-                .truncate_if(|| !intake.queue.lock().is_empty())
-                .map_err(HubError::Internal)?;
-        }
         self.metrics.webhooks_applied.inc_by(outcome.applied as u64);
-        // Published: the consoles have (or are about to get) the events.
-        let mut acknowledged = intake.acknowledged.lock();
-        for n in numbers {
-            if let Some(at) = acknowledged.remove(&n) {
-                self.metrics
-                    .webhook_to_event
-                    .observe(at.elapsed().as_secs_f64());
-            }
-        }
-        drop(acknowledged);
         Ok(outcome)
     }
 
-    /// Sets the oldest queued webhook aside (it failed to apply again and again): stored with its
-    /// error, dequeued and past the applied watermark in one change.
-    pub async fn dead_letter_webhook(&self, n: u64, raw: &[u8], error: String) -> HubResult<()> {
-        let dead = DeadWebhook {
-            n,
-            at: now_ms(),
-            error,
-            body: String::from_utf8_lossy(raw).into_owned(),
-        };
-        self.write(|st, tx| {
-            st.counters.webhook = st.counters.webhook.max(n);
-            tx.batch.put_json(format!("dead/{n:020}"), &dead);
-            Ok(())
-        })
-        .await?;
-        let mut q = self.intake.queue.lock();
-        if q.front().is_some_and(|(front, _)| *front == n) {
-            q.pop_front();
+    /// Sets a webhook aside (it failed to apply again and again): stored, so Zalo's retries of
+    /// it are recognised, and listed with its error.
+    pub async fn dead_letter_webhook(&self, body: &[u8], error: String) -> HubResult<()> {
+        let now = now_ms();
+        let n = self
+            .write(async |_, tx| {
+                let fresh = tx.db.store_webhooks(vec![incoming(body, now)]).await;
+                let n = fresh.map_err(store_error)?.into_values().next();
+                if let Some(n) = n {
+                    let body = String::from_utf8_lossy(body);
+                    let dead = tx.db.store_dead_webhook(n, now, &error, &body);
+                    dead.await.map_err(store_error)?;
+                }
+                Ok(n)
+            })
+            .await?;
+        if let Some(n) = n {
+            self.metrics.webhooks_dead.inc();
+            tracing::error!(n, %error, "webhook set aside in the dead-letter list");
         }
-        drop(q);
-        self.intake.acknowledged.lock().remove(&n);
-        self.metrics.webhooks_dead.inc();
-        tracing::error!(n, error = %dead.error, "webhook set aside in the dead-letter list");
         Ok(())
     }
 
     /// The dead-letter list, oldest first.
-    pub fn dead_webhooks(&self) -> HubResult<Vec<DeadWebhook>> {
-        Ok(self.store.scan_json("dead/")?)
+    pub async fn dead_webhooks(&self) -> HubResult<Vec<DeadWebhook>> {
+        let rows = self.db.dead_webhooks().await.map_err(store_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|(n, at, error, body)| DeadWebhook {
+                n: n as u64,
+                at,
+                error,
+                body,
+            })
+            .collect())
     }
 
     /// Re-applies a page's rule's old-conversation handling (after a history sync).
     pub async fn redistribute_old(&self, conn_id: &str) -> HubResult<()> {
         let metrics = self.metrics.clone();
-        self.write(|st, tx| {
+        self.write(async |st, tx| {
             if let Some(rule_id) = st.connections.get(conn_id).and_then(|c| c.rule_id.clone()) {
                 let now = now_ms();
                 super::admin::apply_old_conversations(st, tx, &rule_id, now, &metrics);
@@ -187,34 +189,32 @@ impl Hub {
 }
 
 /// Unknown or unroutable events are kept as they came.
-fn store_raw(tx: &mut Tx, n: u64, value: &serde_json::Value, why: &str) {
+fn store_raw(tx: &mut Tx, n: i64, value: &serde_json::Value, why: &str) {
     tracing::info!(
         n,
         why,
         event = value["event_name"].as_str().unwrap_or("?"),
         "webhook stored raw"
     );
-    tx.batch.put_json(format!("raw/{n:020}"), value);
+    tx.raw.push((n, now_ms(), value.to_string()));
 }
 
 /// What applying a webhook reads besides the state.
 struct Apply<'a> {
-    store: &'a dyn Store,
     metrics: &'a Metrics,
     /// How far apart (ms) a reply and Zalo's echo of it may be.
     echo_window: Ms,
 }
 
-fn apply_one(
+async fn apply_one(
     st: &mut State,
     tx: &mut Tx,
     ctx: &Apply<'_>,
-    n: u64,
+    n: i64,
     value: &serde_json::Value,
     out: &mut WebhookOutcome,
 ) -> HubResult<()> {
     let Apply {
-        store,
         metrics,
         echo_window,
     } = *ctx;
@@ -227,7 +227,7 @@ fn apply_one(
                 return Ok(());
             };
             let inbound = to_inbound(&conn_id, &m, Direction::Inbound, String::new(), None);
-            if let Ingested::New { conversation, .. } = ingest(st, tx, store, inbound, metrics)? {
+            if let Ingested::New { conversation, .. } = ingest(st, tx, inbound, metrics).await? {
                 if conversation.customer.fetched_at < now_ms() - PROFILE_TTL_MS
                     && !out.profiles_to_fetch.iter().any(|p| p.0 == conversation.id)
                 {
@@ -244,7 +244,7 @@ fn apply_one(
                 store_raw(tx, n, value, "no connection for this OA");
                 return Ok(());
             };
-            match match_echo(st, tx, store, &conn_id, &m, echo_window)? {
+            match match_echo(st, tx, &conn_id, &m, echo_window).await? {
                 Some(mut ours) => {
                     // Our own send, echoed: record Zalo's id (the echo may overtake the send's
                     // response, or be all we learn of an ambiguous send).
@@ -262,7 +262,7 @@ fn apply_one(
                         "OA Manager".into(),
                         Some(value.clone()),
                     );
-                    ingest(st, tx, store, inbound, metrics)?;
+                    ingest(st, tx, inbound, metrics).await?;
                 }
             }
         }
@@ -277,7 +277,7 @@ fn apply_one(
                 return Ok(());
             };
             for id in msg_ids {
-                if !apply_delivery(st, tx, store, &conn_id, &id, state)? {
+                if !apply_delivery(st, tx, &conn_id, &id, state).await? {
                     store_raw(tx, n, value, "receipt for an unknown message");
                 }
             }
@@ -325,7 +325,7 @@ fn apply_one(
                 origin: Origin::Live,
                 raw: Some(value.clone()),
             };
-            ingest(st, tx, store, inbound, metrics)?;
+            ingest(st, tx, inbound, metrics).await?;
         }
         WebhookEvent::PermissionRevoked { oa_id, at } => {
             store_raw(tx, n, value, "permission revoked");
@@ -389,16 +389,15 @@ fn to_inbound(
 /// The outbound message a Zalo `oa_send_*` echo is about: by msg_id, or else the newest of our
 /// replies to that customer with the same text, no Zalo id yet (the echo came before the send's
 /// answer, or the answer was lost) and sent within the echo window of the echo's time.
-fn match_echo(
+async fn match_echo(
     st: &State,
-    tx: &Tx,
-    store: &dyn Store,
+    tx: &mut Tx,
     conn_id: &str,
     m: &ChatMessage,
     echo_window: Ms,
 ) -> HubResult<Option<Message>> {
-    if let Some(id) = tx.lookup::<String>(store, &format!("zmid/{conn_id}/{}", m.msg_id))? {
-        return Ok(super::conversations::load_message(store, tx, &id).ok());
+    if let Some(id) = super::conversations::message_by_zalo_id(tx, conn_id, &m.msg_id).await? {
+        return Ok(load_message(tx, &id).await.ok());
     }
     let Some(conv_id) = st
         .by_customer
@@ -406,10 +405,13 @@ fn match_echo(
     else {
         return Ok(None);
     };
-    let prefix = format!("msg/{conv_id}/");
-    for (_, v) in store.range(prefix.as_bytes(), &prefix_end(prefix.as_bytes()), true, 20)? {
-        let msg: Message = serde_json::from_slice(&v).map_err(|e| HubError::Internal(e.into()))?;
-        let msg = super::conversations::load_message(store, tx, &msg.id).unwrap_or(msg);
+    let recent = tx.db.latest_messages(conv_id, 20).await;
+    for msg in recent.map_err(store_error)? {
+        // This change's own version of the message, if it has one.
+        let msg = match tx.messages.get(&msg.id) {
+            Some((_, ours)) => ours.clone(),
+            None => msg,
+        };
         if msg.direction == Direction::Outbound
             && msg.client_key.is_some()
             && msg.zalo_msg_id.is_none()

@@ -6,26 +6,21 @@ mod sender;
 pub mod sync;
 pub mod webhook;
 
-use super::hub::{Hub, HubError};
+use super::hub::Hub;
+use crate::store::sql::connections::TokenError;
 use crate::config::ZaloConfig;
 use crate::model::*;
 use crate::zalo::client::ZaloClient;
 use crate::zalo::{human_reason, is_auth_error, ZaloError};
 use parking_lot::Mutex;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
-use tokio::sync::Notify;
-
-/// Refresh this long before the access token expires.
-const REFRESH_MARGIN_MS: Ms = 5 * 60_000;
 
 pub struct ZaloHub {
     pub client: ZaloClient,
     pub config: ZaloConfig,
     pub hub: Arc<Hub>,
-    refresh_locks: Mutex<HashMap<ConnectionId, Arc<tokio::sync::Mutex<()>>>>,
-    pub webhook_ready: Notify,
     profiles_in_flight: Mutex<HashSet<ConversationId>>,
 }
 
@@ -43,8 +38,6 @@ impl ZaloHub {
             client: ZaloClient::new(config).observed(observe),
             config: config.clone(),
             hub,
-            refresh_locks: Mutex::new(HashMap::new()),
-            webhook_ready: Notify::new(),
             profiles_in_flight: Mutex::new(HashSet::new()),
         }))
     }
@@ -55,9 +48,10 @@ impl ZaloHub {
         tokio::spawn(sender::run(self.clone()));
     }
 
-    fn connection(&self, conn_id: &str) -> Result<Connection, ZaloError> {
+    async fn connection(&self, conn_id: &str) -> Result<Connection, ZaloError> {
         self.hub
             .read(|st| st.connection(conn_id).cloned())
+            .await
             .ok_or_else(|| ZaloError {
                 code: -205,
                 message: format!("connection {conn_id} was removed"),
@@ -66,58 +60,32 @@ impl ZaloHub {
 
     /// A usable access token, refreshed first when it is about to expire.
     pub async fn access_token(&self, conn_id: &str) -> Result<String, ZaloError> {
-        let conn = self.connection(conn_id)?;
-        if conn.status == ConnectionStatus::NeedsReauth {
-            return Err(needs_reauth(conn.status_reason.unwrap_or_default()));
-        }
-        if conn.tokens.access_expires_at - now_ms() < REFRESH_MARGIN_MS {
-            return self.refresh(conn_id, &conn.tokens.access_token).await;
-        }
-        Ok(conn.tokens.access_token)
+        self.token(conn_id, None).await
     }
 
-    /// Refreshes under the page's single-flight lock. Whoever waited on the lock finds the pair
-    /// already replaced and uses it: Zalo's refresh tokens are single-use, so two refreshes would
-    /// burn the grant. The new pair is durable before anyone uses it.
-    pub async fn refresh(
-        &self,
-        conn_id: &str,
-        stale_access_token: &str,
-    ) -> Result<String, ZaloError> {
-        let lock = self
-            .refresh_locks
-            .lock()
-            .entry(conn_id.to_string())
-            .or_default()
-            .clone();
-        let _guard = lock.lock().await;
-        let conn = self.connection(conn_id)?;
-        if conn.tokens.access_token != stale_access_token
-            && conn.tokens.access_expires_at - now_ms() >= REFRESH_MARGIN_MS
-        {
-            return Ok(conn.tokens.access_token);
-        }
+    /// A token other than `rejected` (which Zalo just refused), refreshed if need be. Zalo's
+    /// refresh tokens are single-use, so across all hubs exactly one caller refreshes and stores
+    /// the new pair before anyone uses it; the others wait for it (`Db::access_token`).
+    async fn token(&self, conn_id: &str, rejected: Option<&str>) -> Result<String, ZaloError> {
+        let conn = self.connection(conn_id).await?;
         if conn.status == ConnectionStatus::NeedsReauth {
             return Err(needs_reauth(conn.status_reason.unwrap_or_default()));
         }
-        self.hub.metrics.token_refreshes.inc();
-        match self.client.refresh(&conn.tokens.refresh_token).await {
-            Ok(t) => {
-                let tokens = TokenPair {
-                    access_token: t.access_token.clone(),
-                    refresh_token: t.refresh_token,
-                    access_expires_at: now_ms() + t.expires_in * 1000,
-                };
-                self.hub
-                    .store_tokens(conn_id, tokens)
-                    .await
-                    .map_err(internal)?;
-                Ok(t.access_token)
-            }
-            Err(e) if e.code == crate::zalo::NETWORK_ERROR => Err(e),
-            Err(e) => {
+        let refresh = |refresh_token: String| async move {
+            self.hub.metrics.token_refreshes.inc();
+            let t = self.client.refresh(&refresh_token).await?;
+            Ok::<_, ZaloError>(TokenPair {
+                access_token: t.access_token,
+                refresh_token: t.refresh_token,
+                access_expires_at: now_ms() + t.expires_in * 1000,
+            })
+        };
+        match self.hub.db().access_token(conn_id, rejected, refresh).await {
+            Ok(token) => Ok(token),
+            Err(TokenError::Refresh(e)) if e.code == crate::zalo::NETWORK_ERROR => Err(e),
+            Err(TokenError::Refresh(e)) => {
                 // From here on the page needs reconnecting: this caller fails exactly as the
-                // ones after it will (see `access_token`).
+                // ones after it will (see the status check above).
                 let reason = human_reason(e.code, &e.message);
                 tracing::warn!(conn_id, code = e.code, "token refresh failed: {reason}");
                 let _ = self
@@ -130,6 +98,10 @@ impl ZaloHub {
                     .await;
                 Err(needs_reauth(reason))
             }
+            Err(TokenError::Store(e)) => Err(ZaloError {
+                code: crate::zalo::NETWORK_ERROR,
+                message: format!("cannot read the page's token: {e}"),
+            }),
         }
     }
 
@@ -142,7 +114,7 @@ impl ZaloHub {
         let token = self.access_token(conn_id).await?;
         match call(token.clone()).await {
             Err(e) if is_auth_error(e.code) => {
-                let fresh = self.refresh(conn_id, &token).await?;
+                let fresh = self.token(conn_id, Some(&token)).await?;
                 call(fresh).await
             }
             other => other,
@@ -198,12 +170,5 @@ fn needs_reauth(why: String) -> ZaloError {
         } else {
             why
         },
-    }
-}
-
-fn internal(e: HubError) -> ZaloError {
-    ZaloError {
-        code: crate::zalo::NETWORK_ERROR,
-        message: e.to_string(),
     }
 }

@@ -24,7 +24,7 @@ pub async fn run(z: Arc<ZaloHub>) {
     loop {
         z.hub.health.beat("sender");
         let mut wait = Duration::from_secs(1);
-        match z.hub.outbound_jobs() {
+        match z.hub.outbound_jobs().await {
             Ok(jobs) => {
                 let now = now_ms();
                 let mut by_conv: BTreeMap<ConversationId, Vec<OutboundJob>> = BTreeMap::new();
@@ -69,7 +69,7 @@ pub async fn run(z: Arc<ZaloHub>) {
 async fn send_job(z: &ZaloHub, job: OutboundJob) -> bool {
     // The list this job came from may predate its completion by the conversation's previous
     // task; only this task (it holds the conversation) can finish it from here on.
-    let mut job = match z.hub.outbound_job(&job.message_id) {
+    let mut job = match z.hub.outbound_job(&job.message_id).await {
         Ok(Some(current)) => current,
         Ok(None) => return true,
         Err(e) => {
@@ -121,7 +121,7 @@ async fn send_job(z: &ZaloHub, job: OutboundJob) -> bool {
 }
 
 async fn attempt(z: &ZaloHub, job: &OutboundJob) -> Result<String, ZaloError> {
-    let msg = z.hub.message(&job.message_id).map_err(|e| ZaloError {
+    let msg = z.hub.message(&job.message_id).await.map_err(|e| ZaloError {
         code: -201,
         message: e.to_string(),
     })?;
@@ -131,6 +131,7 @@ async fn attempt(z: &ZaloHub, job: &OutboundJob) -> Result<String, ZaloError> {
             st.conversation(&msg.conversation_id)
                 .map(|c| (c.connection_id.clone(), c.customer.user_id.clone()))
         })
+        .await
         .ok_or_else(|| ZaloError {
             code: -201,
             message: "the conversation was removed".into(),

@@ -1,7 +1,9 @@
-//! `POST /zalo/webhook`: verify the signature over the raw body, make the event durable, answer
-//! 200 at once; a worker applies queued events in batches.
+//! `POST /zalo/webhook`: verify the signature over the raw body, then store and apply the event
+//! in the intake transaction (with whatever else arrived meanwhile) and answer 200 once it has
+//! committed.
 
 use super::ZaloHub;
+use crate::server::hub::HubError;
 use crate::server::error::ApiError;
 use crate::server::AppState;
 use crate::zalo::{events, verify_webhook};
@@ -85,77 +87,77 @@ pub async fn receive(
         );
         return Ok(Json(json!({"error": 0, "message": "Success"})));
     }
-    z.hub.enqueue_webhook(&raw).await?;
+    z.hub.take_webhook(raw.to_vec()).await?;
     z.hub.metrics.webhooks_accepted.inc();
-    z.webhook_ready.notify_one();
     Ok(Json(json!({"error": 0, "message": "Success"})))
 }
 
 /// A webhook that fails this many times in a row is set aside in the dead-letter list.
 const MAX_APPLY_ATTEMPTS: u32 = 3;
 
-/// Applies queued webhooks, oldest first, in batches; also drains what a crash left queued.
-/// When a batch fails, its webhooks are applied one at a time to find the one at fault, which is
-/// retried a few times and then set aside, so one bad webhook never stops the rest.
+/// The intake: takes the webhooks waiting, stores and applies them in one transaction, and
+/// answers their requests. When a batch fails for a reason other than the database (a webhook
+/// the hub cannot apply), its webhooks are applied one at a time to find the one at fault, which
+/// is retried a few times and then set aside, so one bad webhook never stops the rest.
 pub async fn run_worker(z: Arc<ZaloHub>) {
-    // Webhooks left to apply one at a time, and how often the oldest has failed.
-    let mut singles = 0usize;
-    let mut failures = 0u32;
     loop {
+        let batch = z.hub.next_webhooks(BATCH).await;
         z.hub.health.beat("intake");
-        let items = match z.hub.queued_webhooks(if singles > 0 { 1 } else { BATCH }) {
-            Ok(items) => items,
-            Err(e) => {
-                tracing::error!("cannot read the webhook queue: {e}");
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                continue;
-            }
-        };
-        if items.is_empty() {
-            singles = 0;
-            let _ = tokio::time::timeout(Duration::from_secs(1), z.webhook_ready.notified()).await;
-            continue;
-        }
-        let oldest = items[0].clone();
-        let count = items.len();
-        match z.hub.apply_webhooks(items).await {
+        let bodies: Vec<&[u8]> = batch.iter().map(|w| w.body.as_slice()).collect();
+        match z.hub.apply_webhooks(&bodies).await {
             Ok(outcome) => {
                 z.fetch_profiles(outcome.profiles_to_fetch);
-                failures = 0;
-                singles = singles.saturating_sub(1);
+                for w in batch {
+                    z.hub
+                        .metrics
+                        .webhook_to_event
+                        .observe(w.received.elapsed().as_secs_f64());
+                    w.finish(Ok(()));
+                }
             }
-            Err(e) if count > 1 => {
+            // Nothing was stored: Zalo gets an error and retries.
+            Err(e @ HubError::Store { .. }) => {
+                let message = e.to_string();
+                for w in batch {
+                    w.finish(Err(HubError::Store {
+                        full: matches!(e, HubError::Store { full: true, .. }),
+                        message: message.clone(),
+                    }));
+                }
+            }
+            Err(e) => {
                 tracing::warn!(
-                    count,
+                    count = batch.len(),
                     "a batch of webhooks failed ({e}); applying one at a time"
                 );
-                singles = count;
+                for w in batch {
+                    let outcome = apply_alone(&z, &w.body).await;
+                    w.finish(outcome);
+                }
             }
+        }
+    }
+}
+
+/// Applies one webhook, retrying a few times, then sets it aside (and acknowledges it: Zalo's
+/// retries would fail the same way).
+async fn apply_alone(z: &Arc<ZaloHub>, body: &[u8]) -> Result<(), HubError> {
+    let mut failures = 0;
+    loop {
+        match z.hub.apply_webhooks(&[body]).await {
+            Ok(outcome) => {
+                z.fetch_profiles(outcome.profiles_to_fetch);
+                return Ok(());
+            }
+            Err(e @ HubError::Store { .. }) => return Err(e),
             Err(e) => {
                 failures += 1;
                 if failures < MAX_APPLY_ATTEMPTS {
-                    tracing::warn!(
-                        n = oldest.0,
-                        failures,
-                        "cannot apply webhook (will retry): {e}"
-                    );
+                    tracing::warn!(failures, "cannot apply a webhook (will retry): {e}");
                     tokio::time::sleep(Duration::from_millis(250 << failures)).await;
                     continue;
                 }
-                match z
-                    .hub
-                    .dead_letter_webhook(oldest.0, &oldest.1, e.to_string())
-                    .await
-                {
-                    Ok(()) => {
-                        failures = 0;
-                        singles = singles.saturating_sub(1);
-                    }
-                    Err(e) => {
-                        tracing::error!("cannot set the webhook aside (will retry): {e}");
-                        tokio::time::sleep(Duration::from_secs(1)).await;
-                    }
-                }
+                return z.hub.dead_letter_webhook(body, e.to_string()).await;
             }
         }
     }

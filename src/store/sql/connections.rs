@@ -47,7 +47,7 @@ impl Db {
 }
 
 /// A token within this much of its expiry is refreshed before use.
-pub const TOKEN_MARGIN_MS: Ms = 60_000;
+pub const TOKEN_MARGIN_MS: Ms = 5 * 60_000;
 /// How long a refresh may take before another hub may try (the refresher died).
 const REFRESH_LEASE_MS: Ms = 30_000;
 

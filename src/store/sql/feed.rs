@@ -99,6 +99,39 @@ pub async fn follow(db: Arc<Db>, mut cursor: i64, out: mpsc::Sender<LoggedEvent>
     }
 }
 
+/// Sends on `ring` whenever another hub committed events (PostgreSQL's NOTIFY), and when the
+/// LISTEN connection was lost (a ring may have been missed). SQLite has no other hubs: it never
+/// rings (`sop admin` in another process is seen by polling). Ends when `ring` is closed.
+pub async fn doorbell(db: Arc<Db>, ring: mpsc::Sender<()>) {
+    let Db::Postgres(d) = &*db else {
+        return ring.closed().await;
+    };
+    let mut listener = listen(&d.pool).await;
+    loop {
+        let heard = match listener.as_mut() {
+            Some(l) => match l.try_recv().await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!("event doorbell: {e}");
+                    tokio::time::sleep(POLL).await;
+                    true
+                }
+            },
+            None => {
+                tokio::time::sleep(POLL).await;
+                listener = listen(&d.pool).await;
+                listener.is_some()
+            }
+        };
+        if heard {
+            match ring.try_send(()) {
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
+                _ => {}
+            }
+        }
+    }
+}
+
 /// A LISTEN connection, or `None` while PostgreSQL cannot be reached (the follower polls).
 async fn listen(pool: &sqlx::PgPool) -> Option<sqlx::postgres::PgListener> {
     let mut l = match sqlx::postgres::PgListener::connect_with(pool).await {

@@ -15,6 +15,7 @@ pub mod jobs;
 pub mod rows;
 pub mod rules;
 pub mod webhooks;
+pub mod write;
 
 use anyhow::{bail, Context, Result};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -223,6 +224,13 @@ impl Db {
                 }))
             }
         }
+    }
+
+    /// Whether anything was ever stored (an account, a page, a rule, a conversation).
+    pub async fn has_data(&self) -> Result<bool> {
+        let sql = "SELECT COUNT(*) FROM counters WHERE name <> 'event' AND value > 0";
+        let n: i64 = on_engine!(readers self, pool => sqlx::query_scalar(sql).fetch_one(pool).await?);
+        Ok(n > 0)
     }
 
     pub fn engine_name(&self) -> &'static str {

@@ -1,6 +1,8 @@
 //! Webhooks as Zalo signed them, stored once by their key whichever hub received them.
 
+use super::write::WriteTx;
 use super::{Db, StoreError};
+use std::collections::BTreeMap;
 use crate::model::Ms;
 use sqlx::QueryBuilder;
 
@@ -13,20 +15,33 @@ pub struct IncomingWebhook {
 }
 
 impl Db {
-    /// Stores a batch in one transaction and returns the keys that were new; a key stored before
-    /// (a retry from Zalo, the same delivery through another hub) is skipped. Rows go in key order,
-    /// so hubs storing overlapping batches take the keys' locks in one order.
+    /// Stores a batch in a transaction of its own (see `WriteTx::store_webhooks`).
     pub async fn store_webhooks(
         &self,
+        batch: Vec<IncomingWebhook>,
+    ) -> Result<BTreeMap<String, i64>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let fresh = tx.store_webhooks(batch).await?;
+        tx.commit().await?;
+        Ok(fresh)
+    }
+}
+
+impl WriteTx {
+    /// Stores a batch and returns the keys that were new with their numbers; a key stored
+    /// before (a retry from Zalo, the same delivery through another hub) is skipped.
+    pub async fn store_webhooks(
+        &mut self,
         mut batch: Vec<IncomingWebhook>,
-    ) -> Result<Vec<String>, StoreError> {
+    ) -> Result<BTreeMap<String, i64>, StoreError> {
         batch.sort_by(|a, b| a.key.cmp(&b.key));
         batch.dedup_by(|a, b| a.key == b.key);
+        let mut fresh = BTreeMap::new();
         if batch.is_empty() {
-            return Ok(vec![]);
+            return Ok(fresh);
         }
         let count = batch.len() as i64;
-        Ok(crate::in_transaction!(self, tx => {
+        crate::on_tx!(self, tx => {
             let last: i64 = sqlx::query_scalar(
                 "UPDATE counters SET value = value + $1 WHERE name = 'webhook' RETURNING value",
             )
@@ -34,7 +49,6 @@ impl Db {
             .fetch_one(&mut *tx)
             .await?;
             let first = last - count + 1;
-            let mut fresh = Vec::with_capacity(batch.len());
             for (chunk_start, chunk) in batch.chunks(super::events::ROWS_PER_INSERT).enumerate() {
                 let base = first + (chunk_start * super::events::ROWS_PER_INSERT) as i64;
                 let mut q = QueryBuilder::new("INSERT INTO webhooks (n, dedupe_key, received_at, body) ");
@@ -44,11 +58,11 @@ impl Db {
                         .push_bind(w.received_at)
                         .push_bind(w.body.as_str());
                 });
-                q.push(" ON CONFLICT (dedupe_key) DO NOTHING RETURNING dedupe_key");
-                let inserted: Vec<String> = q.build_query_scalar().fetch_all(&mut *tx).await?;
+                q.push(" ON CONFLICT (dedupe_key) DO NOTHING RETURNING dedupe_key, n");
+                let inserted: Vec<(String, i64)> = q.build_query_as().fetch_all(&mut *tx).await?;
                 fresh.extend(inserted);
             }
-            fresh
-        }))
+        });
+        Ok(fresh)
     }
 }
