@@ -6,7 +6,6 @@ use common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sop_console::wire::{EventBody, Frame};
-use std::sync::Arc;
 use std::time::Duration;
 
 const OA: &str = "1423847451268726170";
@@ -280,7 +279,7 @@ async fn connected_page_with_agent(s: &Stack) -> (String, String) {
         StatusCode::OK
     );
     let (_, agent_token) = s.t.account("HuongNT256", "agent").await;
-    let conn = s.t.hub.read(|st| st.connections().next().unwrap().clone());
+    let conn = s.t.hub.read(|st| st.connections().next().unwrap().clone()).await;
     let (status, body) = s
         .t
         .post("/api/v1/rules", &s.t.admin_token, json!({"name": "r", "sources": [conn.id], "members": ["HuongNT256"], "method": "round_robin", "old_conversations": "none"}))
@@ -383,7 +382,7 @@ async fn a_revoked_grant_fails_replies_with_reconnect_words_from_the_first() {
 async fn deleting_a_page_removes_its_jobs_and_indexes() {
     let s = start_stack().await;
     let (conv, agent) = connected_page_with_agent(&s).await;
-    let conn = s.t.hub.read(|st| st.connections().next().unwrap().clone());
+    let conn = s.t.hub.read(|st| st.connections().next().unwrap().clone()).await;
     s.sim_post("/faults", json!({"rate_limit_next": 1000}))
         .await;
     let (status, m) =
@@ -397,6 +396,7 @@ async fn deleting_a_page_removes_its_jobs_and_indexes() {
     eventually("a retried job", || async {
         s.t.hub
             .outbound_job(m["id"].as_str().unwrap())
+            .await
             .unwrap()
             .filter(|j| j.attempts > 0)
     })
@@ -410,26 +410,10 @@ async fn deleting_a_page_removes_its_jobs_and_indexes() {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert!(s.t.hub.outbound_jobs().unwrap().is_empty(), "jobs removed");
-    for prefix in [
-        "job/",
-        "mref/",
-        "ckey/",
-        "mt/",
-        "msg/",
-        &format!("zmid/{}/", conn.id),
-    ] {
-        let left =
-            s.t.hub
-                .store()
-                .range(
-                    prefix.as_bytes(),
-                    &sop_console::store::prefix_end(prefix.as_bytes()),
-                    false,
-                    10,
-                )
-                .unwrap();
-        assert!(left.is_empty(), "{prefix} left behind: {}", left.len());
+    assert!(s.t.hub.outbound_jobs().await.unwrap().is_empty(), "jobs removed");
+    for table in ["reply_jobs", "messages", "conversations", "unread", "assignments"] {
+        let left = common::count(s.t.hub.db(), &format!("SELECT COUNT(*) FROM {table}")).await;
+        assert_eq!(left, 0, "{table}: rows of the deleted page left behind");
     }
 
     s.sim_post("/faults", json!({"rate_limit_next": 0})).await;
@@ -521,9 +505,8 @@ async fn a_deeply_nested_webhook_is_refused_and_nothing_sticks() {
 /// webhooks applied with it in a failed batch are applied once, not twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_webhook_that_cannot_be_applied_is_set_aside_and_the_rest_flows() {
-    let dir = temp_dir("poison");
-    let store = Arc::new(FaultyStore::poisoned(&dir, "POISON"));
-    let s = start_stack_over(dir, store).await;
+    let s = start_stack().await;
+    common::faults::poison_messages(s.t.hub.db(), "POISON").await;
     let (conv, agent) = connected_page_with_agent(&s).await;
     for text in ["trước", "POISON", "sau"] {
         s.customer_says(OA, "an", text).await;
@@ -718,7 +701,8 @@ async fn saving_a_rule_distributes_its_queue_oldest_first() {
                 .unwrap()
                 .username
                 .clone()
-        });
+        })
+        .await;
         got.push(who);
     }
     let expected: Vec<&str> = (0..8).map(|i| ["Xuan", "Yen"][i % 2]).collect();
@@ -873,9 +857,7 @@ async fn an_ambiguous_send_is_never_resent_and_the_echo_settles_it() {
 /// to send it again; it is never lost silently nor resent by the hub.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unconfirmed_ambiguous_send_fails_after_the_window() {
-    let dir = temp_dir("echo-window");
-    let store = Arc::new(sop_console::store::SledStore::open(&dir).unwrap());
-    let s = start_stack_over_with(dir, store, |c| c.zalo.echo_window_secs = 1).await;
+    let s = start_stack_with(temp_dir("echo-window"), |c| c.zalo.echo_window_secs = 1).await;
     let (conv, agent) = connected_page_with_agent(&s).await;
     s.sim_post(
         "/faults",
@@ -908,10 +890,7 @@ async fn an_unconfirmed_ambiguous_send_fails_after_the_window() {
 /// not; `/metrics` has latency histograms of HTTP by route, webhook → event and Zalo calls.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_reflects_the_store_and_workers_and_metrics_have_histograms() {
-    let dir = temp_dir("health");
-    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let store = Arc::new(FaultyStore::switched(&dir, failing.clone()));
-    let s = start_stack_over(dir, store).await;
+    let s = start_stack().await;
     let (conv, agent) = connected_page_with_agent(&s).await;
     reply_and_settle(&s, &conv, &agent, "k1", "Dạ").await;
     let health = || async {
@@ -930,17 +909,17 @@ async fn healthz_reflects_the_store_and_workers_and_metrics_have_histograms() {
         json!({"store": "ok", "intake": "ok", "sender": "ok"})
     );
 
-    failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    common::faults::disk_full(s.t.hub.db(), true).await;
     let (status, body) = health().await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(
         body["checks"]["store"]
             .as_str()
             .unwrap()
-            .contains("No space left"),
+            .contains("disk is full"),
         "{body}"
     );
-    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    common::faults::disk_full(s.t.hub.db(), false).await;
     assert_eq!(
         health().await.0,
         StatusCode::OK,
@@ -1022,18 +1001,7 @@ async fn a_stale_quote_is_dropped_and_the_reply_still_goes_once() {
 /// write is never visible").
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_the_store_refuses_is_not_visible_anywhere() {
-    let dir = temp_dir("refused");
-    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let store = Arc::new(FaultyStore::switched(&dir, failing.clone()));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let t = start_hub_over(
-        sop_console::config::Config::default(),
-        10_000,
-        listener,
-        dir,
-        store,
-    )
-    .await;
+    let t = start_hub().await;
     let (_, agent_token) = t.account("An", "agent").await;
     let page = t.page(OA).await;
     let rule = t.rule("r", &[&page], &["An"], "round_robin").await;
@@ -1042,7 +1010,7 @@ async fn a_write_the_store_refuses_is_not_visible_anywhere() {
     let mut stream = ws::connect(&t.ws_url(Some(head)), &t.admin_token).await;
     until_live(&mut stream).await;
 
-    failing.store(true, std::sync::atomic::Ordering::SeqCst);
+    common::faults::disk_full(t.hub.db(), true).await;
     let (s, _) = t
         .post(
             "/api/v1/accounts",
@@ -1064,7 +1032,7 @@ async fn a_write_the_store_refuses_is_not_visible_anywhere() {
             .await,
         StatusCode::INSUFFICIENT_STORAGE
     );
-    failing.store(false, std::sync::atomic::Ordering::SeqCst);
+    common::faults::disk_full(t.hub.db(), false).await;
 
     let (_, accounts) = t.get("/api/v1/accounts", &t.admin_token).await;
     assert!(!accounts.to_string().contains("Khong"), "{accounts}");
@@ -1094,9 +1062,7 @@ async fn a_write_the_store_refuses_is_not_visible_anywhere() {
 /// marked failed with Zalo's reason — never retried forever, never sent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_that_keeps_failing_is_given_up_after_eight_tries() {
-    let dir = temp_dir("exhaust");
-    let store = Arc::new(sop_console::store::SledStore::open(&dir).unwrap());
-    let s = start_stack_over_with(dir, store, |c| c.zalo.retry_base_ms = 5).await;
+    let s = start_stack_with(temp_dir("exhaust"), |c| c.zalo.retry_base_ms = 5).await;
     let (conv, agent) = connected_page_with_agent(&s).await;
     let calls_before = s.sim_get("/stats").await["api_calls"].as_u64().unwrap();
     s.sim_post("/faults", json!({"rate_limit_next": 1000}))
@@ -1110,7 +1076,7 @@ async fn a_reply_that_keeps_failing_is_given_up_after_eight_tries() {
     );
     let calls = s.sim_get("/stats").await["api_calls"].as_u64().unwrap() - calls_before;
     assert_eq!(calls, 8, "eight tries, then given up");
-    assert!(s.t.hub.outbound_jobs().unwrap().is_empty());
+    assert!(s.t.hub.outbound_jobs().await.unwrap().is_empty());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
         s.sim_get("/stats").await["api_calls"].as_u64().unwrap() - calls_before,

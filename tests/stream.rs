@@ -53,6 +53,7 @@ async fn reconnect_with_since_gets_exactly_the_missed_visible_events_in_order() 
     let expected: Vec<u64> = t
         .hub
         .read_events(head, now_head, usize::MAX)
+        .await
         .unwrap()
         .iter()
         .filter(|e| may_receive(&member, e))

@@ -1,4 +1,5 @@
-//! Shared helpers for the integration tests: a real hub on a loopback port over a real sled store.
+//! Shared helpers for the integration tests: a real hub on a loopback port over a real database
+//! (SQLite in the test's data dir; PostgreSQL when `SOP_TEST_ENGINE=postgres`).
 #![allow(dead_code)]
 
 pub mod pg;
@@ -9,7 +10,7 @@ use sop_console::config::Config;
 use sop_console::model::*;
 use sop_console::server::hub::{Hub, Inbound, Ingested, OaInfo};
 use sop_console::server::{self, Running};
-use sop_console::store::{SledStore, Store};
+use sop_console::store::sql::Db;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -50,24 +51,51 @@ pub async fn start_hub_on(
     listener: tokio::net::TcpListener,
     dir: PathBuf,
 ) -> TestHub {
-    let store = Arc::new(SledStore::open(&dir).unwrap());
-    start_hub_over(config, retention, listener, dir, store).await
+    let db = open_database(&dir).await;
+    start_hub_over(config, retention, listener, dir, db).await
 }
 
-/// `start_hub_on` over a given store (a wrapper that injects faults, say).
+/// The database the suite runs on, chosen by `SOP_TEST_ENGINE` (`sqlite`, the default, or
+/// `postgres`): SQLite in the data dir, or a fresh PostgreSQL database remembered in the data dir
+/// so that a restart on the same dir finds it again.
+pub async fn database_url(dir: &std::path::Path) -> String {
+    std::fs::create_dir_all(dir).unwrap();
+    match std::env::var("SOP_TEST_ENGINE").as_deref() {
+        Ok("postgres") => {
+            let remembered = dir.join("database-url");
+            match std::fs::read_to_string(&remembered) {
+                Ok(url) => url,
+                Err(_) => {
+                    let url = pg::database().await;
+                    std::fs::write(&remembered, &url).unwrap();
+                    url
+                }
+            }
+        }
+        Ok("sqlite") | Err(_) => format!("sqlite://{}/sop.db", dir.display()),
+        Ok(other) => panic!("SOP_TEST_ENGINE={other}: use sqlite or postgres"),
+    }
+}
+
+/// The test's database, migrated (as the hub opens it).
+pub async fn open_database(dir: &std::path::Path) -> Arc<Db> {
+    Arc::new(Db::open(&database_url(dir).await).await.unwrap())
+}
+
+/// `start_hub_on` over a given database.
 pub async fn start_hub_over(
     mut config: Config,
     retention: u64,
     listener: tokio::net::TcpListener,
     dir: PathBuf,
-    store: Arc<dyn Store>,
+    db: Arc<Db>,
 ) -> TestHub {
     config.server.event_retention = retention;
-    let hub = Hub::open(store, &dir, retention).unwrap();
+    let hub = Hub::open(db, &dir, retention).await.unwrap();
     let running = server::start(config, hub.clone(), listener).await.unwrap();
     let base = format!("http://{}", running.addr);
     // Reopening a data dir (restart tests) keeps the first admin.
-    let existing = hub.read(|st| st.find_account("CuongLM").cloned());
+    let existing = hub.read(|st| st.find_account("CuongLM").cloned()).await;
     let (admin, admin_token) = match existing {
         Some(a) => hub.rotate_token(&a.id).await.unwrap(),
         None => hub
@@ -296,21 +324,12 @@ pub async fn start_stack() -> Stack {
 
 /// Starts (or restarts, on an existing data dir) the hub with a fresh simulator.
 pub async fn start_stack_in(dir: PathBuf) -> Stack {
-    let store = Arc::new(SledStore::open(&dir).unwrap());
-    start_stack_over(dir, store).await
+    start_stack_with(dir, |_| {}).await
 }
 
-/// `start_stack_in` over a given store.
-pub async fn start_stack_over(dir: PathBuf, store: Arc<dyn Store>) -> Stack {
-    start_stack_over_with(dir, store, |_| {}).await
-}
-
-/// `start_stack_over` with the hub's configuration adjusted by `tune`.
-pub async fn start_stack_over_with(
-    dir: PathBuf,
-    store: Arc<dyn Store>,
-    tune: impl FnOnce(&mut Config),
-) -> Stack {
+/// `start_stack_in` with the hub's configuration adjusted by `tune`.
+pub async fn start_stack_with(dir: PathBuf, tune: impl FnOnce(&mut Config)) -> Stack {
+    let db = open_database(&dir).await;
     let hub_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let hub_addr = hub_listener.local_addr().unwrap();
     let sim_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -335,7 +354,7 @@ pub async fn start_stack_over_with(
     config.zalo.oauth_base = sim_base.clone();
     config.zalo.api_base = sim_base.clone();
     tune(&mut config);
-    let t = start_hub_over(config, 1_000_000, hub_listener, dir, store).await;
+    let t = start_hub_over(config, 1_000_000, hub_listener, dir, db).await;
     Stack { t, sim, sim_base }
 }
 
@@ -717,66 +736,72 @@ pub mod process {
     }
 }
 
-/// A store that refuses some writes: those carrying a marker (a webhook that can never be
-/// applied), or all of them while switched on (a full or broken disk). The dead-letter list is
-/// always written.
-pub struct FaultyStore {
-    inner: SledStore,
-    poison: Option<&'static [u8]>,
-    failing: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl FaultyStore {
-    pub fn poisoned(dir: &std::path::Path, marker: &'static str) -> FaultyStore {
-        FaultyStore {
-            inner: SledStore::open(dir).unwrap(),
-            poison: Some(marker.as_bytes()),
-            failing: Arc::default(),
-        }
-    }
-
-    pub fn switched(
-        dir: &std::path::Path,
-        failing: Arc<std::sync::atomic::AtomicBool>,
-    ) -> FaultyStore {
-        FaultyStore {
-            inner: SledStore::open(dir).unwrap(),
-            poison: None,
-            failing,
-        }
+/// One number from the test's database (`SELECT COUNT(*) …`).
+pub async fn count(db: &Db, sql: &str) -> i64 {
+    match db {
+        Db::Sqlite(d) => sqlx::query_scalar(sql).fetch_one(&d.readers).await.unwrap(),
+        Db::Postgres(d) => sqlx::query_scalar(sql).fetch_one(&d.pool).await.unwrap(),
     }
 }
 
-impl Store for FaultyStore {
-    fn get(&self, key: &[u8]) -> anyhow::Result<Option<Vec<u8>>> {
-        self.inner.get(key)
-    }
-    fn range(
-        &self,
-        start: &[u8],
-        end: &[u8],
-        reverse: bool,
-        limit: usize,
-    ) -> anyhow::Result<Vec<(Vec<u8>, Vec<u8>)>> {
-        self.inner.range(start, end, reverse, limit)
-    }
-    fn apply(&self, batch: sop_console::store::Batch) -> anyhow::Result<()> {
-        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
-            anyhow::bail!("No space left on device (injected)");
-        }
-        if let Some(marker) = self.poison {
-            let poisoned = batch.ops().any(|(k, v)| {
-                !k.starts_with(b"dead/")
-                    && v.is_some_and(|v| v.windows(marker.len()).any(|w| w == marker))
-            });
-            if poisoned {
-                anyhow::bail!("injected write failure");
+/// Faults injected into the real database with triggers, the same on both engines: a message
+/// whose text carries a marker cannot be stored (a webhook that can never be applied), and a
+/// switch under which every change fails as on a full disk.
+pub mod faults {
+    use sop_console::store::sql::Db;
+
+    async fn execute(db: &Db, sql: &str) {
+        match db {
+            Db::Sqlite(d) => {
+                sqlx::raw_sql(sql).execute(&d.writer).await.unwrap();
+            }
+            Db::Postgres(d) => {
+                sqlx::raw_sql(sql).execute(&d.pool).await.unwrap();
             }
         }
-        self.inner.apply(batch)
     }
-    fn flush(&self) -> anyhow::Result<()> {
-        self.inner.flush()
+
+    /// Messages whose text contains `marker` are refused ("injected write failure").
+    pub async fn poison_messages(db: &Db, marker: &str) {
+        let sql = match db {
+            Db::Sqlite(_) => format!(
+                "CREATE TRIGGER poison BEFORE INSERT ON messages WHEN NEW.text LIKE '%{marker}%' \
+                 BEGIN SELECT RAISE(ABORT, 'injected write failure'); END;"
+            ),
+            Db::Postgres(_) => format!(
+                "CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                 IF NEW.text LIKE '%{marker}%' THEN RAISE EXCEPTION 'injected write failure'; \
+                 END IF; RETURN NEW; END $$; \
+                 CREATE TRIGGER poison BEFORE INSERT ON messages \
+                 FOR EACH ROW EXECUTE FUNCTION poison();"
+            ),
+        };
+        execute(db, &sql).await;
+    }
+
+    /// While on, every change fails as the engine fails on a full disk (numbering and the
+    /// health probe's write are refused, so nothing commits).
+    pub async fn disk_full(db: &Db, on: bool) {
+        let sql = match (db, on) {
+            (Db::Sqlite(_), true) => "\
+                CREATE TRIGGER full_counters BEFORE UPDATE ON counters \
+                BEGIN SELECT RAISE(ABORT, 'database or disk is full (injected)'); END; \
+                CREATE TRIGGER full_health BEFORE UPDATE ON health \
+                BEGIN SELECT RAISE(ABORT, 'database or disk is full (injected)'); END;",
+            (Db::Sqlite(_), false) => "DROP TRIGGER full_counters; DROP TRIGGER full_health;",
+            (Db::Postgres(_), true) => "\
+                CREATE OR REPLACE FUNCTION disk_full() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                BEGIN RAISE EXCEPTION USING ERRCODE = 'disk_full', \
+                MESSAGE = 'database or disk is full (injected)'; END $$; \
+                CREATE TRIGGER full_counters BEFORE UPDATE ON counters \
+                FOR EACH ROW EXECUTE FUNCTION disk_full(); \
+                CREATE TRIGGER full_health BEFORE UPDATE ON health \
+                FOR EACH ROW EXECUTE FUNCTION disk_full();",
+            (Db::Postgres(_), false) => {
+                "DROP TRIGGER full_counters ON counters; DROP TRIGGER full_health ON health;"
+            }
+        };
+        execute(db, sql).await;
     }
 }
 

@@ -699,7 +699,7 @@ impl Hub {
         }
         let rows = self
             .db
-            .events_since(after as i64, limit as i64)
+            .events_since(after as i64, limit.min(i32::MAX as usize) as i64)
             .await
             .map_err(store_error)?;
         // A record that does not read back is left out; the stream sees the gap and re-syncs.

@@ -1,8 +1,7 @@
-//! Hub-level behaviour of DESIGN §3, in process on a real sled store.
+//! Hub-level behaviour of DESIGN §3, in process on a real SQLite database.
 
 use super::admin::OaInfo;
 use super::*;
-use crate::store::SledStore;
 use crate::wire::{NewAccount, ReplyInput, RuleInput, View};
 
 struct Fixture {
@@ -13,7 +12,6 @@ struct Fixture {
 
 impl Drop for Fixture {
     fn drop(&mut self) {
-        self.hub.shutdown();
         if let Some(dir) = &self.dir {
             let _ = std::fs::remove_dir_all(dir);
         }
@@ -21,15 +19,19 @@ impl Drop for Fixture {
 }
 
 impl Fixture {
-    /// Closes the hub and opens its data dir again, as a restart does.
-    fn reopen(mut self) -> Fixture {
+    /// Closes the hub and opens its database again, as a restart does.
+    async fn reopen(mut self) -> Fixture {
         let dir = self.dir.take().unwrap();
+        self.hub.shutdown().await;
         drop(self);
-        Fixture::open(crate::store::open_when_released(&dir), dir)
+        Fixture::open(dir).await
     }
 
-    fn open(store: SledStore, dir: std::path::PathBuf) -> Fixture {
-        let hub = Hub::open(Arc::new(store), &dir, 10_000).unwrap();
+    async fn open(dir: std::path::PathBuf) -> Fixture {
+        std::fs::create_dir_all(&dir).unwrap();
+        let url = format!("sqlite://{}", dir.join("sop.db").display());
+        let db = Arc::new(Db::open(&url).await.unwrap());
+        let hub = Hub::open(db, &dir, 10_000).await.unwrap();
         Fixture {
             hub,
             dir: Some(dir),
@@ -37,9 +39,9 @@ impl Fixture {
     }
 }
 
-fn fixture() -> Fixture {
+async fn fixture() -> Fixture {
     let dir = std::env::temp_dir().join(format!("sop-hub-{}", rand::random::<u64>()));
-    Fixture::open(SledStore::open(&dir).unwrap(), dir)
+    Fixture::open(dir).await
 }
 
 async fn account(hub: &Hub, username: &str, role: Role) -> Account {
@@ -117,7 +119,7 @@ struct Seed {
 }
 
 async fn seed(method: Method) -> Seed {
-    let f = fixture();
+    let f = fixture().await;
     let admin = account(&f.hub, "CuongLM", Role::Admin).await;
     let mut agents = vec![];
     for u in ["HuongNT256", "QueCT3", "TriLM22"] {
@@ -168,7 +170,7 @@ async fn seed_round_robin_spreads_six_customers_two_each() {
     let (agents, conn) = (s.agents.clone(), s.conn.clone());
     let c = send(&s.f.hub, &conn, "u6", "m6").await;
     assert_eq!(c.assignee.as_deref(), Some(agents[0].id.as_str()));
-    let f = s.f.reopen();
+    let f = s.f.reopen().await;
     let c = send(&f.hub, &conn, "u7", "m7").await;
     assert_eq!(c.assignee.as_deref(), Some(agents[1].id.as_str()));
 }
@@ -185,10 +187,10 @@ async fn a_second_message_keeps_the_assignee_and_is_idempotent() {
     assert!(matches!(dup, Ingested::Duplicate { .. }));
     let who =
         s.f.hub
-            .read(|st| st.account(c1.assignee.as_ref().unwrap()).unwrap().clone());
+            .read(|st| st.account(c1.assignee.as_ref().unwrap()).unwrap().clone()).await;
     assert_eq!(
         s.f.hub
-            .list_messages(&who, &c1.id, None, 50)
+            .list_messages(&who, &c1.id, None, 50).await
             .unwrap()
             .items
             .len(),
@@ -209,7 +211,7 @@ async fn nobody_available_queues_then_drains_oldest_first() {
     let que = &s.agents[1];
     let waiting =
         s.f.hub
-            .list_conversations(que, View::Unclaimed, None, 10)
+            .list_conversations(que, View::Unclaimed, None, 10).await
             .unwrap();
     let order: Vec<&str> = waiting.items.iter().map(|c| c.id.as_str()).collect();
     let oldest_first: Vec<&str> = queued.iter().map(|c| c.id.as_str()).collect();
@@ -221,7 +223,7 @@ async fn nobody_available_queues_then_drains_oldest_first() {
     // Two members become eligible in one change (the rule is saved with them, both available):
     // the queue is served oldest first, in turn — the order shows in who gets which.
     let newcomer = account(&s.f.hub, "MoiVao", Role::Agent).await;
-    let rule_id = s.f.hub.read(|st| st.rules().next().unwrap().id.clone());
+    let rule_id = s.f.hub.read(|st| st.rules().next().unwrap().id.clone()).await;
     s.f.hub
         .update_rule(
             &rule_id,
@@ -240,7 +242,7 @@ async fn nobody_available_queues_then_drains_oldest_first() {
             .iter()
             .map(|c| st.conversation(&c.id).unwrap().assignee.clone())
             .collect()
-    });
+    }).await;
     let (admin, newcomer) = (Some(s.admin.id.clone()), Some(newcomer.id));
     assert_eq!(got, [admin.clone(), newcomer.clone(), admin, newcomer]);
 }
@@ -251,7 +253,7 @@ async fn self_claim_has_one_winner_and_the_loser_learns_who() {
     let c = send(&s.f.hub, &s.conn, "u1", "m1").await;
     assert_eq!(c.state, ConvState::Unclaimed);
     for a in &s.agents {
-        assert_eq!(s.f.hub.counts(a).unclaimed, 1);
+        assert_eq!(s.f.hub.counts(a).await.unclaimed, 1);
     }
     let won = s.f.hub.claim(&s.agents[1], &c.id).await.unwrap();
     assert_eq!(won.assignee.as_deref(), Some(s.agents[1].id.as_str()));
@@ -263,7 +265,7 @@ async fn self_claim_has_one_winner_and_the_loser_learns_who() {
         other => panic!("expected conflict, got {other:?}"),
     }
     // The loser no longer sees it.
-    assert!(s.f.hub.get_conversation(&s.agents[0], &c.id).is_err());
+    assert!(s.f.hub.get_conversation(&s.agents[0], &c.id).await.is_err());
 }
 
 #[tokio::test]
@@ -283,8 +285,8 @@ async fn replying_to_an_unclaimed_conversation_claims_it_and_keys_are_idempotent
             .unwrap();
     let m2 = s.f.hub.reply(&s.agents[2], &c.id, input).await.unwrap();
     assert_eq!(m1.id, m2.id);
-    assert_eq!(s.f.hub.outbound_jobs().unwrap().len(), 1);
-    let conv = s.f.hub.get_conversation(&s.agents[2], &c.id).unwrap();
+    assert_eq!(s.f.hub.outbound_jobs().await.unwrap().len(), 1);
+    let conv = s.f.hub.get_conversation(&s.agents[2], &c.id).await.unwrap();
     assert_eq!(conv.assignee.as_deref(), Some(s.agents[2].id.as_str()));
     assert_eq!(conv.assignments.last().unwrap().reason, AssignReason::Reply);
     let too_long = ReplyInput {
@@ -323,7 +325,7 @@ async fn done_reopens_on_a_new_message_with_the_same_assignee() {
     let c = send(&s.f.hub, &s.conn, "u1", "m1").await;
     let owner =
         s.f.hub
-            .read(|st| st.account(c.assignee.as_ref().unwrap()).unwrap().clone());
+            .read(|st| st.account(c.assignee.as_ref().unwrap()).unwrap().clone()).await;
     let done = s.f.hub.mark_done(&owner, &c.id).await.unwrap();
     assert_eq!(done.status, ConvStatus::Done);
     let again = send(&s.f.hub, &s.conn, "u1", "m2").await;
@@ -333,7 +335,7 @@ async fn done_reopens_on_a_new_message_with_the_same_assignee() {
 
 #[tokio::test]
 async fn only_me_page_goes_to_its_connector() {
-    let f = fixture();
+    let f = fixture().await;
     let admin = account(&f.hub, "boss", Role::Admin).await;
     let agent = account(&f.hub, "agent", Role::Agent).await;
     let conn = page(&f.hub, "oa1", &agent).await;
@@ -358,7 +360,7 @@ async fn removing_a_member_leaves_conversations_unattended_then_old_conversation
         let s = seed(Method::RoundRobin).await;
         let c = send(&s.f.hub, &s.conn, "u1", "m1").await;
         assert_eq!(c.assignee.as_deref(), Some(s.agents[0].id.as_str()));
-        let rule = s.f.hub.read(|st| st.rules().next().unwrap().clone());
+        let rule = s.f.hub.read(|st| st.rules().next().unwrap().clone()).await;
         let updated =
             s.f.hub
                 .update_rule(
@@ -374,7 +376,7 @@ async fn removing_a_member_leaves_conversations_unattended_then_old_conversation
                 .await
                 .unwrap();
         assert_eq!(updated.members.len(), 2);
-        let after = s.f.hub.read(|st| st.conversation(&c.id).unwrap().clone());
+        let after = s.f.hub.read(|st| st.conversation(&c.id).unwrap().clone()).await;
         if expect_assigned {
             assert_eq!(after.state, ConvState::Assigned, "{old:?}");
             assert_ne!(after.assignee.as_deref(), Some(s.agents[0].id.as_str()));
@@ -389,15 +391,15 @@ async fn removing_a_member_leaves_conversations_unattended_then_old_conversation
                 AssignReason::MemberRemoved
             );
             // Unattended history stays with admins.
-            assert!(s.f.hub.get_conversation(&s.agents[1], &c.id).is_err());
-            assert!(s.f.hub.get_conversation(&s.admin, &c.id).is_ok());
+            assert!(s.f.hub.get_conversation(&s.agents[1], &c.id).await.is_err());
+            assert!(s.f.hub.get_conversation(&s.admin, &c.id).await.is_ok());
         }
     }
 }
 
 #[tokio::test]
 async fn history_conversations_follow_the_available_option() {
-    let f = fixture();
+    let f = fixture().await;
     let admin = account(&f.hub, "boss", Role::Admin).await;
     let agent = account(&f.hub, "HuongNT256", Role::Agent).await;
     let conn = page(&f.hub, "oa1", &admin).await;
@@ -410,7 +412,7 @@ async fn history_conversations_follow_the_available_option() {
     }
     let all = f
         .hub
-        .list_conversations(&admin, View::All, None, 10)
+        .list_conversations(&admin, View::All, None, 10).await
         .unwrap()
         .items;
     assert!(all
@@ -428,7 +430,7 @@ async fn history_conversations_follow_the_available_option() {
         .unwrap();
     let mine = f
         .hub
-        .list_conversations(&agent, View::Mine, None, 10)
+        .list_conversations(&agent, View::Mine, None, 10).await
         .unwrap()
         .items;
     assert_eq!(mine.len(), 1);
@@ -478,13 +480,13 @@ async fn rule_conflicts_and_unknown_members_are_refused() {
 async fn state_survives_reopen() {
     let s = seed(Method::RoundRobin).await;
     let conv_id = send(&s.f.hub, &s.conn, "u1", "m1").await.id;
-    let f = s.f.reopen();
+    let f = s.f.reopen().await;
     let hub = &f.hub;
     let conv = hub
-        .read(|st| st.conversation(&conv_id).cloned())
+        .read(|st| st.conversation(&conv_id).cloned()).await
         .expect("conversation persisted");
     assert_eq!(conv.state, ConvState::Assigned);
-    assert_eq!(hub.read(|st| st.rules().count()), 1);
+    assert_eq!(hub.read(|st| st.rules().count()).await, 1);
 }
 
 #[tokio::test]
@@ -499,48 +501,19 @@ async fn an_admin_who_claimed_keeps_the_conversation_when_the_customer_writes_ag
     assert_eq!(again.state, ConvState::Assigned);
 }
 
+/// A webhook is stored once by its body whatever delivers it again (Zalo's retries, another
+/// hub), before or after a restart, and applied once.
 #[tokio::test]
-async fn acknowledged_webhooks_not_yet_applied_are_requeued_after_a_crash() {
-    let mut f = fixture();
-    let dir = f.dir.take().unwrap();
-    for i in 0..3 {
-        f.hub
-            .enqueue_webhook(format!("{{\"event_name\":\"x\",\"n\":{i}}}").as_bytes())
-            .await
-            .unwrap();
-    }
-    drop(f); // "crash": nothing was applied
-    let reopen = || {
-        Hub::open(
-            Arc::new(crate::store::open_when_released(&dir)),
-            &dir,
-            10_000,
-        )
-        .unwrap()
-    };
-    let hub = reopen();
-    let queued = hub.queued_webhooks(10).unwrap();
-    assert_eq!(
-        queued.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
-        vec![1, 2, 3]
-    );
-    // Apply two; the third stays queued across another restart, and numbering continues.
-    hub.apply_webhooks(queued[..2].to_vec()).await.unwrap();
-    hub.shutdown();
-    drop(hub);
-    let hub = reopen();
-    assert_eq!(
-        hub.queued_webhooks(10)
-            .unwrap()
-            .iter()
-            .map(|(n, _)| *n)
-            .collect::<Vec<_>>(),
-        vec![3]
-    );
-    assert_eq!(hub.enqueue_webhook(b"{}").await.unwrap(), 4);
-    hub.shutdown();
-    drop(hub);
-    let _ = std::fs::remove_dir_all(&dir);
+async fn a_webhook_is_stored_and_applied_once() {
+    let f = fixture().await;
+    let body: &[u8] = br#"{"event_name":"shop_has_order","n":1}"#;
+    let first = f.hub.apply_webhooks(&[body, body]).await.unwrap();
+    assert_eq!(first.applied, 1);
+    let f = f.reopen().await;
+    let again = f.hub.apply_webhooks(&[body]).await.unwrap();
+    assert_eq!(again.applied, 0, "a retry after the restart is a duplicate");
+    let other: &[u8] = br#"{"event_name":"shop_has_order","n":2}"#;
+    assert_eq!(f.hub.apply_webhooks(&[other]).await.unwrap().applied, 1);
 }
 
 #[test]
