@@ -158,6 +158,8 @@ pub async fn start(opts: &DemoOptions) -> Result<(Demo, Arc<Sim>, Arc<Hub>)> {
     config.zalo.oauth_base = sim_url.clone();
     config.zalo.api_base = sim_url.clone();
     let hub_dir = data_dir.join("hub");
+    // Held for the process's life: a second demo on the same dir is refused.
+    std::mem::forget(server::lock_data_dir(&hub_dir)?);
     let db = server::open_database(&config, &hub_dir).await?;
     let hub = Hub::open(db, &hub_dir, config.server.event_retention).await?;
 

@@ -1064,6 +1064,12 @@ async fn a_write_the_store_refuses_is_not_visible_anywhere() {
 async fn a_reply_that_keeps_failing_is_given_up_after_eight_tries() {
     let s = start_stack_with(temp_dir("exhaust"), |c| c.zalo.retry_base_ms = 5).await;
     let (conv, agent) = connected_page_with_agent(&s).await;
+    // The customer's profile is fetched first (one call of its own, not a send).
+    eventually("the customer's profile", || async {
+        let (_, c) = s.t.get(&format!("/api/v1/conversations/{conv}"), &agent).await;
+        (c["customer"]["fetched_at"].as_i64() > Some(0)).then_some(())
+    })
+    .await;
     let calls_before = s.sim_get("/stats").await["api_calls"].as_u64().unwrap();
     s.sim_post("/faults", json!({"rate_limit_next": 1000}))
         .await;

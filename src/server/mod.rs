@@ -198,6 +198,31 @@ pub async fn open_database(config: &Config, data_dir: &Path) -> Result<Arc<Db>> 
     Ok(Arc::new(db))
 }
 
+/// Holds `DATA_DIR/hub.lock` while the returned file is open: one hub per data dir (its
+/// attachments are its own). `sop admin` does not take it, so it works while the hub runs.
+pub fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let path = data_dir.join("hub.lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
+    // SAFETY: flock on a descriptor this function owns; released when the file closes.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        anyhow::bail!(
+            "data dir {} is in use by another sop process ({} is locked); stop that process or \
+             choose another --data-dir",
+            data_dir.display(),
+            path.display()
+        );
+    }
+    Ok(file)
+}
+
 /// `sop serve`: runs until SIGINT/SIGTERM, then shuts down gracefully.
 pub async fn serve(config: Config) -> Result<()> {
     let data_dir = config
@@ -205,6 +230,7 @@ pub async fn serve(config: Config) -> Result<()> {
         .data_dir
         .clone()
         .unwrap_or_else(default_data_dir);
+    let _lock = lock_data_dir(&data_dir)?;
     let db = open_database(&config, &data_dir).await?;
     let hub = Hub::open(db, &data_dir, config.server.event_retention).await?;
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
