@@ -1091,3 +1091,40 @@ async fn a_reply_that_keeps_failing_is_given_up_after_eight_tries() {
     );
     s.t.stop().await;
 }
+
+/// Found moving to SQL: Zalo's echo of a file reply carries no text (a file message has none),
+/// so it was not matched to the reply and showed in the thread as a second message "from OA
+/// Manager"; with Zalo's message ids unique per page, the send then could not be recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_reply_and_its_echo_are_one_message() {
+    use base64::Engine;
+    let s = start_stack().await;
+    let (conv, agent) = connected_page_with_agent(&s).await;
+    s.sim_post("/faults", json!({"auto_receipts": true})).await;
+    let content = base64::engine::general_purpose::STANDARD.encode(b"%PDF-1.4 bao gia");
+    let (status, m) =
+        s.t.post(
+            &format!("/api/v1/conversations/{conv}/reply"),
+            &agent,
+            json!({"client_key": "f1", "text": "Dạ em gửi báo giá ạ",
+                   "attachment": {"kind": "file", "name": "bao-gia.pdf", "content_base64": content}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{m}");
+    let sent = message_once(&s, &conv, &agent, &m["id"], "seen").await;
+    // The echo and the receipts have been applied (they come before "seen").
+    let (_, page) =
+        s.t.get(&format!("/api/v1/conversations/{conv}/messages"), &agent)
+            .await;
+    let outbound: Vec<&Value> = page["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["direction"] == "outbound")
+        .collect();
+    assert_eq!(outbound.len(), 1, "{outbound:?}");
+    let zalo = s.sim_get("/sent").await;
+    assert_eq!(zalo.as_array().unwrap().len(), 1, "sent once: {zalo}");
+    assert_eq!(sent["zalo_msg_id"], zalo[0]["msg_id"]);
+    s.t.stop().await;
+}

@@ -389,6 +389,15 @@ fn to_inbound(
 /// The outbound message a Zalo `oa_send_*` echo is about: by msg_id, or else the newest of our
 /// replies to that customer with the same text, no Zalo id yet (the echo came before the send's
 /// answer, or the answer was lost) and sent within the echo window of the echo's time.
+/// The text Zalo received for one of our replies: a file goes without its text (Zalo's file
+/// messages carry none), images and plain replies with it.
+fn sent_text(msg: &Message) -> &str {
+    match msg.kind {
+        MessageKind::File => "",
+        _ => &msg.text,
+    }
+}
+
 async fn match_echo(
     st: &State,
     tx: &mut Tx,
@@ -416,7 +425,7 @@ async fn match_echo(
             && msg.client_key.is_some()
             && msg.zalo_msg_id.is_none()
             && (m.at - msg.created_at).abs() <= echo_window
-            && msg.text == crate::model::text::nfc(&m.text)
+            && sent_text(&msg) == crate::model::text::nfc(&m.text)
         {
             return Ok(Some(msg));
         }

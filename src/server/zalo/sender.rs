@@ -114,8 +114,13 @@ async fn send_job(z: &ZaloHub, job: OutboundJob) -> bool {
             SendOutcome::Failed(e.code, reason)
         }
     };
-    if let Err(e) = z.hub.finish_job(&job, finish).await {
-        tracing::error!(message = %job.message_id, "cannot record the send: {e}");
+    // Zalo has it (or may have it): the outcome must be recorded, never the reply sent again, so
+    // recording is retried until it works; the conversation's later replies wait meanwhile.
+    let mut wait = Duration::from_millis(100);
+    while let Err(e) = z.hub.finish_job(&job, finish.clone()).await {
+        tracing::error!(message = %job.message_id, "cannot record the send (will retry): {e}");
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(Duration::from_secs(30));
     }
     true
 }
