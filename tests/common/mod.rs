@@ -605,8 +605,23 @@ pub mod process {
     pub const SOP: &str = env!("CARGO_BIN_EXE_sop");
 
     /// Creates the first admin with `sop admin` and returns its token (the last line of stdout).
+    /// The test engine's database for a process hub on `dir` (see `database_url`), passed as
+    /// `SOP_DATABASE_URL`.
+    pub fn with_database(cmd: &mut Command, dir: &std::path::Path) {
+        let dir = dir.to_path_buf();
+        let url = std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(super::database_url(&dir))
+        })
+        .join()
+        .unwrap();
+        cmd.env("SOP_DATABASE_URL", url);
+    }
+
     pub fn admin_token(dir: &std::path::Path) -> String {
-        let out = Command::new(SOP)
+        let mut cmd = Command::new(SOP);
+        with_database(&mut cmd, dir);
+        let out = cmd
             .args(["admin", "--data-dir"])
             .arg(dir)
             .args([
@@ -675,6 +690,7 @@ pub mod process {
     /// The command `hub` runs, for a test to add settings or limits to.
     pub fn hub_command(dir: &std::path::Path, port: u16, sim: Option<&str>) -> Command {
         let mut cmd = Command::new(SOP);
+        with_database(&mut cmd, dir);
         cmd.args([
             "serve",
             "--listen",

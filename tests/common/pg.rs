@@ -18,7 +18,7 @@ fn server() -> &'static str {
     static SERVER: OnceLock<String> = OnceLock::new();
     SERVER.get_or_init(|| match std::env::var("SOP_TEST_DATABASE_URL") {
         Ok(url) => url.trim_end_matches('/').to_string(),
-        Err(_) => start_cluster(),
+        Err(_) => start_cluster_for_good(),
     })
 }
 
@@ -101,6 +101,19 @@ fn command_as(
         });
     }
     cmd
+}
+
+/// Starts the cluster from a thread that lives as long as the test binary: the parent-death
+/// signal follows the thread that started the server, and a test's thread ends with the test.
+fn start_cluster_for_good() -> String {
+    let (url, started) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        url.send(start_cluster()).unwrap();
+        loop {
+            std::thread::park();
+        }
+    });
+    started.recv().expect("the cluster's thread panicked")
 }
 
 fn start_cluster() -> String {
