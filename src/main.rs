@@ -149,6 +149,11 @@ enum AdminCommand {
         #[arg(long)]
         to: PathBuf,
     },
+    /// Import a round-1 data dir (sled) into the database, once (the hub stopped).
+    Import {
+        #[arg(long, value_name = "DIR")]
+        from_sled: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -340,6 +345,23 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 async fn admin(config: &Config, dir: &std::path::Path, command: AdminCommand) -> Result<()> {
+    if let AdminCommand::Import { from_sled } = &command {
+        let url = sop_console::server::database_url(config, dir)?;
+        let db = sop_console::store::sql::Db::open(&url).await?;
+        let n = sop_console::server::hub::import_sled(&db, from_sled, dir).await?;
+        println!(
+            "imported {} accounts, {} pages, {} rules, {} conversations, {} messages, {} replies \
+             waiting into the {} database",
+            n.accounts,
+            n.pages,
+            n.rules,
+            n.conversations,
+            n.messages,
+            n.jobs,
+            db.engine_name()
+        );
+        return Ok(());
+    }
     let db = sop_console::server::open_database(config, dir).await?;
     let command = match command {
         AdminCommand::Migrate => {
@@ -357,6 +379,7 @@ async fn admin(config: &Config, dir: &std::path::Path, command: AdminCommand) ->
             return Ok(());
         }
         AdminCommand::Account { command } => command,
+        AdminCommand::Import { .. } => unreachable!("handled above"),
     };
     let hub = Hub::open(db, dir, u64::MAX).await?;
     let result = match command {

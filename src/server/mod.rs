@@ -175,16 +175,20 @@ pub fn default_data_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("sop-data"))
 }
 
+/// The URL of the hub's database: `[server] database`, else SQLite in the data dir.
+pub fn database_url(config: &Config, data_dir: &Path) -> Result<String> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    Ok(match &config.server.database {
+        Some(url) if !url.is_empty() => url.clone(),
+        _ => format!("sqlite://{}", data_dir.join("sop.db").display()),
+    })
+}
+
 /// The hub's database as configured (`[server] database`, else SQLite in the data dir), migrated
 /// and checked. A round-1 data dir (sled) is refused until it is imported.
 pub async fn open_database(config: &Config, data_dir: &Path) -> Result<Arc<Db>> {
-    std::fs::create_dir_all(data_dir)
-        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
-    let url = match &config.server.database {
-        Some(url) if !url.is_empty() => url.clone(),
-        _ => format!("sqlite://{}", data_dir.join("sop.db").display()),
-    };
-    let db = Db::open(&url).await?;
+    let db = Db::open(&database_url(config, data_dir)?).await?;
     let sled = data_dir.join("sled");
     if sled.exists() && !db.has_data().await? {
         anyhow::bail!(

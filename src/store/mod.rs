@@ -1,15 +1,13 @@
-//! Durable storage: a small key-value trait with atomic batches, its sled implementation, and a
-//! group-commit flusher so many concurrent writers share one fsync.
+//! Durable storage: the hub's SQL database (`sql`), the blob files of attachments waiting to be
+//! sent (`blobs`), and a small key-value trait over sled, which the console's cache uses and from
+//! which round-1 hub data dirs are imported.
 
 use anyhow::{Context, Result};
 use serde::{de::DeserializeOwned, Serialize};
 use std::path::Path;
 
 pub mod blobs;
-mod group_commit;
 pub mod sql;
-pub mod wal;
-pub use group_commit::GroupCommit;
 
 /// One atomic set of writes. Later writes to a key win; `get` reads the batch's own writes so a
 /// change can build on what it already wrote.

@@ -20,11 +20,13 @@ mod admin;
 pub use admin::{OaInfo, PendingConsent};
 mod conversations;
 mod health;
+mod import;
 mod metrics;
 mod webhooks;
 
 pub use conversations::{Inbound, Ingested, OutboundJob, SendOutcome};
 pub use health::Health;
+pub use import::{import_sled, Imported};
 pub use metrics::Metrics;
 pub use webhooks::{DeadWebhook, WebhookOutcome};
 
