@@ -279,7 +279,10 @@ async fn connected_page_with_agent(s: &Stack) -> (String, String) {
         StatusCode::OK
     );
     let (_, agent_token) = s.t.account("HuongNT256", "agent").await;
-    let conn = s.t.hub.read(|st| st.connections().next().unwrap().clone()).await;
+    let conn =
+        s.t.hub
+            .read(|st| st.connections().next().unwrap().clone())
+            .await;
     let (status, body) = s
         .t
         .post("/api/v1/rules", &s.t.admin_token, json!({"name": "r", "sources": [conn.id], "members": ["HuongNT256"], "method": "round_robin", "old_conversations": "none"}))
@@ -382,7 +385,10 @@ async fn a_revoked_grant_fails_replies_with_reconnect_words_from_the_first() {
 async fn deleting_a_page_removes_its_jobs_and_indexes() {
     let s = start_stack().await;
     let (conv, agent) = connected_page_with_agent(&s).await;
-    let conn = s.t.hub.read(|st| st.connections().next().unwrap().clone()).await;
+    let conn =
+        s.t.hub
+            .read(|st| st.connections().next().unwrap().clone())
+            .await;
     s.sim_post("/faults", json!({"rate_limit_next": 1000}))
         .await;
     let (status, m) =
@@ -410,8 +416,17 @@ async fn deleting_a_page_removes_its_jobs_and_indexes() {
         )
         .await;
     assert_eq!(status, StatusCode::NO_CONTENT);
-    assert!(s.t.hub.outbound_jobs().await.unwrap().is_empty(), "jobs removed");
-    for table in ["reply_jobs", "messages", "conversations", "unread", "assignments"] {
+    assert!(
+        s.t.hub.outbound_jobs().await.unwrap().is_empty(),
+        "jobs removed"
+    );
+    for table in [
+        "reply_jobs",
+        "messages",
+        "conversations",
+        "unread",
+        "assignments",
+    ] {
         let left = common::count(s.t.hub.db(), &format!("SELECT COUNT(*) FROM {table}")).await;
         assert_eq!(left, 0, "{table}: rows of the deleted page left behind");
     }
@@ -696,13 +711,15 @@ async fn saving_a_rule_distributes_its_queue_oldest_first() {
     let mut got = Vec::new();
     for id in &queued {
         let c = conversation(&t, id).await;
-        let who = t.hub.read(|st| {
-            st.account(c["assignee"].as_str().unwrap())
-                .unwrap()
-                .username
-                .clone()
-        })
-        .await;
+        let who = t
+            .hub
+            .read(|st| {
+                st.account(c["assignee"].as_str().unwrap())
+                    .unwrap()
+                    .username
+                    .clone()
+            })
+            .await;
         got.push(who);
     }
     let expected: Vec<&str> = (0..8).map(|i| ["Xuan", "Yen"][i % 2]).collect();
@@ -1066,7 +1083,9 @@ async fn a_reply_that_keeps_failing_is_given_up_after_eight_tries() {
     let (conv, agent) = connected_page_with_agent(&s).await;
     // The customer's profile is fetched first (one call of its own, not a send).
     eventually("the customer's profile", || async {
-        let (_, c) = s.t.get(&format!("/api/v1/conversations/{conv}"), &agent).await;
+        let (_, c) =
+            s.t.get(&format!("/api/v1/conversations/{conv}"), &agent)
+                .await;
         (c["customer"]["fetched_at"].as_i64() > Some(0)).then_some(())
     })
     .await;

@@ -247,7 +247,12 @@ async fn duplicates_reordering_downtime_rate_limits_and_token_expiry_lose_nothin
     })
     .await;
     eventually("no job left", || async {
-        s.t.hub.outbound_jobs().await.unwrap().is_empty().then_some(())
+        s.t.hub
+            .outbound_jobs()
+            .await
+            .unwrap()
+            .is_empty()
+            .then_some(())
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;

@@ -18,36 +18,69 @@ fn round_one_data_dir(dir: &Path) {
     let store = SledStore::open(dir).unwrap();
     let mut b = Batch::default();
     let mut put = |key: &str, value: Value| b.put(key, serde_json::to_vec(&value).unwrap());
-    put("acct/a1", json!({"id": "a1", "email": "admin@sop.vn", "username": "CuongLM", "name": "Lê Mạnh Cường", "role": "admin", "availability": "available", "created_at": 1}));
-    put("cred/a1", json!({"account_id": "a1", "token_hash": hash_token(ADMIN_TOKEN)}));
-    put("acct/a2", json!({"id": "a2", "email": "huong@sop.vn", "username": "HuongNT256", "name": "Nguyễn Thu Hương", "role": "agent", "availability": "away", "created_at": 2}));
-    put("cred/a2", json!({"account_id": "a2", "token_hash": hash_token(AGENT_TOKEN)}));
-    put("conn/p1", json!({"id": "p1", "oa_id": "4321", "name": "Trang Sức Xinh", "avatar": "", "category": "Mua sắm",
+    put(
+        "acct/a1",
+        json!({"id": "a1", "email": "admin@sop.vn", "username": "CuongLM", "name": "Lê Mạnh Cường", "role": "admin", "availability": "available", "created_at": 1}),
+    );
+    put(
+        "cred/a1",
+        json!({"account_id": "a1", "token_hash": hash_token(ADMIN_TOKEN)}),
+    );
+    put(
+        "acct/a2",
+        json!({"id": "a2", "email": "huong@sop.vn", "username": "HuongNT256", "name": "Nguyễn Thu Hương", "role": "agent", "availability": "away", "created_at": 2}),
+    );
+    put(
+        "cred/a2",
+        json!({"account_id": "a2", "token_hash": hash_token(AGENT_TOKEN)}),
+    );
+    put(
+        "conn/p1",
+        json!({"id": "p1", "oa_id": "4321", "name": "Trang Sức Xinh", "avatar": "", "category": "Mua sắm",
         "connector": "a1", "connected_at": 10, "last_connected_at": 10, "chat_mode": "shared", "rule_id": "r1",
         "status": "connected", "status_reason": null,
         "tokens": {"access_token": "at-1", "refresh_token": "rt-1", "access_expires_at": 4102444800000i64},
-        "last_event_at": 20, "last_error": null}));
-    put("rule/r1", json!({"id": "r1", "name": "Chia đều", "sources": ["p1"], "members": ["a2"], "method": "round_robin",
-        "old_conversations": "none", "cursor": "a2", "created_at": 11, "updated_at": 11}));
-    put("conv/c1", json!({"id": "c1", "connection_id": "p1",
+        "last_event_at": 20, "last_error": null}),
+    );
+    put(
+        "rule/r1",
+        json!({"id": "r1", "name": "Chia đều", "sources": ["p1"], "members": ["a2"], "method": "round_robin",
+        "old_conversations": "none", "cursor": "a2", "created_at": 11, "updated_at": 11}),
+    );
+    put(
+        "conv/c1",
+        json!({"id": "c1", "connection_id": "p1",
         "customer": {"user_id": "u1", "display_name": "Võ Thị Dung", "avatar": "", "fetched_at": 0},
         "assignee": "a2", "state": "assigned", "status": "open", "origin": "live",
         "last_interaction_at": 30, "last_activity_at": 31, "waiting_since": null,
         "unread": {"a2": 1}, "preview": "Dạ em gửi ạ",
-        "assignments": [{"at": 30, "to": "a2", "by": null, "reason": "rule"}], "created_at": 30}));
-    put("msg/c1/00000000000000000001", json!({"id": "m1", "conversation_id": "c1", "direction": "inbound",
+        "assignments": [{"at": 30, "to": "a2", "by": null, "reason": "rule"}], "created_at": 30}),
+    );
+    put(
+        "msg/c1/00000000000000000001",
+        json!({"id": "m1", "conversation_id": "c1", "direction": "inbound",
         "sender": "u1", "sender_name": "Võ Thị Dung", "kind": "text", "text": "Cho em hỏi giá", "attachments": [],
         "zalo_msg_id": "z-1", "quote_msg_id": null, "client_key": null, "delivery": null,
-        "error_code": null, "error_reason": null, "created_at": 30}));
-    put("msg/c1/00000000000000000002", json!({"id": "m2", "conversation_id": "c1", "direction": "outbound",
+        "error_code": null, "error_reason": null, "created_at": 30}),
+    );
+    put(
+        "msg/c1/00000000000000000002",
+        json!({"id": "m2", "conversation_id": "c1", "direction": "outbound",
         "sender": "a2", "sender_name": "Nguyễn Thu Hương", "kind": "image", "text": "Dạ em gửi ạ",
         "attachments": [{"kind": "image", "url": "", "name": "gia.png", "size": 4}],
         "zalo_msg_id": null, "quote_msg_id": null, "client_key": "k1", "delivery": "pending",
-        "error_code": null, "error_reason": null, "created_at": 31}));
+        "error_code": null, "error_reason": null, "created_at": 31}),
+    );
     // A reply still waiting for Zalo, its attachment inline as early round 1 kept it.
-    put("job/m2", json!({"message_id": "m2", "conversation_id": "c1", "attempts": 2, "next_attempt_at": 40,
-        "attachment": {"kind": "image", "name": "gia.png", "content_base64": "iVBORw=="}}));
-    put("meta/counters", json!({"account": 2, "connection": 1, "rule": 1, "conversation": 1, "message": 2, "seq": 57, "webhook": 9}));
+    put(
+        "job/m2",
+        json!({"message_id": "m2", "conversation_id": "c1", "attempts": 2, "next_attempt_at": 40,
+        "attachment": {"kind": "image", "name": "gia.png", "content_base64": "iVBORw=="}}),
+    );
+    put(
+        "meta/counters",
+        json!({"account": 2, "connection": 1, "rule": 1, "conversation": 1, "message": 2, "seq": 57, "webhook": 9}),
+    );
     store.apply(b).unwrap();
     store.flush().unwrap();
 }
@@ -72,7 +105,10 @@ async fn a_round_one_data_dir_is_refused_then_imported_whole() {
         "{err}"
     );
 
-    let imported = sop(&dir, &["admin", "--data-dir", d, "import", "--from-sled", d]);
+    let imported = sop(
+        &dir,
+        &["admin", "--data-dir", d, "import", "--from-sled", d],
+    );
     let out = String::from_utf8_lossy(&imported.stdout);
     assert!(
         imported.status.success(),
@@ -83,7 +119,10 @@ async fn a_round_one_data_dir_is_refused_then_imported_whole() {
         out.contains("2 accounts, 1 pages, 1 rules, 1 conversations, 2 messages, 1 replies"),
         "{out}"
     );
-    let again = sop(&dir, &["admin", "--data-dir", d, "import", "--from-sled", d]);
+    let again = sop(
+        &dir,
+        &["admin", "--data-dir", d, "import", "--from-sled", d],
+    );
     assert!(!again.status.success(), "imported once");
 
     let port = process::free_port();

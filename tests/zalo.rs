@@ -393,7 +393,10 @@ async fn fifty_concurrent_sends_with_an_expired_token_refresh_once() {
         StatusCode::OK
     );
     let (_, agent_token) = s.t.account("HuongNT256", "agent").await;
-    let conn = s.t.hub.read(|st| st.connections().next().unwrap().clone()).await;
+    let conn =
+        s.t.hub
+            .read(|st| st.connections().next().unwrap().clone())
+            .await;
     s.t.rule("r", &[&conn], &["HuongNT256"], "round_robin")
         .await;
     for u in &users {
@@ -534,7 +537,10 @@ async fn history_sync_pages_and_each_old_conversation_option() {
         && c["unread"] == json!({})));
 
     let (_, agent_token) = s.t.account("HuongNT256", "agent").await;
-    let conn = s.t.hub.read(|st| st.connections().next().unwrap().clone()).await;
+    let conn =
+        s.t.hub
+            .read(|st| st.connections().next().unwrap().clone())
+            .await;
     let rule = |old: &str| json!({"name": "r", "sources": [conn.id], "members": ["HuongNT256"], "method": "round_robin", "old_conversations": old});
     let (_, r) =
         s.t.post("/api/v1/rules", &s.t.admin_token, rule("none"))

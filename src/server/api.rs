@@ -69,7 +69,9 @@ async fn list_accounts(
     caller: Caller,
 ) -> ApiResult<Json<Vec<Account>>> {
     caller.require_admin()?;
-    Ok(Json(app.hub.read(|st| st.accounts().cloned().collect()).await))
+    Ok(Json(
+        app.hub.read(|st| st.accounts().cloned().collect()).await,
+    ))
 }
 
 async fn create_account(
@@ -107,13 +109,16 @@ async fn list_connections(
     State(app): State<AppState>,
     caller: Caller,
 ) -> Json<Vec<ConnectionView>> {
-    Json(app.hub.read(|st| {
-        st.connections()
-            .filter(|c| st.may_see_connection(&caller.0, c))
-            .map(ConnectionView::from)
-            .collect()
-    })
-    .await)
+    Json(
+        app.hub
+            .read(|st| {
+                st.connections()
+                    .filter(|c| st.may_see_connection(&caller.0, c))
+                    .map(ConnectionView::from)
+                    .collect()
+            })
+            .await,
+    )
 }
 
 async fn get_connection(
@@ -153,13 +158,16 @@ async fn set_chat_mode(
 }
 
 async fn list_rules(State(app): State<AppState>, caller: Caller) -> Json<Vec<Rule>> {
-    Json(app.hub.read(|st| {
-        st.rules()
-            .filter(|r| st.may_see_rule(&caller.0, r))
-            .cloned()
-            .collect()
-    })
-    .await)
+    Json(
+        app.hub
+            .read(|st| {
+                st.rules()
+                    .filter(|r| st.may_see_rule(&caller.0, r))
+                    .cloned()
+                    .collect()
+            })
+            .await,
+    )
 }
 
 async fn get_rule(
@@ -221,13 +229,11 @@ async fn list_conversations(
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> ApiResult<Json<crate::wire::Page<Conversation>>> {
     let view = q.view.unwrap_or(View::Mine);
-    Ok(Json(app.hub.list_conversations(
-        &caller.0,
-        view,
-        q.cursor.as_deref(),
-        q.limit.unwrap_or(100),
-    )
-    .await?))
+    Ok(Json(
+        app.hub
+            .list_conversations(&caller.0, view, q.cursor.as_deref(), q.limit.unwrap_or(100))
+            .await?,
+    ))
 }
 
 async fn counts(State(app): State<AppState>, caller: Caller) -> Json<Counts> {
@@ -255,13 +261,11 @@ async fn list_messages(
     Path(id): Path<String>,
     ApiQuery(q): ApiQuery<MessagesQuery>,
 ) -> ApiResult<Json<crate::wire::Page<Message>>> {
-    Ok(Json(app.hub.list_messages(
-        &caller.0,
-        &id,
-        q.before.as_deref(),
-        q.limit.unwrap_or(50),
-    )
-    .await?))
+    Ok(Json(
+        app.hub
+            .list_messages(&caller.0, &id, q.before.as_deref(), q.limit.unwrap_or(50))
+            .await?,
+    ))
 }
 
 async fn claim(

@@ -11,7 +11,6 @@ pub mod zalo;
 
 use crate::config::Config;
 use crate::store::sql::Db;
-use std::path::Path;
 use anyhow::{Context, Result};
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
@@ -20,6 +19,7 @@ use axum::routing::{get, post};
 use axum::Router;
 use hub::Hub;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::watch;

@@ -56,21 +56,20 @@ pub async fn start_hub_on(
 }
 
 /// The database the suite runs on, chosen by `SOP_TEST_ENGINE` (`sqlite`, the default, or
-/// `postgres`): SQLite in the data dir, or a fresh PostgreSQL database remembered in the data dir
-/// so that a restart on the same dir finds it again.
+/// `postgres`): SQLite in the data dir, or a fresh PostgreSQL database. The choice is remembered
+/// in the data dir (`database-url`), so a restart on the same dir finds it again, and a test can
+/// write that file to pick its database.
 pub async fn database_url(dir: &std::path::Path) -> String {
     std::fs::create_dir_all(dir).unwrap();
+    let remembered = dir.join("database-url");
+    if let Ok(url) = std::fs::read_to_string(&remembered) {
+        return url;
+    }
     match std::env::var("SOP_TEST_ENGINE").as_deref() {
         Ok("postgres") => {
-            let remembered = dir.join("database-url");
-            match std::fs::read_to_string(&remembered) {
-                Ok(url) => url,
-                Err(_) => {
-                    let url = pg::database().await;
-                    std::fs::write(&remembered, &url).unwrap();
-                    url
-                }
-            }
+            let url = pg::database().await;
+            std::fs::write(&remembered, &url).unwrap();
+            url
         }
         Ok("sqlite") | Err(_) => format!("sqlite://{}/sop.db", dir.display()),
         Ok(other) => panic!("SOP_TEST_ENGINE={other}: use sqlite or postgres"),
@@ -799,20 +798,24 @@ pub mod faults {
     /// health probe's write are refused, so nothing commits).
     pub async fn disk_full(db: &Db, on: bool) {
         let sql = match (db, on) {
-            (Db::Sqlite(_), true) => "\
+            (Db::Sqlite(_), true) => {
+                "\
                 CREATE TRIGGER full_counters BEFORE UPDATE ON counters \
                 BEGIN SELECT RAISE(ABORT, 'database or disk is full (injected)'); END; \
                 CREATE TRIGGER full_health BEFORE UPDATE ON health \
-                BEGIN SELECT RAISE(ABORT, 'database or disk is full (injected)'); END;",
+                BEGIN SELECT RAISE(ABORT, 'database or disk is full (injected)'); END;"
+            }
             (Db::Sqlite(_), false) => "DROP TRIGGER full_counters; DROP TRIGGER full_health;",
-            (Db::Postgres(_), true) => "\
+            (Db::Postgres(_), true) => {
+                "\
                 CREATE OR REPLACE FUNCTION disk_full() RETURNS trigger LANGUAGE plpgsql AS $$ \
                 BEGIN RAISE EXCEPTION USING ERRCODE = 'disk_full', \
                 MESSAGE = 'database or disk is full (injected)'; END $$; \
                 CREATE TRIGGER full_counters BEFORE UPDATE ON counters \
                 FOR EACH ROW EXECUTE FUNCTION disk_full(); \
                 CREATE TRIGGER full_health BEFORE UPDATE ON health \
-                FOR EACH ROW EXECUTE FUNCTION disk_full();",
+                FOR EACH ROW EXECUTE FUNCTION disk_full();"
+            }
             (Db::Postgres(_), false) => {
                 "DROP TRIGGER full_counters ON counters; DROP TRIGGER full_health ON health;"
             }

@@ -17,7 +17,9 @@ impl Hub {
     pub async fn begin_consent(&self, state: &str, consent: PendingConsent) -> HubResult<()> {
         self.write(async |_, tx| {
             let c = &consent;
-            let r = tx.db.put_consent(state, &c.verifier, &c.account_id, c.expires_at);
+            let r = tx
+                .db
+                .put_consent(state, &c.verifier, &c.account_id, c.expires_at);
             r.await.map_err(store_error)
         })
         .await
@@ -146,16 +148,17 @@ impl Hub {
     pub async fn delete_connection(&self, conn_id: &str) -> HubResult<()> {
         let blobs = self
             .write(async |st, tx| {
-                let conn = st
-                    .connections
-                    .get(conn_id)
-                    .cloned()
-                    .ok_or_else(|| HubError::NotFound(format!("connection {conn_id} not found")))?;
+                let conn =
+                    st.connections.get(conn_id).cloned().ok_or_else(|| {
+                        HubError::NotFound(format!("connection {conn_id} not found"))
+                    })?;
                 let attachments = tx.db.job_attachments_of_page(conn_id).await;
                 let blobs: Vec<String> = attachments
                     .map_err(store_error)?
                     .iter()
-                    .filter_map(|a| serde_json::from_str::<super::conversations::JobAttachment>(a).ok())
+                    .filter_map(|a| {
+                        serde_json::from_str::<super::conversations::JobAttachment>(a).ok()
+                    })
                     .map(|a| a.blob)
                     .collect();
                 if let Some(rule_id) = &conn.rule_id {

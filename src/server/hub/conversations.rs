@@ -319,11 +319,7 @@ impl Hub {
         .await
     }
 
-    pub async fn get_conversation(
-        &self,
-        who: &Account,
-        conv_id: &str,
-    ) -> HubResult<Conversation> {
+    pub async fn get_conversation(&self, who: &Account, conv_id: &str) -> HubResult<Conversation> {
         self.read(|st| visible_conversation(st, who, conv_id)).await
     }
 
@@ -637,8 +633,7 @@ pub(super) fn put_message(st: &State, tx: &mut Tx, msg: &Message) {
         tx.zalo_ids
             .insert((conn_id.clone(), zid.clone()), msg.id.clone());
     }
-    tx.messages
-        .insert(msg.id.clone(), (conn_id, msg.clone()));
+    tx.messages.insert(msg.id.clone(), (conn_id, msg.clone()));
     let audience = conv
         .map(|c| st.conversation_audience(c))
         .unwrap_or_default();

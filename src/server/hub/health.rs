@@ -41,6 +41,15 @@ impl Hub {
         });
         let store = match tokio::time::timeout(PROBE_TIMEOUT, probe).await {
             Ok(Ok(())) => "ok".to_string(),
+            Ok(Err(HubError::Store {
+                full: true,
+                message,
+            })) => {
+                format!("cannot write: no space left on the database's disk ({message})")
+            }
+            Ok(Err(HubError::Store { message, .. })) => {
+                format!("cannot reach the database: {message}")
+            }
             Ok(Err(HubError::Internal(e))) => format!("cannot write: {e:#}"),
             Ok(Err(e)) => format!("cannot write: {e}"),
             Err(_) => format!("a write took over {}s", PROBE_TIMEOUT.as_secs()),

@@ -72,7 +72,10 @@ struct StoredAttachment {
 /// `data_dir/attachments`.
 pub async fn import_sled(db: &Db, sled_dir: &Path, data_dir: &Path) -> Result<Imported> {
     if !sled_dir.join("sled").exists() {
-        bail!("{} has no round-1 store (no sled/ in it)", sled_dir.display());
+        bail!(
+            "{} has no round-1 store (no sled/ in it)",
+            sled_dir.display()
+        );
     }
     if db.has_data().await? {
         bail!("the database already has data: the import runs once, into an empty database");
@@ -87,14 +90,16 @@ pub async fn import_sled(db: &Db, sled_dir: &Path, data_dir: &Path) -> Result<Im
         tx.save_account(a).await?;
     }
     for c in sled.scan_json::<Credential>("cred/")? {
-        tx.save_token(&c.account_id, &c.token_hash, now_ms()).await?;
+        tx.save_token(&c.account_id, &c.token_hash, now_ms())
+            .await?;
     }
     n.accounts = accounts.len();
 
     let pages: Vec<Connection> = sled.scan_json("conn/")?;
     for p in &pages {
         tx.save_connection(p).await?;
-        tx.save_tokens(&p.id, &p.tokens, p.last_connected_at).await?;
+        tx.save_tokens(&p.id, &p.tokens, p.last_connected_at)
+            .await?;
     }
     n.pages = pages.len();
 

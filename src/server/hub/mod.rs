@@ -69,12 +69,12 @@ impl From<sqlx::Error> for HubError {
 fn sqlx_cause(e: &anyhow::Error) -> Option<&sqlx::Error> {
     use crate::store::sql::StoreError;
     e.chain().find_map(|cause| {
-        cause.downcast_ref::<sqlx::Error>().or_else(|| {
-            match cause.downcast_ref::<StoreError>() {
+        cause
+            .downcast_ref::<sqlx::Error>()
+            .or_else(|| match cause.downcast_ref::<StoreError>() {
                 Some(StoreError::Other(inner)) => inner.downcast_ref::<sqlx::Error>(),
                 _ => None,
-            }
-        })
+            })
     })
 }
 
@@ -199,6 +199,10 @@ pub struct State {
     counters: Counters,
     /// The last event this cache includes.
     applied: u64,
+    /// A change began and neither committed nor was undone (its future was dropped midway, e.g.
+    /// the client went away): memory may hold what the database does not, so it is read again
+    /// before anyone uses it.
+    stale: bool,
 }
 
 impl State {
@@ -215,6 +219,7 @@ impl State {
             by_customer: HashMap::new(),
             counters: Counters::default(),
             applied: s.head.max(0) as u64,
+            stale: false,
         };
         for (name, value) in &s.counters {
             st.counters.set(name, (*value).max(0) as u64);
@@ -488,7 +493,9 @@ impl Hub {
         settle_blobs(&db, &blobs).await?;
         let st = State::from_snapshot(db.load().await?);
         let metrics = Arc::new(Metrics::default());
-        metrics.webhooks_dead.set(db.dead_webhook_count().await? as i64);
+        metrics
+            .webhooks_dead
+            .set(db.dead_webhook_count().await? as i64);
         tracing::info!(
             accounts = st.accounts.len(),
             connections = st.connections.len(),
@@ -546,10 +553,16 @@ impl Hub {
         f: impl AsyncFnOnce(&mut State, &mut Tx) -> HubResult<R>,
     ) -> HubResult<R> {
         let mut st = self.state.write().await;
+        if st.stale {
+            self.reload(&mut st, "a change was abandoned midway")
+                .await?;
+        }
         let db = self.db.begin_write().await?;
+        st.stale = true;
         let mut tx = Tx::new(db, st.counters.clone());
         if let Err(e) = self.catch_up(&mut st, &mut tx).await {
             tx.db.rollback().await;
+            st.stale = false;
             return Err(e);
         }
         let r = match f(&mut st, &mut tx).await {
@@ -559,6 +572,8 @@ impl Hub {
                 tx.db.rollback().await;
                 if reload {
                     self.rolled_back(&mut st, &e).await;
+                } else {
+                    st.stale = false;
                 }
                 return Err(e);
             }
@@ -581,6 +596,7 @@ impl Hub {
                 return Err(e);
             }
         };
+        st.stale = false;
         if let (Some(first), Some(last)) = (logged.first(), logged.last()) {
             let (first, last) = (first.seq, last.seq);
             self.publish(&mut st, logged);
@@ -594,7 +610,11 @@ impl Hub {
     /// Takes in what other hubs (or `sop admin`) committed since this cache was current, and
     /// the numbers that move without events; called under the write lock.
     async fn catch_up(&self, st: &mut State, tx: &mut Tx) -> HubResult<()> {
-        let missed = tx.db.events_since(st.applied as i64).await.map_err(store_error)?;
+        let missed = tx
+            .db
+            .events_since(st.applied as i64)
+            .await
+            .map_err(store_error)?;
         if !missed.is_empty() {
             self.publish(st, missed);
         }
@@ -639,21 +659,24 @@ impl Hub {
     /// Memory never runs ahead of the database: after a change that failed, the cache is read
     /// back from what is committed (rare, so a full reload is affordable).
     async fn rolled_back(&self, st: &mut State, cause: &HubError) {
-        match self.db.load().await {
-            Ok(snapshot) => {
-                let applied = st.applied;
-                *st = State::from_snapshot(snapshot);
-                // Events between the old and new position were never published here: the
-                // streams re-sync on the gap, as after any lost event.
-                if st.applied > applied {
-                    self.published.store(st.applied, Ordering::SeqCst);
-                }
-                tracing::warn!("a change failed and was rolled back: {cause}");
-            }
-            Err(e) => {
-                tracing::error!("cannot reload the state after a failed change ({cause}): {e:#}")
-            }
+        if let Err(e) = self.reload(st, &format!("a change failed: {cause}")).await {
+            tracing::error!("cannot reload the state after a failed change ({cause}): {e}");
         }
+    }
+
+    /// Reads the cache again from what is committed. Until that works, `stale` stays set and
+    /// every read and write tries again.
+    async fn reload(&self, st: &mut State, why: &str) -> HubResult<()> {
+        let snapshot = self.db.load().await.map_err(store_error)?;
+        let applied = st.applied;
+        *st = State::from_snapshot(snapshot);
+        // Events between the old and new position were not published here: streams fill the
+        // gap from the log when the next event arrives.
+        if st.applied > applied {
+            self.published.store(st.applied, Ordering::SeqCst);
+        }
+        tracing::warn!("state read again from the database ({why})");
+        Ok(())
     }
 
     /// Drops the oldest events beyond the retention, each time the head passes a multiple of 256.
@@ -667,8 +690,20 @@ impl Hub {
         }
     }
 
+    /// Reads the cache (never a change in the making: a stale cache is read again first).
     pub async fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
-        f(&*self.state.read().await)
+        let st = self.state.read().await;
+        if !st.stale {
+            return f(&st);
+        }
+        drop(st);
+        let mut st = self.state.write().await;
+        if st.stale {
+            if let Err(e) = self.reload(&mut st, "a change was abandoned midway").await {
+                tracing::error!("cannot read the state again: {e}");
+            }
+        }
+        f(&st)
     }
 
     /// Closes the database's connections (graceful shutdown).

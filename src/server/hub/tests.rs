@@ -187,10 +187,12 @@ async fn a_second_message_keeps_the_assignee_and_is_idempotent() {
     assert!(matches!(dup, Ingested::Duplicate { .. }));
     let who =
         s.f.hub
-            .read(|st| st.account(c1.assignee.as_ref().unwrap()).unwrap().clone()).await;
+            .read(|st| st.account(c1.assignee.as_ref().unwrap()).unwrap().clone())
+            .await;
     assert_eq!(
         s.f.hub
-            .list_messages(&who, &c1.id, None, 50).await
+            .list_messages(&who, &c1.id, None, 50)
+            .await
             .unwrap()
             .items
             .len(),
@@ -211,7 +213,8 @@ async fn nobody_available_queues_then_drains_oldest_first() {
     let que = &s.agents[1];
     let waiting =
         s.f.hub
-            .list_conversations(que, View::Unclaimed, None, 10).await
+            .list_conversations(que, View::Unclaimed, None, 10)
+            .await
             .unwrap();
     let order: Vec<&str> = waiting.items.iter().map(|c| c.id.as_str()).collect();
     let oldest_first: Vec<&str> = queued.iter().map(|c| c.id.as_str()).collect();
@@ -223,7 +226,10 @@ async fn nobody_available_queues_then_drains_oldest_first() {
     // Two members become eligible in one change (the rule is saved with them, both available):
     // the queue is served oldest first, in turn — the order shows in who gets which.
     let newcomer = account(&s.f.hub, "MoiVao", Role::Agent).await;
-    let rule_id = s.f.hub.read(|st| st.rules().next().unwrap().id.clone()).await;
+    let rule_id =
+        s.f.hub
+            .read(|st| st.rules().next().unwrap().id.clone())
+            .await;
     s.f.hub
         .update_rule(
             &rule_id,
@@ -237,12 +243,15 @@ async fn nobody_available_queues_then_drains_oldest_first() {
         )
         .await
         .unwrap();
-    let got: Vec<Option<String>> = s.f.hub.read(|st| {
-        queued
-            .iter()
-            .map(|c| st.conversation(&c.id).unwrap().assignee.clone())
-            .collect()
-    }).await;
+    let got: Vec<Option<String>> =
+        s.f.hub
+            .read(|st| {
+                queued
+                    .iter()
+                    .map(|c| st.conversation(&c.id).unwrap().assignee.clone())
+                    .collect()
+            })
+            .await;
     let (admin, newcomer) = (Some(s.admin.id.clone()), Some(newcomer.id));
     assert_eq!(got, [admin.clone(), newcomer.clone(), admin, newcomer]);
 }
@@ -325,7 +334,8 @@ async fn done_reopens_on_a_new_message_with_the_same_assignee() {
     let c = send(&s.f.hub, &s.conn, "u1", "m1").await;
     let owner =
         s.f.hub
-            .read(|st| st.account(c.assignee.as_ref().unwrap()).unwrap().clone()).await;
+            .read(|st| st.account(c.assignee.as_ref().unwrap()).unwrap().clone())
+            .await;
     let done = s.f.hub.mark_done(&owner, &c.id).await.unwrap();
     assert_eq!(done.status, ConvStatus::Done);
     let again = send(&s.f.hub, &s.conn, "u1", "m2").await;
@@ -376,7 +386,10 @@ async fn removing_a_member_leaves_conversations_unattended_then_old_conversation
                 .await
                 .unwrap();
         assert_eq!(updated.members.len(), 2);
-        let after = s.f.hub.read(|st| st.conversation(&c.id).unwrap().clone()).await;
+        let after =
+            s.f.hub
+                .read(|st| st.conversation(&c.id).unwrap().clone())
+                .await;
         if expect_assigned {
             assert_eq!(after.state, ConvState::Assigned, "{old:?}");
             assert_ne!(after.assignee.as_deref(), Some(s.agents[0].id.as_str()));
@@ -412,7 +425,8 @@ async fn history_conversations_follow_the_available_option() {
     }
     let all = f
         .hub
-        .list_conversations(&admin, View::All, None, 10).await
+        .list_conversations(&admin, View::All, None, 10)
+        .await
         .unwrap()
         .items;
     assert!(all
@@ -430,7 +444,8 @@ async fn history_conversations_follow_the_available_option() {
         .unwrap();
     let mine = f
         .hub
-        .list_conversations(&agent, View::Mine, None, 10).await
+        .list_conversations(&agent, View::Mine, None, 10)
+        .await
         .unwrap()
         .items;
     assert_eq!(mine.len(), 1);
@@ -483,7 +498,8 @@ async fn state_survives_reopen() {
     let f = s.f.reopen().await;
     let hub = &f.hub;
     let conv = hub
-        .read(|st| st.conversation(&conv_id).cloned()).await
+        .read(|st| st.conversation(&conv_id).cloned())
+        .await
         .expect("conversation persisted");
     assert_eq!(conv.state, ConvState::Assigned);
     assert_eq!(hub.read(|st| st.rules().count()).await, 1);

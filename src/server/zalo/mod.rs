@@ -7,9 +7,9 @@ pub mod sync;
 pub mod webhook;
 
 use super::hub::Hub;
-use crate::store::sql::connections::TokenError;
 use crate::config::ZaloConfig;
 use crate::model::*;
+use crate::store::sql::connections::TokenError;
 use crate::zalo::client::ZaloClient;
 use crate::zalo::{human_reason, is_auth_error, ZaloError};
 use parking_lot::Mutex;

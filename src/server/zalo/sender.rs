@@ -126,10 +126,14 @@ async fn send_job(z: &ZaloHub, job: OutboundJob) -> bool {
 }
 
 async fn attempt(z: &ZaloHub, job: &OutboundJob) -> Result<String, ZaloError> {
-    let msg = z.hub.message(&job.message_id).await.map_err(|e| ZaloError {
-        code: -201,
-        message: e.to_string(),
-    })?;
+    let msg = z
+        .hub
+        .message(&job.message_id)
+        .await
+        .map_err(|e| ZaloError {
+            code: -201,
+            message: e.to_string(),
+        })?;
     let (conn_id, user_id) = z
         .hub
         .read(|st| {

@@ -3,8 +3,8 @@
 //! committed.
 
 use super::ZaloHub;
-use crate::server::hub::HubError;
 use crate::server::error::ApiError;
+use crate::server::hub::HubError;
 use crate::server::AppState;
 use crate::zalo::{events, verify_webhook};
 use axum::body::Body;

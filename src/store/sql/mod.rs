@@ -229,7 +229,8 @@ impl Db {
     /// Whether anything was ever stored (an account, a page, a rule, a conversation).
     pub async fn has_data(&self) -> Result<bool> {
         let sql = "SELECT COUNT(*) FROM counters WHERE name <> 'event' AND value > 0";
-        let n: i64 = on_engine!(readers self, pool => sqlx::query_scalar(sql).fetch_one(pool).await?);
+        let n: i64 =
+            on_engine!(readers self, pool => sqlx::query_scalar(sql).fetch_one(pool).await?);
         Ok(n > 0)
     }
 

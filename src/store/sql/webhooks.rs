@@ -2,9 +2,9 @@
 
 use super::write::WriteTx;
 use super::{Db, StoreError};
-use std::collections::BTreeMap;
 use crate::model::Ms;
 use sqlx::QueryBuilder;
+use std::collections::BTreeMap;
 
 /// A webhook to store: its dedupe key (e.g. OA + Zalo's msg_id), when it came, its body.
 #[derive(Debug, Clone)]

@@ -17,8 +17,50 @@ use sqlx::QueryBuilder;
 use std::collections::BTreeMap;
 
 pub enum WriteTx {
-    Sqlite(sqlx::Transaction<'static, sqlx::Sqlite>),
+    Sqlite(SqliteWrite),
     Postgres(sqlx::Transaction<'static, sqlx::Postgres>),
+}
+
+/// SQLite's writer connection inside `BEGIN IMMEDIATE`, ended by hand: when COMMIT fails (a full
+/// disk) SQLite keeps the transaction open, and it must be rolled back before the connection
+/// serves again. Dropped while open (the change was abandoned midway), the connection is closed
+/// instead of going back to the pool, which ends the transaction.
+pub struct SqliteWrite(Option<sqlx::pool::PoolConnection<sqlx::Sqlite>>);
+
+impl std::ops::Deref for SqliteWrite {
+    type Target = sqlx::SqliteConnection;
+    fn deref(&self) -> &Self::Target {
+        self.0.as_ref().expect("an open write")
+    }
+}
+
+impl std::ops::DerefMut for SqliteWrite {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.0.as_mut().expect("an open write")
+    }
+}
+
+impl Drop for SqliteWrite {
+    fn drop(&mut self) {
+        if let Some(conn) = self.0.as_mut() {
+            conn.close_on_drop();
+        }
+    }
+}
+
+impl SqliteWrite {
+    async fn end(mut self, statement: &str) -> Result<(), sqlx::Error> {
+        let mut conn = self.0.take().expect("an open write");
+        match sqlx::query(statement).execute(&mut *conn).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if sqlx::query("ROLLBACK").execute(&mut *conn).await.is_err() {
+                    conn.close_on_drop();
+                }
+                Err(e)
+            }
+        }
+    }
 }
 
 /// Runs `$body` with `$conn` bound to the transaction's connection, compiled for each engine.
@@ -150,7 +192,11 @@ impl Db {
     /// Begins a change under the write lock (see the module comment).
     pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
         Ok(match self {
-            Db::Sqlite(d) => WriteTx::Sqlite(d.writer.begin_with("BEGIN IMMEDIATE").await?),
+            Db::Sqlite(d) => {
+                let mut conn = d.writer.acquire().await?;
+                sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+                WriteTx::Sqlite(SqliteWrite(Some(conn)))
+            }
             Db::Postgres(d) => {
                 let mut tx = d.pool.begin().await?;
                 sqlx::query("SELECT value FROM counters WHERE name = 'event' FOR UPDATE")
@@ -174,14 +220,14 @@ impl Db {
 impl WriteTx {
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         match self {
-            WriteTx::Sqlite(t) => t.commit().await,
+            WriteTx::Sqlite(t) => t.end("COMMIT").await,
             WriteTx::Postgres(t) => t.commit().await,
         }
     }
 
     pub async fn rollback(self) {
         let r = match self {
-            WriteTx::Sqlite(t) => t.rollback().await,
+            WriteTx::Sqlite(t) => t.end("ROLLBACK").await,
             WriteTx::Postgres(t) => t.rollback().await,
         };
         if let Err(e) = r {
@@ -627,7 +673,11 @@ impl WriteTx {
     }
 
     /// Our message with this Zalo id on this page.
-    pub async fn message_id_by_zalo_id(&mut self, page: &str, zalo_id: &str) -> Result<Option<String>> {
+    pub async fn message_id_by_zalo_id(
+        &mut self,
+        page: &str,
+        zalo_id: &str,
+    ) -> Result<Option<String>> {
         let sql = "SELECT id FROM messages WHERE connection_id = $1 AND zalo_msg_id = $2";
         Ok(on_tx!(self, conn => sqlx::query_scalar(sql)
             .bind(page)
@@ -729,7 +779,13 @@ impl WriteTx {
         Ok(())
     }
 
-    pub async fn put_consent(&mut self, state: &str, verifier: &str, who: &str, expires_at: Ms) -> Result<()> {
+    pub async fn put_consent(
+        &mut self,
+        state: &str,
+        verifier: &str,
+        who: &str,
+        expires_at: Ms,
+    ) -> Result<()> {
         on_tx!(self, conn => {
             sqlx::query("DELETE FROM consents WHERE expires_at <= $1")
                 .bind(now_ms())
@@ -774,7 +830,13 @@ impl WriteTx {
         Ok(())
     }
 
-    pub async fn store_dead_webhook(&mut self, n: i64, at: Ms, error: &str, body: &str) -> Result<()> {
+    pub async fn store_dead_webhook(
+        &mut self,
+        n: i64,
+        at: Ms,
+        error: &str,
+        body: &str,
+    ) -> Result<()> {
         let sql = "INSERT INTO dead_webhooks (n, at, error, body) VALUES ($1, $2, $3, $4) \
                    ON CONFLICT (n) DO NOTHING";
         on_tx!(self, conn => sqlx::query(sql)
@@ -831,9 +893,11 @@ impl Db {
 
     /// The oldest event the log still has.
     pub async fn oldest_event(&self) -> Result<Option<i64>> {
-        Ok(crate::on_engine!(readers self, pool => sqlx::query_scalar("SELECT MIN(seq) FROM events")
+        Ok(
+            crate::on_engine!(readers self, pool => sqlx::query_scalar("SELECT MIN(seq) FROM events")
             .fetch_one(pool)
-            .await?))
+            .await?),
+        )
     }
 
     /// The attachments (JSON) of every reply job.
@@ -911,10 +975,12 @@ impl Db {
             .bind(connection_id)
             .fetch_optional(pool)
             .await?);
-        Ok(row.map(|(access_token, refresh_token, access_expires_at)| TokenPair {
-            access_token,
-            refresh_token,
-            access_expires_at,
-        }))
+        Ok(row.map(
+            |(access_token, refresh_token, access_expires_at)| TokenPair {
+                access_token,
+                refresh_token,
+                access_expires_at,
+            },
+        ))
     }
 }
