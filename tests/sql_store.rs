@@ -16,12 +16,12 @@ async fn a_new_database_reaches_the_latest_schema_on_both_engines() {
     for url in databases().await {
         let db = Db::open(&url).await.unwrap();
         let applied = db.applied_migrations().await.unwrap();
-        assert_eq!(applied, vec![1], "{}", db.engine_name());
+        assert_eq!(applied, vec![1, 2], "{}", db.engine_name());
         assert_eq!(db.event_head().await.unwrap(), 0);
         db.close().await;
         // Opening again migrates nothing and finds the store sound.
         let again = Db::open(&url).await.unwrap();
-        assert_eq!(again.applied_migrations().await.unwrap(), vec![1]);
+        assert_eq!(again.applied_migrations().await.unwrap(), vec![1, 2]);
         again.close().await;
     }
 }
@@ -38,7 +38,7 @@ async fn three_hubs_starting_together_on_an_empty_database_migrate_it_once() {
         hubs.push(open.await.unwrap().expect("every hub starts"));
     }
     for db in &hubs {
-        assert_eq!(db.applied_migrations().await.unwrap(), vec![1]);
+        assert_eq!(db.applied_migrations().await.unwrap(), vec![1, 2]);
     }
 }
 
@@ -666,8 +666,9 @@ async fn reply_jobs_are_sent_once_in_order_per_conversation_across_hubs() {
     }
 }
 
-/// A hub that took a reply and died mid-send leaves its lease to run out: the next taker learns
-/// the outcome is unknown (never a blind resend); a retry the sender asked for is not an orphan.
+/// A hub that took a reply and died leaves its lease to run out: the next taker sends it again
+/// when the dead one had not begun sending, and learns the outcome is unknown when it had (never a
+/// blind resend); a retry the sender asked for is not an orphan.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_taker_died_comes_back_marked_orphaned() {
     for url in databases().await {
@@ -684,18 +685,25 @@ async fn a_job_whose_taker_died_comes_back_marked_orphaned() {
         assert_eq!(first.len(), 1);
         assert_eq!((first[0].attempts, first[0].orphaned_lease), (0, 0));
         assert!(db.take_jobs(120, 50, 8).await.unwrap().is_empty(), "leased");
-        // The taker died: after its lease the job returns, marked.
+        // The taker died before sending (an upload, say): the job returns, not marked sending,
+        // so the next taker may send it.
         let again = db.take_jobs(200, 50, 8).await.unwrap();
         assert_eq!(again[0].message_id, msg.id);
         assert_eq!((again[0].attempts, again[0].orphaned_lease), (1, 150));
+        assert_eq!(again[0].sending, 0);
+        // This taker dies after starting to send: the next one learns Zalo may have it.
+        db.mark_sending(&msg.id).await.unwrap();
+        let orphan = db.take_jobs(300, 50, 8).await.unwrap();
+        assert_eq!((orphan[0].attempts, orphan[0].orphaned_lease), (2, 250));
+        assert_eq!(orphan[0].sending, 1);
         // A retry asked for by the sender is an ordinary try.
-        db.retry_job_at(&msg.id, 300).await.unwrap();
+        db.retry_job_at(&msg.id, 400).await.unwrap();
         assert!(
-            db.take_jobs(250, 50, 8).await.unwrap().is_empty(),
+            db.take_jobs(350, 50, 8).await.unwrap().is_empty(),
             "not due yet"
         );
-        let retried = db.take_jobs(300, 50, 8).await.unwrap();
-        assert_eq!((retried[0].attempts, retried[0].orphaned_lease), (2, 0));
+        let retried = db.take_jobs(400, 50, 8).await.unwrap();
+        assert_eq!((retried[0].attempts, retried[0].orphaned_lease), (3, 0));
         db.finish_job(&msg.id).await.unwrap();
         assert!(db.take_jobs(10_000, 50, 8).await.unwrap().is_empty());
     }

@@ -453,6 +453,31 @@ impl Hub {
         rows.into_iter().map(OutboundJob::from_row).collect()
     }
 
+    /// Takes up to `limit` due jobs for `lease_ms` (see `Db::take_jobs`): each with whether an
+    /// earlier taker died while sending it (Zalo may have it).
+    pub async fn take_jobs(
+        &self,
+        lease_ms: Ms,
+        limit: usize,
+    ) -> HubResult<Vec<(OutboundJob, bool)>> {
+        let taken = self.db.take_jobs(now_ms(), lease_ms, limit as i64).await;
+        taken
+            .map_err(store_error)?
+            .into_iter()
+            .map(|t| {
+                let orphaned = t.orphaned_lease > 0 && t.sending != 0;
+                let row = (t.message_id, t.conversation_id, t.attempts, 0, t.attachment);
+                Ok((OutboundJob::from_row(row)?, orphaned))
+            })
+            .collect()
+    }
+
+    /// The taken job's message goes to Zalo now: should this hub die before recording how it
+    /// ended, the job is not sent again blindly.
+    pub async fn mark_sending(&self, message_id: &str) -> HubResult<()> {
+        self.db.mark_sending(message_id).await.map_err(store_error)
+    }
+
     /// The job as stored now (`None` once finished).
     pub async fn outbound_job(&self, message_id: &str) -> HubResult<Option<OutboundJob>> {
         let row = self.db.job(message_id).await.map_err(store_error)?;

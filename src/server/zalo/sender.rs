@@ -6,9 +6,7 @@ use crate::model::*;
 use crate::server::hub::{OutboundJob, SendOutcome};
 use crate::wire::OutboundKind;
 use crate::zalo::{human_reason, is_retryable, ZaloError, AMBIGUOUS};
-use parking_lot::Mutex;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,68 +17,54 @@ fn backoff_ms(base: Ms, attempts: u32) -> Ms {
     (base * 2i64.pow(attempts.min(7))).min(60_000)
 }
 
+/// Replies in flight at once, across conversations.
+const IN_FLIGHT: usize = 64;
+
+/// How long a taken job is this hub's: longer than any send (a 5 MB upload and the message). A
+/// hub that dies mid-send leaves the job to come back after it, marked orphaned.
+const LEASE_MS: Ms = 120_000;
+
 pub async fn run(z: Arc<ZaloHub>) {
-    let busy: Arc<Mutex<HashSet<ConversationId>>> = Arc::default();
+    let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     loop {
         z.hub.health.beat("sender");
-        let mut wait = Duration::from_secs(1);
-        match z.hub.outbound_jobs().await {
-            Ok(jobs) => {
-                let now = now_ms();
-                let mut by_conv: BTreeMap<ConversationId, Vec<OutboundJob>> = BTreeMap::new();
-                for job in jobs {
-                    by_conv
-                        .entry(job.conversation_id.clone())
-                        .or_default()
-                        .push(job);
-                }
-                for (conv, mut jobs) in by_conv {
-                    jobs.sort_by_key(|j| message_seq(&j.message_id));
-                    let first_due = jobs[0].next_attempt_at;
-                    if first_due > now {
-                        wait = wait.min(Duration::from_millis((first_due - now) as u64));
-                        continue;
+        let free = slots.available_permits();
+        if free > 0 {
+            // Due jobs, the oldest of each conversation, leased to this hub: whichever hub takes a
+            // job sends it, once, and a conversation's next reply waits until this one settles.
+            match z.hub.take_jobs(LEASE_MS, free).await {
+                Ok(jobs) => {
+                    for (job, orphaned) in jobs {
+                        let permit = slots.clone().acquire_owned().await.expect("never closed");
+                        let z = z.clone();
+                        tokio::spawn(async move {
+                            send_job(&z, job, orphaned).await;
+                            drop(permit);
+                            z.hub.outbox_ready.notify_one();
+                        });
                     }
-                    if !busy.lock().insert(conv.clone()) {
-                        continue;
-                    }
-                    let (z, busy) = (z.clone(), busy.clone());
-                    tokio::spawn(async move {
-                        for job in jobs {
-                            if !send_job(&z, job).await {
-                                break; // keep the conversation's order: later replies wait
-                            }
-                        }
-                        busy.lock().remove(&conv);
-                        z.hub.outbox_ready.notify_one();
-                    });
                 }
+                Err(e) => tracing::error!("cannot take reply jobs: {e}"),
             }
-            Err(e) => tracing::error!("cannot read outbound jobs: {e}"),
         }
         if let Err(e) = z.hub.expire_unknown_sends(z.hub.echo_window()).await {
             tracing::error!("cannot expire ambiguous sends: {e}");
         }
-        let _ = tokio::time::timeout(wait, z.hub.outbox_ready.notified()).await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), z.hub.outbox_ready.notified()).await;
     }
 }
 
-/// Sends one job; false when it was rescheduled (so later jobs of the conversation wait).
-async fn send_job(z: &ZaloHub, job: OutboundJob) -> bool {
-    // The list this job came from may predate its completion by the conversation's previous
-    // task; only this task (it holds the conversation) can finish it from here on.
-    let mut job = match z.hub.outbound_job(&job.message_id).await {
-        Ok(Some(current)) => current,
-        Ok(None) => return true,
-        Err(e) => {
-            tracing::error!("cannot read job {}: {e}", job.message_id);
-            return false;
-        }
+/// Sends one taken job and records how it ended. An orphaned job (the hub that took it died
+/// mid-send) is not sent again: whether Zalo got it is unknown, so it waits for Zalo's echo.
+async fn send_job(z: &ZaloHub, mut job: OutboundJob, orphaned: bool) {
+    let result = if orphaned {
+        Err(ZaloError {
+            code: AMBIGUOUS,
+            message: "the hub sending it stopped midway".into(),
+        })
+    } else {
+        attempt(z, &job).await
     };
-    if job.next_attempt_at > now_ms() {
-        return false;
-    }
-    let result = attempt(z, &job).await;
     let finish = match result {
         Ok(zalo_id) => SendOutcome::Sent(zalo_id),
         Err(e) if e.code == AMBIGUOUS => {
@@ -98,9 +82,10 @@ async fn send_job(z: &ZaloHub, job: OutboundJob) -> bool {
             job.next_attempt_at = now_ms() + backoff_ms(base, job.attempts);
             tracing::info!(message = %job.message_id, attempts = job.attempts, "retrying send after {e}");
             if let Err(e) = z.hub.reschedule_job(job).await {
+                // The lease runs out and the job comes back orphaned: never sent twice.
                 tracing::error!("cannot reschedule: {e}");
             }
-            return false;
+            return;
         }
         Err(e) => {
             let reason = human_reason(e.code, &e.message);
@@ -122,7 +107,6 @@ async fn send_job(z: &ZaloHub, job: OutboundJob) -> bool {
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(30));
     }
-    true
 }
 
 async fn attempt(z: &ZaloHub, job: &OutboundJob) -> Result<String, ZaloError> {
@@ -184,6 +168,14 @@ async fn attempt(z: &ZaloHub, job: &OutboundJob) -> Result<String, ZaloError> {
     if let Some(q) = &msg.quote_msg_id {
         message["quote_message_id"] = json!(q);
     }
+    // From here Zalo may get the message: a crash after this point must not send it again.
+    z.hub
+        .mark_sending(&job.message_id)
+        .await
+        .map_err(|e| ZaloError {
+            code: crate::zalo::NETWORK_ERROR,
+            message: format!("cannot mark the reply as being sent: {e}"),
+        })?;
     let send = |message: Value| {
         let (client, user_id) = (z.client.clone(), user_id.clone());
         move |t: String| {

@@ -14,9 +14,11 @@ pub struct TakenJob {
     pub conversation_id: String,
     /// Tries before this one.
     pub attempts: i32,
-    /// Non-zero when an earlier taker's lease ran out: it died mid-send, so whether Zalo got the
-    /// reply is unknown (the job must not be sent blindly again).
+    /// Non-zero when an earlier taker's lease ran out: it died with the job taken.
     pub orphaned_lease: i64,
+    /// Whether that taker had begun sending the message to Zalo (then whether Zalo got it is
+    /// unknown, and it must not be sent blindly again).
+    pub sending: i32,
     pub attachment: Option<String>,
 }
 
@@ -101,31 +103,54 @@ impl Db {
         };
         let pick = format!(
             "SELECT j.message_id, j.message_seq, j.conversation_id, j.attempts, \
-                 j.lease_until AS orphaned_lease, j.attachment \
+                 j.lease_until AS orphaned_lease, j.sending, j.attachment \
              FROM reply_jobs j \
              WHERE j.next_attempt_at <= $1 AND j.lease_until < $1 \
              AND NOT EXISTS (SELECT 1 FROM reply_jobs e \
                  WHERE e.conversation_id = j.conversation_id AND e.message_seq < j.message_seq) \
              ORDER BY j.next_attempt_at, j.message_seq LIMIT $2 {lock}"
         );
-        Ok(crate::in_transaction!(self, tx => {
+        let mut tx = self.begin_jobs().await?;
+        let picked: Vec<TakenJob> = crate::on_tx!(&mut tx, conn => {
             let picked: Vec<TakenJob> = sqlx::query_as(&pick)
                 .bind(now)
                 .bind(limit)
-                .fetch_all(&mut *tx)
+                .fetch_all(&mut *conn)
                 .await?;
             for job in &picked {
                 sqlx::query(
-                    "UPDATE reply_jobs SET lease_until = $2, attempts = attempts + 1 \
+                    "UPDATE reply_jobs SET lease_until = $2, attempts = attempts + 1, sending = 0 \
                      WHERE message_id = $1",
                 )
                 .bind(&job.message_id)
                 .bind(now + lease_ms)
-                .execute(&mut *tx)
+                .execute(&mut *conn)
                 .await?;
             }
             picked
-        }))
+        });
+        tx.commit().await?;
+        Ok(picked)
+    }
+
+    /// A transaction for taking jobs: SQLite's writer, and on PostgreSQL a plain one (row locks
+    /// and `SKIP LOCKED` keep hubs apart; the hub's write lock is not needed).
+    async fn begin_jobs(&self) -> Result<super::write::WriteTx, sqlx::Error> {
+        match self {
+            Db::Sqlite(_) => self.begin_write().await,
+            Db::Postgres(d) => Ok(super::write::WriteTx::Postgres(d.pool.begin().await?)),
+        }
+    }
+
+    /// The taken job's message goes to Zalo now (see `TakenJob::orphaned`).
+    pub async fn mark_sending(&self, message_id: &str) -> Result<(), StoreError> {
+        crate::on_engine!(self, pool => {
+            sqlx::query("UPDATE reply_jobs SET sending = 1 WHERE message_id = $1")
+                .bind(message_id)
+                .execute(pool)
+                .await?;
+        });
+        Ok(())
     }
 
     /// The job's send is settled (sent, failed or unknown): it is removed.
@@ -142,7 +167,7 @@ impl Db {
     /// Zalo asked to try later: the lease is dropped and the job waits until `at`.
     pub async fn retry_job_at(&self, message_id: &str, at: Ms) -> Result<(), StoreError> {
         crate::on_engine!(self, pool => {
-            sqlx::query("UPDATE reply_jobs SET lease_until = 0, next_attempt_at = $2 WHERE message_id = $1")
+            sqlx::query("UPDATE reply_jobs SET lease_until = 0, sending = 0, next_attempt_at = $2 WHERE message_id = $1")
                 .bind(message_id)
                 .bind(at)
                 .execute(pool)

@@ -722,7 +722,7 @@ impl WriteTx {
         let sql = "INSERT INTO reply_jobs (message_id, message_seq, conversation_id, attempts, \
                    next_attempt_at, attachment) VALUES ($1, $2, $3, $4, $5, $6) \
                    ON CONFLICT (message_id) DO UPDATE SET attempts = excluded.attempts, \
-                   next_attempt_at = excluded.next_attempt_at, lease_until = 0";
+                   next_attempt_at = excluded.next_attempt_at, lease_until = 0, sending = 0";
         on_tx!(self, conn => sqlx::query(sql)
             .bind(&job.0)
             .bind(message_seq(&job.0).unwrap_or(0) as i64)
