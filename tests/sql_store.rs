@@ -1,14 +1,17 @@
 //! The SQL store's contract, run on both engines (issue 10): the schema migrates from empty and
-//! concurrently; the event log stays gap-free and in commit order across writers; a claim has one
-//! winner and round robin stays fair across hubs. "Hubs" are separate connection pools on one
-//! database: three on PostgreSQL, two on SQLite (the hub and a `sop admin` sharing the file).
+//! concurrently; the event log stays gap-free and in commit order across writers; a token refresh
+//! is single-flight, reply jobs are taken once and in order, webhooks are stored once, across
+//! hubs. "Hubs" are separate connection pools on one database: three on PostgreSQL, two on SQLite
+//! (the hub and a `sop admin` sharing the file). The hub's own decisions across hubs (claims,
+//! round robin, publishing) are tested in `tests/hubs.rs`.
 
 mod common;
 use common::*;
 use sop_console::model::*;
-use sop_console::store::sql::conversations::Claim;
+use sop_console::server::hub::{Hub, Inbound, OaInfo};
 use sop_console::store::sql::events::{LoggedEvent, NewEvent};
-use sop_console::store::sql::{Db, StoreError};
+use sop_console::store::sql::Db;
+use sop_console::wire::{NewAccount, ReplyInput};
 use std::sync::Arc;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,348 +154,55 @@ async fn the_event_log_is_gap_free_and_in_commit_order_across_writers() {
     }
 }
 
-fn agent(name: &str) -> Account {
-    Account {
-        id: String::new(),
-        email: format!("{}@sop.vn", name.to_lowercase()),
-        username: name.into(),
-        name: name.into(),
-        role: Role::Agent,
-        availability: Availability::Available,
-        created_at: 1,
+/// A hub to set the scene with: an admin, the page `p1` with `tokens`, and `customers`
+/// conversations `c1`… (each with one message from its customer).
+async fn scene(url: &str, tokens: TokenPair, customers: usize) -> (Arc<Hub>, Account) {
+    let db = Arc::new(Db::open(url).await.unwrap());
+    let hub = Hub::open(db, &temp_dir("scene"), 100_000).await.unwrap();
+    let (admin, _) = hub
+        .create_account(NewAccount {
+            email: "chu@sop.vn".into(),
+            username: "Chu".into(),
+            name: "Chủ".into(),
+            role: Role::Admin,
+        })
+        .await
+        .unwrap();
+    let oa = OaInfo {
+        oa_id: "4321".into(),
+        ..Default::default()
+    };
+    hub.upsert_connection(oa, &admin.id, tokens).await.unwrap();
+    for n in 0..customers {
+        hub.ingest(Inbound {
+            connection_id: "p1".into(),
+            customer_user_id: format!("u{n}"),
+            direction: Direction::Inbound,
+            sender_name: String::new(),
+            zalo_msg_id: Some(format!("z{n}")),
+            kind: MessageKind::Text,
+            text: "Xin chào".into(),
+            attachments: vec![],
+            quote_msg_id: None,
+            at: now_ms(),
+            origin: Origin::Live,
+            raw: None,
+        })
+        .await
+        .unwrap();
     }
+    (hub, admin)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn accounts_are_unique_by_handle_and_found_by_token_hash() {
-    for url in databases().await {
-        let db = Db::open(&url).await.unwrap();
-        let an = db.create_account(agent("An"), "hash-an").await.unwrap();
-        assert_eq!(an.id, "a1");
-        // The same username in other letters, or the same email, is refused.
-        let mut again = agent("AN");
-        again.email = "other@sop.vn".into();
-        let e = db.create_account(again, "hash-2").await.unwrap_err();
-        assert!(
-            matches!(
-                e,
-                StoreError::Conflict {
-                    code: "account_exists"
-                }
-            ),
-            "{e:?}"
-        );
-        let e = db.create_account(agent("an"), "hash-3").await.unwrap_err();
-        assert!(matches!(e, StoreError::Conflict { .. }), "{e:?}");
-        let binh = db.create_account(agent("Binh"), "hash-binh").await.unwrap();
-        assert_eq!(binh.id, "a2", "a refused account takes no id");
-        assert_eq!(
-            db.account_by_token("hash-binh").await.unwrap(),
-            Some(binh.clone())
-        );
-        assert_eq!(db.account_by_token("nope").await.unwrap(), None);
-        assert_eq!(db.accounts().await.unwrap(), vec![an, binh]);
-    }
-}
-
-/// Three hubs (PostgreSQL; on SQLite two processes) race 100 claims for the same waiting
-/// conversation, 20 times: exactly one wins each round, the others learn who, and one
-/// assignment and one event are logged per round.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_claim_raced_across_hubs_has_exactly_one_winner() {
-    const ROUNDS: usize = 20;
-    const CLAIMS: usize = 100;
-    for url in databases().await {
-        let setup = Db::open(&url).await.unwrap();
-        let mut agents = Vec::new();
-        for i in 0..CLAIMS {
-            agents.push(
-                setup
-                    .create_account(agent(&format!("nv{i}")), &format!("h{i}"))
-                    .await
-                    .unwrap(),
-            );
-        }
-        let page = page_of(&agents[0]);
-
-        setup.insert_connection(&page).await.unwrap();
-        let hubs = hubs_on(&url).await;
-        let handles = hubs.len();
-        let engine = setup.engine_name();
-        for round in 0..ROUNDS {
-            let conv = new_conversation(round);
-            setup.insert_conversation(&conv).await.unwrap();
-            let claims = agents.iter().enumerate().map(|(i, who)| {
-                let (db, who, id) = (hubs[i % handles].clone(), who.clone(), conv.id.clone());
-                tokio::spawn(async move {
-                    db.claim(&id, &who, 2, |c| {
-                        (
-                            2,
-                            "[]".into(),
-                            format!("{{\"claimed\":\"{}\"}}", c.assignee.as_deref().unwrap()),
-                        )
-                    })
-                    .await
-                })
-            });
-            let mut winners = Vec::new();
-            let mut holders = Vec::new();
-            for claim in claims.collect::<Vec<_>>() {
-                match claim.await.unwrap().unwrap() {
-                    Claim::Won(c, events) => {
-                        assert_eq!(events.len(), 1);
-                        winners.push(c.assignee.clone().unwrap());
-                    }
-                    Claim::Taken { holder } => {
-                        holders.push(holder.expect("the loser learns who won"))
-                    }
-                }
-            }
-            assert_eq!(winners.len(), 1, "{engine} round {round}: {winners:?}");
-            assert_eq!(holders.len(), CLAIMS - 1);
-            assert!(
-                holders.iter().all(|h| h == &winners[0]),
-                "{engine}: every loser names the winner"
-            );
-            let stored = setup.conversation(&conv.id).await.unwrap().unwrap();
-            assert_eq!(stored.assignee.as_ref(), Some(&winners[0]));
-            assert_eq!(stored.state, ConvState::Assigned);
-            assert_eq!(stored.assignments.len(), 1, "{engine}: one assignment");
-        }
-        assert_eq!(
-            setup.event_head().await.unwrap(),
-            ROUNDS as i64,
-            "{engine}: one event per round"
-        );
-        println!(
-            "{engine}: {ROUNDS} rounds of {CLAIMS} claims over {handles} hubs, one winner each"
-        );
-    }
-}
-
-fn page_of(connector: &Account) -> Connection {
-    Connection {
-        id: "p1".into(),
-        oa_id: "1423847451268726170".into(),
-        name: "Trang".into(),
-        avatar: String::new(),
-        category: String::new(),
-        connector: connector.id.clone(),
-        connected_at: 1,
-        last_connected_at: 1,
-        chat_mode: ChatMode::Shared,
-        rule_id: None,
-        status: ConnectionStatus::Connected,
-        status_reason: None,
-        tokens: TokenPair::default(),
-        last_event_at: None,
-        last_error: None,
-    }
-}
-
-/// A reply as an agent writes it, before the store numbers it.
-fn reply_by(who: &Account, conversation: &str, text: &str, client_key: &str) -> Message {
-    Message {
-        id: String::new(),
-        conversation_id: conversation.into(),
-        direction: Direction::Outbound,
-        sender: who.id.clone(),
-        sender_name: who.name.clone(),
-        kind: MessageKind::Text,
+/// A reply by `who` in `conversation`: its message and job.
+async fn reply(hub: &Hub, who: &Account, conversation: &str, text: &str) -> Message {
+    let input = ReplyInput {
+        client_key: format!("{conversation}-{text}"),
         text: text.into(),
-        attachments: vec![],
-        zalo_msg_id: None,
         quote_msg_id: None,
-        client_key: Some(client_key.into()),
-        delivery: Some(Delivery::Pending),
-        error_code: None,
-        error_reason: None,
-        created_at: 1,
-        raw: None,
-    }
-}
-
-fn new_conversation(n: usize) -> Conversation {
-    Conversation {
-        id: format!("c{n}"),
-        connection_id: "p1".into(),
-        customer: Customer {
-            user_id: format!("u{n}"),
-            display_name: "Khách".into(),
-            ..Default::default()
-        },
-        assignee: None,
-        state: ConvState::Unclaimed,
-        status: ConvStatus::Open,
-        origin: Origin::Live,
-        last_interaction_at: Some(1),
-        last_activity_at: 1,
-        waiting_since: None,
-        unread: Default::default(),
-        preview: "Xin chào".into(),
-        assignments: vec![],
-        created_at: 1,
-    }
-}
-
-/// 3,000 new conversations routed at once through three hubs (PostgreSQL; two on SQLite) by a
-/// three-member round-robin rule: the members' counts differ by at most one.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn round_robin_stays_fair_across_hubs() {
-    use futures_util::StreamExt;
-    const CONVERSATIONS: usize = 3_000;
-    for url in databases().await {
-        let setup = Db::open(&url).await.unwrap();
-        let owner = setup.create_account(agent("Chu"), "h-chu").await.unwrap();
-        let mut members = Vec::new();
-        for name in ["Huong", "Que", "Tri"] {
-            members.push(
-                setup
-                    .create_account(agent(name), &format!("h-{name}"))
-                    .await
-                    .unwrap()
-                    .id,
-            );
-        }
-        setup.insert_connection(&page_of(&owner)).await.unwrap();
-        let rule = setup
-            .create_rule(Rule {
-                id: String::new(),
-                name: "Chia đều".into(),
-                sources: vec!["p1".into()],
-                members: members.clone(),
-                method: Method::RoundRobin,
-                old_conversations: OldConversations::None,
-                cursor: None,
-                created_at: 1,
-                updated_at: 1,
-            })
-            .await
-            .unwrap();
-        assert_eq!(rule.id, "r1");
-        let hubs = hubs_on(&url).await;
-        let handles = hubs.len();
-        let engine = setup.engine_name();
-        let started = std::time::Instant::now();
-        let routed: Vec<Conversation> = futures_util::stream::iter(0..CONVERSATIONS)
-            .map(|n| {
-                let db = hubs[n % handles].clone();
-                async move {
-                    let (conv, _) = db
-                        .open_conversation(new_conversation(n), 2, |c| {
-                            (2, "[]".into(), format!("{{\"conv\":\"{}\"}}", c.id))
-                        })
-                        .await
-                        .unwrap();
-                    conv
-                }
-            })
-            .buffer_unordered(48)
-            .collect()
-            .await;
-        let mut counts = std::collections::BTreeMap::new();
-        for c in &routed {
-            assert_eq!(c.state, ConvState::Assigned);
-            *counts.entry(c.assignee.clone().unwrap()).or_insert(0usize) += 1;
-        }
-        let (min, max) = (
-            counts.values().min().unwrap(),
-            counts.values().max().unwrap(),
-        );
-        println!(
-            "{engine}: {CONVERSATIONS} conversations over {handles} hubs in {:?}: {counts:?}",
-            started.elapsed()
-        );
-        assert_eq!(counts.len(), 3, "{engine}: {counts:?}");
-        assert!(max - min <= 1, "{engine}: unfair {counts:?}");
-        assert_eq!(setup.event_head().await.unwrap(), CONVERSATIONS as i64);
-    }
-}
-
-/// A hub follows events committed through the others: 1,000 events written by two hubs arrive
-/// at a third once each, in order, also when its LISTEN connection is killed midway (PostgreSQL),
-/// or with no doorbell at all between processes (SQLite: the follower's poll).
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_hub_follows_what_the_others_commit() {
-    use sop_console::store::sql::feed;
-    const EVENTS: usize = 1_000;
-    for url in databases().await {
-        Db::open(&url).await.unwrap();
-        let writers = [
-            Arc::new(Db::connect(&url).await.unwrap()),
-            Arc::new(Db::connect(&url).await.unwrap()),
-        ];
-        let follower = Arc::new(Db::connect(&url).await.unwrap());
-        let engine = follower.engine_name();
-        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-        let following = tokio::spawn(feed::follow(follower.clone(), 0, tx));
-        let mut sent_at = std::collections::HashMap::new();
-        let writing = {
-            let writers = writers.clone();
-            tokio::spawn(async move {
-                let mut at = Vec::new();
-                for n in 0..EVENTS / 5 {
-                    let events = (0..5)
-                        .map(|i| {
-                            (
-                                n as i64,
-                                "[]".to_string(),
-                                format!("{{\"n\":{n},\"i\":{i}}}"),
-                            )
-                        })
-                        .collect();
-                    let logged = writers[n % 2].append_events(events).await.unwrap();
-                    let now = std::time::Instant::now();
-                    at.extend(logged.into_iter().map(|e| (e.seq, now)));
-                    if n == EVENTS / 10 {
-                        if let Db::Postgres(d) = &*writers[0] {
-                            // Kill every LISTEN connection: the follower must notice and read.
-                            sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'LISTEN%'")
-                                .execute(&d.pool)
-                                .await
-                                .unwrap();
-                        }
-                    }
-                }
-                at
-            })
-        };
-        let mut received = Vec::new();
-        let mut latencies = Vec::new();
-        while received.len() < EVENTS {
-            let event = tokio::time::timeout(std::time::Duration::from_secs(30), rx.recv())
-                .await
-                .unwrap_or_else(|_| panic!("{engine}: stalled after {}", received.len()))
-                .unwrap();
-            let arrived = std::time::Instant::now();
-            received.push(event.seq);
-            latencies.push(arrived);
-        }
-        for (seq, at) in writing.await.unwrap() {
-            sent_at.insert(seq, at);
-        }
-        assert_eq!(
-            received,
-            (1..=EVENTS as i64).collect::<Vec<_>>(),
-            "{engine}: once each, in order"
-        );
-        let mut lag: Vec<_> = received
-            .iter()
-            .zip(&latencies)
-            .map(|(seq, arrived)| arrived.saturating_duration_since(sent_at[seq]))
-            .collect();
-        lag.sort();
-        println!(
-            "{engine}: {EVENTS} events followed across hubs; commit → follower p50 {:?}, p99 {:?}",
-            lag[lag.len() / 2],
-            lag[lag.len() * 99 / 100]
-        );
-        drop(rx);
-        tokio::time::timeout(std::time::Duration::from_secs(5), following)
-            .await
-            .expect("the follower ends with its receiver")
-            .unwrap();
-    }
+        attachment: None,
+    };
+    hub.reply(who, conversation, input).await.unwrap()
 }
 
 /// 50 callers across hubs find the page's token expired at once: exactly one refresh reaches
@@ -502,18 +212,15 @@ async fn a_hub_follows_what_the_others_commit() {
 async fn a_token_refresh_is_single_flight_across_hubs() {
     use std::sync::atomic::{AtomicUsize, Ordering};
     for url in databases().await {
-        let setup = Db::open(&url).await.unwrap();
-        let owner = setup.create_account(agent("Chu"), "h-chu").await.unwrap();
-        let mut page = page_of(&owner);
-        page.tokens = TokenPair {
+        let tokens = TokenPair {
             access_token: "old-access".into(),
             refresh_token: "old-refresh".into(),
             access_expires_at: 0,
         };
-        setup.insert_connection(&page).await.unwrap();
+        let (setup, _) = scene(&url, tokens, 0).await;
         let hubs = hubs_on(&url).await;
         let handles = hubs.len();
-        let engine = setup.engine_name();
+        let engine = setup.db().engine_name();
         let refreshes = Arc::new(AtomicUsize::new(0));
         let race =
             |rejected: Option<&'static str>, expect_refresh_of: &'static str, new: &'static str| {
@@ -572,29 +279,10 @@ async fn reply_jobs_are_sent_once_in_order_per_conversation_across_hubs() {
     const CONVERSATIONS: usize = 10;
     const REPLIES: usize = 20;
     for url in databases().await {
-        let setup = Db::open(&url).await.unwrap();
-        let owner = setup.create_account(agent("Chu"), "h-chu").await.unwrap();
-        setup.insert_connection(&page_of(&owner)).await.unwrap();
-        for c in 0..CONVERSATIONS {
-            setup
-                .insert_conversation(&new_conversation(c))
-                .await
-                .unwrap();
-        }
+        let (setup, owner) = scene(&url, TokenPair::default(), CONVERSATIONS).await;
         for r in 0..REPLIES {
-            for c in 0..CONVERSATIONS {
-                let msg = reply_by(
-                    &owner,
-                    &format!("c{c}"),
-                    &format!("trả lời {r}"),
-                    &format!("k{c}-{r}"),
-                );
-                setup
-                    .queue_reply(msg, None, 0, |m| {
-                        (1, "[]".into(), format!("{{\"m\":\"{}\"}}", m.id))
-                    })
-                    .await
-                    .unwrap();
+            for c in 1..=CONVERSATIONS {
+                reply(&setup, &owner, &format!("c{c}"), &format!("trả lời {r}")).await;
             }
         }
         let hubs = hubs_on(&url).await;
@@ -631,7 +319,7 @@ async fn reply_jobs_are_sent_once_in_order_per_conversation_across_hubs() {
             w.await.unwrap();
         }
         let sent = sent.lock().clone();
-        let engine = setup.engine_name();
+        let engine = setup.db().engine_name();
         assert_eq!(
             sent.len(),
             CONVERSATIONS * REPLIES,
@@ -672,40 +360,39 @@ async fn reply_jobs_are_sent_once_in_order_per_conversation_across_hubs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_whose_taker_died_comes_back_marked_orphaned() {
     for url in databases().await {
-        let db = Db::open(&url).await.unwrap();
-        let owner = db.create_account(agent("Chu"), "h-chu").await.unwrap();
-        db.insert_connection(&page_of(&owner)).await.unwrap();
-        db.insert_conversation(&new_conversation(0)).await.unwrap();
-        let msg = reply_by(&owner, "c0", "Dạ", "k");
-        let (msg, _) = db
-            .queue_reply(msg, None, 0, |_| (1, "[]".into(), "{}".into()))
-            .await
-            .unwrap();
-        let first = db.take_jobs(100, 50, 8).await.unwrap();
+        let (hub, owner) = scene(&url, TokenPair::default(), 1).await;
+        let db = hub.db();
+        let msg = reply(&hub, &owner, "c1", "Dạ").await;
+        // Times after the reply was queued.
+        let t = now_ms() + 1_000;
+        let first = db.take_jobs(t + 100, 50, 8).await.unwrap();
         assert_eq!(first.len(), 1);
         assert_eq!((first[0].attempts, first[0].orphaned_lease), (0, 0));
-        assert!(db.take_jobs(120, 50, 8).await.unwrap().is_empty(), "leased");
+        assert!(
+            db.take_jobs(t + 120, 50, 8).await.unwrap().is_empty(),
+            "leased"
+        );
         // The taker died before sending (an upload, say): the job returns, not marked sending,
         // so the next taker may send it.
-        let again = db.take_jobs(200, 50, 8).await.unwrap();
+        let again = db.take_jobs(t + 200, 50, 8).await.unwrap();
         assert_eq!(again[0].message_id, msg.id);
-        assert_eq!((again[0].attempts, again[0].orphaned_lease), (1, 150));
+        assert_eq!((again[0].attempts, again[0].orphaned_lease), (1, t + 150));
         assert_eq!(again[0].sending, 0);
         // This taker dies after starting to send: the next one learns Zalo may have it.
         db.mark_sending(&msg.id).await.unwrap();
-        let orphan = db.take_jobs(300, 50, 8).await.unwrap();
-        assert_eq!((orphan[0].attempts, orphan[0].orphaned_lease), (2, 250));
+        let orphan = db.take_jobs(t + 300, 50, 8).await.unwrap();
+        assert_eq!((orphan[0].attempts, orphan[0].orphaned_lease), (2, t + 250));
         assert_eq!(orphan[0].sending, 1);
         // A retry asked for by the sender is an ordinary try.
-        db.retry_job_at(&msg.id, 400).await.unwrap();
+        db.retry_job_at(&msg.id, t + 400).await.unwrap();
         assert!(
-            db.take_jobs(350, 50, 8).await.unwrap().is_empty(),
+            db.take_jobs(t + 350, 50, 8).await.unwrap().is_empty(),
             "not due yet"
         );
-        let retried = db.take_jobs(400, 50, 8).await.unwrap();
+        let retried = db.take_jobs(t + 400, 50, 8).await.unwrap();
         assert_eq!((retried[0].attempts, retried[0].orphaned_lease), (3, 0));
         db.finish_job(&msg.id).await.unwrap();
-        assert!(db.take_jobs(10_000, 50, 8).await.unwrap().is_empty());
+        assert!(db.take_jobs(t + 10_000, 50, 8).await.unwrap().is_empty());
     }
 }
 

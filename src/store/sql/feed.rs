@@ -4,11 +4,10 @@
 //! - After a commit that logged events, the writer rings: its own hub's bell at once, and on
 //!   PostgreSQL `pg_notify('sop_events', '')` — outside the writing transaction, because NOTIFY
 //!   takes a cluster-wide lock at commit (7–22% fewer transactions/s measured here).
-//! - Each hub's follower reads `seq > cursor` whenever a bell rings, when its LISTEN connection
-//!   was lost (it may have missed a ring), and every `POLL` regardless (another process on the
-//!   same SQLite file has no way to ring).
+//! - Each hub's follower (`server::hub`) reads `seq > cursor` whenever `doorbell` rings, when
+//!   its LISTEN connection was lost (it may have missed a ring), and every `POLL` regardless
+//!   (another process on the same SQLite file has no way to ring).
 
-use super::events::LoggedEvent;
 use super::Db;
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,62 +42,6 @@ impl Db {
     }
 }
 
-/// Follows the log from after `cursor`: every committed event is sent once, in order. Ends when
-/// the receiver is dropped.
-pub async fn follow(db: Arc<Db>, mut cursor: i64, out: mpsc::Sender<LoggedEvent>) {
-    let mut listener = match &*db {
-        Db::Postgres(d) => Some(listen(&d.pool).await),
-        Db::Sqlite(_) => None,
-    };
-    loop {
-        // Register for the local bell before reading, so a ring during the read is not lost.
-        let bell = db.local_bell().notified();
-        tokio::pin!(bell);
-        bell.as_mut().enable();
-        loop {
-            match db.events_since(cursor, 1000).await {
-                Ok(batch) if batch.is_empty() => break,
-                Ok(batch) => {
-                    for event in batch {
-                        cursor = event.seq;
-                        if out.send(event).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!("cannot read the event log: {e:#}");
-                    break;
-                }
-            }
-        }
-        let remote = async {
-            match listener.as_mut() {
-                Some(Some(l)) => match l.try_recv().await {
-                    Ok(Some(_)) => {}
-                    // The LISTEN connection dropped (a ring may be lost): read now; try_recv
-                    // reconnects on its next call.
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::warn!("event doorbell: {e}");
-                        tokio::time::sleep(POLL).await;
-                    }
-                },
-                _ => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = bell => {}
-            _ = remote => {}
-            _ = tokio::time::sleep(POLL) => {}
-            _ = out.closed() => return,
-        }
-        if let (Some(None), Db::Postgres(d)) = (&listener, &*db) {
-            listener = Some(listen(&d.pool).await);
-        }
-    }
-}
-
 /// Sends on `ring` whenever another hub committed events (PostgreSQL's NOTIFY), and when the
 /// LISTEN connection was lost (a ring may have been missed). SQLite has no other hubs: it never
 /// rings (`sop admin` in another process is seen by polling). Ends when `ring` is closed.
@@ -124,9 +67,8 @@ pub async fn doorbell(db: Arc<Db>, ring: mpsc::Sender<()>) {
             }
         };
         if heard {
-            match ring.try_send(()) {
-                Err(mpsc::error::TrySendError::Closed(_)) => return,
-                _ => {}
+            if let Err(mpsc::error::TrySendError::Closed(_)) = ring.try_send(()) {
+                return;
             }
         }
     }

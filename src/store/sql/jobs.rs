@@ -1,10 +1,8 @@
 //! Replies: accepted with their job in one transaction, taken by any hub, sent once and in order
 //! within a conversation.
 
-use super::events::{LoggedEvent, NewEvent};
-use super::rows::name_of;
 use super::{Db, StoreError};
-use crate::model::{Message, Ms};
+use crate::model::Ms;
 
 /// A job a hub has taken (its lease held until `lease_until`).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -23,70 +21,6 @@ pub struct TakenJob {
 }
 
 impl Db {
-    /// Records an outbound reply (numbered here: `m<n>`) with its job and event.
-    pub async fn queue_reply(
-        &self,
-        mut message: Message,
-        attachment: Option<String>,
-        now: Ms,
-        event: impl Fn(&Message) -> NewEvent,
-    ) -> Result<(Message, Vec<LoggedEvent>), StoreError> {
-        let queued = crate::in_transaction!(self, tx => {
-            let n = crate::next_number!(tx, "message");
-            message.id = format!("m{n}");
-            let connection_id: String =
-                sqlx::query_scalar("SELECT connection_id FROM conversations WHERE id = $1")
-                    .bind(&message.conversation_id)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                    .ok_or_else(|| {
-                        StoreError::NotFound(format!("conversation {}", message.conversation_id))
-                    })?;
-            sqlx::query(
-                "INSERT INTO messages (id, seq, conversation_id, connection_id, direction, sender, \
-                 sender_name, kind, text, attachments, zalo_msg_id, quote_msg_id, client_key, \
-                 delivery, error_code, error_reason, created_at, raw) VALUES ($1, $2, $3, $4, $5, \
-                 $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)",
-            )
-            .bind(&message.id)
-            .bind(n)
-            .bind(&message.conversation_id)
-            .bind(&connection_id)
-            .bind(name_of(&message.direction))
-            .bind(&message.sender)
-            .bind(&message.sender_name)
-            .bind(name_of(&message.kind))
-            .bind(&message.text)
-            .bind(serde_json::to_string(&message.attachments).expect("attachments serialise"))
-            .bind(&message.zalo_msg_id)
-            .bind(&message.quote_msg_id)
-            .bind(&message.client_key)
-            .bind(message.delivery.as_ref().map(name_of))
-            .bind(message.error_code)
-            .bind(&message.error_reason)
-            .bind(message.created_at)
-            .bind(message.raw.as_ref().map(|r| r.to_string()))
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| StoreError::conflict_if_unique(e, "client_key_used"))?;
-            sqlx::query(
-                "INSERT INTO reply_jobs (message_id, message_seq, conversation_id, next_attempt_at, \
-                 attachment) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(&message.id)
-            .bind(n)
-            .bind(&message.conversation_id)
-            .bind(now)
-            .bind(&attachment)
-            .execute(&mut *tx)
-            .await?;
-            let logged = crate::append_events!(tx, vec![event(&message)]);
-            (message, logged)
-        });
-        self.ring().await;
-        Ok(queued)
-    }
-
     /// Takes up to `limit` due jobs for `lease_ms`: only the oldest pending job of each
     /// conversation, so replies leave in order; a job taken by one hub is invisible to the others
     /// until its lease runs out. PostgreSQL skips rows another hub is taking (`SKIP LOCKED`)

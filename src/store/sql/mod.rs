@@ -8,7 +8,6 @@
 
 pub mod accounts;
 pub mod connections;
-pub mod conversations;
 pub mod events;
 pub mod feed;
 pub mod jobs;

@@ -185,6 +185,9 @@ pub fn message_of(r: MessageRow) -> Result<Message> {
     })
 }
 
+/// An assignment with its conversation: (conversation, at, to, by, reason).
+type HistoryRow = (String, i64, Option<String>, Option<String>, String);
+
 /// A reply job's row: (message id, conversation, attempts, next attempt, attachment JSON).
 pub type JobRow = (String, String, i32, i64, Option<String>);
 
@@ -301,7 +304,7 @@ impl WriteTx {
                 unread.entry(conv).or_default().push((account, n));
             }
             let mut history: BTreeMap<String, Vec<AssignmentRow>> = BTreeMap::new();
-            let rows: Vec<(String, i64, Option<String>, Option<String>, String)> = sqlx::query_as(
+            let rows: Vec<HistoryRow> = sqlx::query_as(
                 "SELECT conversation_id, at, to_account, by_account, reason FROM assignments \
                  ORDER BY conversation_id, n",
             )
