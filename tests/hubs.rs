@@ -6,7 +6,7 @@
 mod common;
 use common::*;
 use sop_console::model::*;
-use sop_console::server::hub::{Hub, HubError, Inbound, Ingested, OaInfo};
+use sop_console::server::hub::{Hub, HubError, OaInfo};
 use sop_console::store::sql::Db;
 use sop_console::wire::{EventBody, NewAccount, RuleInput};
 use std::sync::Arc;
@@ -58,23 +58,6 @@ async fn rule(hub: &Hub, page: &Connection, members: &[&Account], method: Method
     .unwrap();
 }
 
-fn inbound(page: &Connection, user: &str, n: usize) -> Inbound {
-    Inbound {
-        connection_id: page.id.clone(),
-        customer_user_id: user.into(),
-        direction: Direction::Inbound,
-        sender_name: String::new(),
-        zalo_msg_id: Some(format!("z{n}")),
-        kind: MessageKind::Text,
-        text: "Cho em hỏi".into(),
-        attachments: vec![],
-        quote_msg_id: None,
-        at: now_ms(),
-        origin: Origin::Live,
-        raw: None,
-    }
-}
-
 /// 100 agents race to claim the same waiting conversation through all hubs, 20 times: exactly
 /// one wins each round and every loser is told who.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -92,14 +75,9 @@ async fn a_claim_raced_across_hubs_has_exactly_one_winner() {
         let members: Vec<&Account> = agents.iter().collect();
         rule(&hubs[1], &page, &members, Method::SelfClaim).await;
         for round in 0..ROUNDS {
-            let conv = match hubs[round % hubs.len()]
-                .ingest(inbound(&page, &format!("u{round}"), round))
-                .await
-                .unwrap()
-            {
-                Ingested::New { conversation, .. } => conversation,
-                Ingested::Duplicate { .. } => panic!("a new customer"),
-            };
+            let hub = &hubs[round % hubs.len()];
+            let message = customer_message(&page.id, &format!("u{round}"), &format!("z{round}"));
+            let conv = new_conversation_of(hub, message).await;
             assert_eq!(conv.state, ConvState::Unclaimed);
             let claims = agents.iter().enumerate().map(|(i, who)| {
                 let (hub, who, id) = (hubs[i % hubs.len()].clone(), who.clone(), conv.id.clone());
@@ -149,14 +127,8 @@ async fn round_robin_stays_fair_across_hubs() {
             .map(|n| {
                 let (hub, page) = (hubs[n % hubs.len()].clone(), page.clone());
                 async move {
-                    match hub
-                        .ingest(inbound(&page, &format!("u{n}"), n))
-                        .await
-                        .unwrap()
-                    {
-                        Ingested::New { conversation, .. } => *conversation,
-                        Ingested::Duplicate { .. } => panic!("a new customer"),
-                    }
+                    let message = customer_message(&page.id, &format!("u{n}"), &format!("z{n}"));
+                    new_conversation_of(&hub, message).await
                 }
             })
             .buffer_unordered(48)
@@ -191,10 +163,8 @@ async fn a_hub_publishes_what_the_others_commit() {
         let from = watcher.published_seq();
         for n in 0..CUSTOMERS {
             let writer = &hubs[1 + n % (hubs.len() - 1)];
-            writer
-                .ingest(inbound(&page, &format!("u{n}"), n))
-                .await
-                .unwrap();
+            let message = customer_message(&page.id, &format!("u{n}"), &format!("z{n}"));
+            new_conversation_of(writer, message).await;
         }
         let head = hubs[1]
             .published_seq()

@@ -8,7 +8,7 @@
 mod common;
 use common::*;
 use sop_console::model::*;
-use sop_console::server::hub::{Hub, Inbound, OaInfo};
+use sop_console::server::hub::{Hub, OaInfo};
 use sop_console::store::sql::events::{LoggedEvent, NewEvent};
 use sop_console::store::sql::Db;
 use sop_console::wire::{NewAccount, ReplyInput};
@@ -174,22 +174,8 @@ async fn scene(url: &str, tokens: TokenPair, customers: usize) -> (Arc<Hub>, Acc
     };
     hub.upsert_connection(oa, &admin.id, tokens).await.unwrap();
     for n in 0..customers {
-        hub.ingest(Inbound {
-            connection_id: "p1".into(),
-            customer_user_id: format!("u{n}"),
-            direction: Direction::Inbound,
-            sender_name: String::new(),
-            zalo_msg_id: Some(format!("z{n}")),
-            kind: MessageKind::Text,
-            text: "Xin chào".into(),
-            attachments: vec![],
-            quote_msg_id: None,
-            at: now_ms(),
-            origin: Origin::Live,
-            raw: None,
-        })
-        .await
-        .unwrap();
+        let message = customer_message("p1", &format!("u{n}"), &format!("z{n}"));
+        new_conversation_of(&hub, message).await;
     }
     (hub, admin)
 }

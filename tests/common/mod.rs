@@ -118,6 +118,32 @@ pub async fn start_hub_over(
     }
 }
 
+/// A customer's text message on a page, as the webhook worker hands it to the hub.
+pub fn customer_message(page: &str, user: &str, zalo_msg_id: &str) -> Inbound {
+    Inbound {
+        connection_id: page.into(),
+        customer_user_id: user.into(),
+        direction: Direction::Inbound,
+        sender_name: String::new(),
+        zalo_msg_id: Some(zalo_msg_id.into()),
+        kind: MessageKind::Text,
+        text: format!("Chào shop, {zalo_msg_id}"),
+        attachments: vec![],
+        quote_msg_id: None,
+        at: now_ms(),
+        origin: Origin::Live,
+        raw: None,
+    }
+}
+
+/// Ingests a message that must be new; its conversation.
+pub async fn new_conversation_of(hub: &Hub, message: Inbound) -> Conversation {
+    match hub.ingest(message).await.unwrap() {
+        Ingested::New { conversation, .. } => *conversation,
+        Ingested::Duplicate { .. } => panic!("duplicate"),
+    }
+}
+
 impl TestHub {
     pub async fn stop(mut self) {
         if let Some(r) = self.running.take() {
@@ -219,28 +245,7 @@ impl TestHub {
 
     /// A customer message arriving on a page.
     pub async fn inbound(&self, page: &Connection, user: &str, msg_id: &str) -> Conversation {
-        match self
-            .hub
-            .ingest(Inbound {
-                connection_id: page.id.clone(),
-                customer_user_id: user.into(),
-                direction: Direction::Inbound,
-                sender_name: String::new(),
-                zalo_msg_id: Some(msg_id.into()),
-                kind: MessageKind::Text,
-                text: format!("Chào shop, {msg_id}"),
-                attachments: vec![],
-                quote_msg_id: None,
-                at: now_ms(),
-                origin: Origin::Live,
-                raw: None,
-            })
-            .await
-            .unwrap()
-        {
-            Ingested::New { conversation, .. } => *conversation,
-            Ingested::Duplicate { .. } => panic!("duplicate"),
-        }
+        new_conversation_of(&self.hub, customer_message(&page.id, user, msg_id)).await
     }
 
     /// `GET /metrics` (open, like `/healthz`).

@@ -80,6 +80,13 @@ macro_rules! on_tx {
     };
 }
 
+/// Executes one statement in the transaction, discarding its row count.
+macro_rules! execute {
+    ($tx:expr, $query:expr) => {
+        on_tx!($tx, conn => $query.execute(&mut *conn).await.map(drop)?)
+    };
+}
+
 /// Rows per multi-row statement: well under SQLite's 32,766 parameters at 17 columns.
 const ROWS: usize = 500;
 
@@ -191,6 +198,15 @@ type HistoryRow = (String, i64, Option<String>, Option<String>, String);
 /// A reply job's row: (message id, conversation, attempts, next attempt, attachment JSON).
 pub type JobRow = (String, String, i32, i64, Option<String>);
 
+/// (key, value) rows, in order, grouped by key.
+fn grouped(rows: Vec<(String, String)>) -> BTreeMap<String, Vec<String>> {
+    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (key, value) in rows {
+        groups.entry(key).or_default().push(value);
+    }
+    groups
+}
+
 impl Db {
     /// Begins a change under the write lock (see the module comment).
     pub async fn begin_write(&self) -> Result<WriteTx, sqlx::Error> {
@@ -269,24 +285,20 @@ impl WriteTx {
             )
             .fetch_all(&mut *conn)
             .await?;
-            let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
-            let rows: Vec<(String, String)> = sqlx::query_as(
-                "SELECT rule_id, account_id FROM rule_members ORDER BY rule_id, position",
-            )
-            .fetch_all(&mut *conn)
-            .await?;
-            for (rule, account) in rows {
-                members.entry(rule).or_default().push(account);
-            }
-            let mut sources: BTreeMap<String, Vec<String>> = BTreeMap::new();
-            let rows: Vec<(String, String)> = sqlx::query_as(
-                "SELECT rule_id, connection_id FROM rule_sources ORDER BY rule_id, position",
-            )
-            .fetch_all(&mut *conn)
-            .await?;
-            for (rule, page) in rows {
-                sources.entry(rule).or_default().push(page);
-            }
+            let mut members = grouped(
+                sqlx::query_as(
+                    "SELECT rule_id, account_id FROM rule_members ORDER BY rule_id, position",
+                )
+                .fetch_all(&mut *conn)
+                .await?,
+            );
+            let mut sources = grouped(
+                sqlx::query_as(
+                    "SELECT rule_id, connection_id FROM rule_sources ORDER BY rule_id, position",
+                )
+                .fetch_all(&mut *conn)
+                .await?,
+            );
             s.rules = rules
                 .into_iter()
                 .map(|r| {
@@ -364,7 +376,7 @@ impl WriteTx {
 
     pub async fn set_counter(&mut self, name: &str, value: i64) -> Result<()> {
         let sql = "UPDATE counters SET value = $2 WHERE name = $1";
-        on_tx!(self, conn => sqlx::query(sql).bind(name).bind(value).execute(&mut *conn).await.map(drop)?);
+        execute!(self, sqlx::query(sql).bind(name).bind(value));
         Ok(())
     }
 
@@ -375,19 +387,19 @@ impl WriteTx {
                    username = excluded.username, email_key = excluded.email_key, \
                    username_key = excluded.username_key, name = excluded.name, \
                    role = excluded.role, availability = excluded.availability";
-        on_tx!(self, conn => sqlx::query(sql)
-            .bind(&a.id)
-            .bind(&a.email)
-            .bind(&a.username)
-            .bind(a.email.to_lowercase())
-            .bind(a.username.to_lowercase())
-            .bind(&a.name)
-            .bind(name_of(&a.role))
-            .bind(name_of(&a.availability))
-            .bind(a.created_at)
-            .execute(&mut *conn)
-            .await
-            .map(drop)?);
+        execute!(
+            self,
+            sqlx::query(sql)
+                .bind(&a.id)
+                .bind(&a.email)
+                .bind(&a.username)
+                .bind(a.email.to_lowercase())
+                .bind(a.username.to_lowercase())
+                .bind(&a.name)
+                .bind(name_of(&a.role))
+                .bind(name_of(&a.availability))
+                .bind(a.created_at)
+        );
         Ok(())
     }
 
@@ -396,13 +408,7 @@ impl WriteTx {
         let sql = "INSERT INTO account_tokens (account_id, token_hash, created_at) \
                    VALUES ($1, $2, $3) ON CONFLICT (account_id) DO UPDATE \
                    SET token_hash = excluded.token_hash, created_at = excluded.created_at";
-        on_tx!(self, conn => sqlx::query(sql)
-            .bind(account_id)
-            .bind(hash)
-            .bind(at)
-            .execute(&mut *conn)
-            .await
-            .map(drop)?);
+        execute!(self, sqlx::query(sql).bind(account_id).bind(hash).bind(at));
         Ok(())
     }
 
@@ -420,23 +426,23 @@ impl WriteTx {
                    chat_mode = excluded.chat_mode, status = excluded.status, \
                    status_reason = excluded.status_reason, last_event_at = excluded.last_event_at, \
                    last_error = excluded.last_error";
-        on_tx!(self, conn => sqlx::query(sql)
-            .bind(&c.id)
-            .bind(&c.oa_id)
-            .bind(&c.name)
-            .bind(&c.avatar)
-            .bind(&c.category)
-            .bind(&c.connector)
-            .bind(c.connected_at)
-            .bind(c.last_connected_at)
-            .bind(name_of(&c.chat_mode))
-            .bind(name_of(&c.status))
-            .bind(&c.status_reason)
-            .bind(c.last_event_at)
-            .bind(&c.last_error)
-            .execute(&mut *conn)
-            .await
-            .map(drop)?);
+        execute!(
+            self,
+            sqlx::query(sql)
+                .bind(&c.id)
+                .bind(&c.oa_id)
+                .bind(&c.name)
+                .bind(&c.avatar)
+                .bind(&c.category)
+                .bind(&c.connector)
+                .bind(c.connected_at)
+                .bind(c.last_connected_at)
+                .bind(name_of(&c.chat_mode))
+                .bind(name_of(&c.status))
+                .bind(&c.status_reason)
+                .bind(c.last_event_at)
+                .bind(&c.last_error)
+        );
         Ok(())
     }
 
@@ -447,25 +453,24 @@ impl WriteTx {
                    refresh_token = excluded.refresh_token, \
                    access_expires_at = excluded.access_expires_at, \
                    updated_at = excluded.updated_at, refresh_lease_until = 0";
-        on_tx!(self, conn => sqlx::query(sql)
-            .bind(connection_id)
-            .bind(&t.access_token)
-            .bind(&t.refresh_token)
-            .bind(t.access_expires_at)
-            .bind(at)
-            .execute(&mut *conn)
-            .await
-            .map(drop)?);
+        execute!(
+            self,
+            sqlx::query(sql)
+                .bind(connection_id)
+                .bind(&t.access_token)
+                .bind(&t.refresh_token)
+                .bind(t.access_expires_at)
+                .bind(at)
+        );
         Ok(())
     }
 
     /// Removes a page; its conversations, messages and jobs go with it (foreign keys cascade).
     pub async fn delete_connection(&mut self, id: &str) -> Result<()> {
-        on_tx!(self, conn => sqlx::query("DELETE FROM connections WHERE id = $1")
-            .bind(id)
-            .execute(&mut *conn)
-            .await
-            .map(drop)?);
+        execute!(
+            self,
+            sqlx::query("DELETE FROM connections WHERE id = $1").bind(id)
+        );
         Ok(())
     }
 
@@ -514,11 +519,10 @@ impl WriteTx {
     }
 
     pub async fn delete_rule(&mut self, id: &str) -> Result<()> {
-        on_tx!(self, conn => sqlx::query("DELETE FROM rules WHERE id = $1")
-            .bind(id)
-            .execute(&mut *conn)
-            .await
-            .map(drop)?);
+        execute!(
+            self,
+            sqlx::query("DELETE FROM rules WHERE id = $1").bind(id)
+        );
         Ok(())
     }
 
@@ -726,25 +730,24 @@ impl WriteTx {
                    next_attempt_at, attachment) VALUES ($1, $2, $3, $4, $5, $6) \
                    ON CONFLICT (message_id) DO UPDATE SET attempts = excluded.attempts, \
                    next_attempt_at = excluded.next_attempt_at, lease_until = 0, sending = 0";
-        on_tx!(self, conn => sqlx::query(sql)
-            .bind(&job.0)
-            .bind(message_seq(&job.0).unwrap_or(0) as i64)
-            .bind(&job.1)
-            .bind(job.2)
-            .bind(job.3)
-            .bind(&job.4)
-            .execute(&mut *conn)
-            .await
-            .map(drop)?);
+        execute!(
+            self,
+            sqlx::query(sql)
+                .bind(&job.0)
+                .bind(message_seq(&job.0).unwrap_or(0) as i64)
+                .bind(&job.1)
+                .bind(job.2)
+                .bind(job.3)
+                .bind(&job.4)
+        );
         Ok(())
     }
 
     pub async fn delete_job(&mut self, message_id: &str) -> Result<()> {
-        on_tx!(self, conn => sqlx::query("DELETE FROM reply_jobs WHERE message_id = $1")
-            .bind(message_id)
-            .execute(&mut *conn)
-            .await
-            .map(drop)?);
+        execute!(
+            self,
+            sqlx::query("DELETE FROM reply_jobs WHERE message_id = $1").bind(message_id)
+        );
         Ok(())
     }
 
@@ -842,14 +845,10 @@ impl WriteTx {
     ) -> Result<()> {
         let sql = "INSERT INTO dead_webhooks (n, at, error, body) VALUES ($1, $2, $3, $4) \
                    ON CONFLICT (n) DO NOTHING";
-        on_tx!(self, conn => sqlx::query(sql)
-            .bind(n)
-            .bind(at)
-            .bind(error)
-            .bind(body)
-            .execute(&mut *conn)
-            .await
-            .map(drop)?);
+        execute!(
+            self,
+            sqlx::query(sql).bind(n).bind(at).bind(error).bind(body)
+        );
         Ok(())
     }
 
@@ -863,22 +862,21 @@ impl WriteTx {
 
     /// The health check's durable write.
     pub async fn touch_health(&mut self, now: Ms) -> Result<()> {
-        on_tx!(self, conn => sqlx::query("UPDATE health SET checked_at = $1 WHERE id = 1")
-            .bind(now)
-            .execute(&mut *conn)
-            .await
-            .map(drop)?);
+        execute!(
+            self,
+            sqlx::query("UPDATE health SET checked_at = $1 WHERE id = 1").bind(now)
+        );
         Ok(())
     }
 
     /// Moves a round-robin rule's turn (bookkeeping: no event).
     pub async fn set_cursor(&mut self, rule: &str, cursor: &str) -> Result<()> {
-        on_tx!(self, conn => sqlx::query("UPDATE rules SET cursor = $2 WHERE id = $1")
-            .bind(rule)
-            .bind(cursor)
-            .execute(&mut *conn)
-            .await
-            .map(drop)?);
+        execute!(
+            self,
+            sqlx::query("UPDATE rules SET cursor = $2 WHERE id = $1")
+                .bind(rule)
+                .bind(cursor)
+        );
         Ok(())
     }
 }
