@@ -196,8 +196,10 @@ impl Db {
     /// Connects, brings the schema to the latest version and checks the store.
     pub async fn open(url: &str) -> Result<Db> {
         let db = Db::connect(url).await?;
-        db.migrate().await?;
+        // Checked before migrating: a damaged file is refused with what to do, not with the
+        // error of whichever statement first trips on it.
         db.check().await?;
+        db.migrate().await?;
         Ok(db)
     }
 
@@ -259,10 +261,19 @@ impl Db {
     /// Refuses a damaged store at start with a message that says what to do.
     pub async fn check(&self) -> Result<()> {
         if let Db::Sqlite(d) = self {
-            let report: Vec<String> = sqlx::query_scalar("PRAGMA quick_check")
+            let report: Vec<String> = match sqlx::query_scalar("PRAGMA quick_check")
                 .fetch_all(&d.writer)
                 .await
-                .context("cannot check the database")?;
+            {
+                Ok(report) => report,
+                // SQLITE_CORRUPT and SQLITE_NOTADB: too damaged to even check.
+                Err(sqlx::Error::Database(e))
+                    if matches!(e.code().as_deref(), Some("11" | "26")) =>
+                {
+                    vec![e.message().to_string()]
+                }
+                Err(e) => return Err(e).context("cannot check the database"),
+            };
             if report != ["ok"] {
                 bail!(
                     "the database {} is damaged ({}); restore the last backup \
@@ -301,8 +312,10 @@ impl Db {
     pub async fn close(&self) {
         match self {
             Db::Sqlite(d) => {
-                d.writer.close().await;
+                // The writer last: SQLite's last connection folds the WAL into the file and
+                // removes it, which a read-only one cannot do.
                 d.readers.close().await;
+                d.writer.close().await;
             }
             Db::Postgres(d) => d.pool.close().await,
         }
