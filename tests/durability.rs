@@ -161,31 +161,38 @@ fn flip(file: &Path, at: impl Fn(usize, usize) -> usize) {
     std::fs::write(file, bytes).unwrap();
 }
 
-/// Starts `sop serve` on `dir`: `Err(stderr)` when it refuses within 3 s, else its port.
+/// Starts `sop serve` on `dir`: `Err(stderr)` when it refuses, else the running hub and its
+/// port (it said it listens).
 async fn start_or_refusal(dir: &Path) -> Result<(std::process::Child, u16), String> {
-    use std::io::Read;
+    use std::io::{BufRead, Read};
     let port = process::free_port();
     let mut child = process::hub_command(dir, port, None)
-        .stdout(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let started = std::time::Instant::now();
-    while started.elapsed() < std::time::Duration::from_secs(3) {
-        if let Some(status) = child.try_wait().unwrap() {
-            assert!(!status.success());
-            let mut err = String::new();
-            child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            return Err(err);
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let stdout = child.stdout.take().unwrap();
+    let first_line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufReader::new(stdout)
+            .read_line(&mut line)
+            .unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    if first_line.contains("listening") {
+        return Ok((child, port));
     }
-    Ok((child, port))
+    assert!(!child.wait().unwrap().success());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    Err(err)
 }
 
 /// Issue 9 item 8, the report's attack: the last 64 bytes of the store flipped. The hub refuses

@@ -706,9 +706,13 @@ impl Hub {
         f(&st)
     }
 
-    /// Closes the database's connections (graceful shutdown).
+    /// Closes the database's connections (graceful shutdown); gives up after 5 s, so a connection
+    /// someone still holds cannot keep the process from stopping.
     pub async fn shutdown(&self) {
-        self.db.close().await;
+        let closing = tokio::time::timeout(std::time::Duration::from_secs(5), self.db.close());
+        if closing.await.is_err() {
+            tracing::warn!("the database's connections did not close within 5 s; stopping anyway");
+        }
     }
 
     // ----- the event log, for the stream -----

@@ -53,13 +53,17 @@ pub async fn doorbell(db: Arc<Db>, ring: mpsc::Sender<()>) {
     loop {
         let heard = match listener.as_mut() {
             Some(l) => match l.try_recv().await {
+                // A ring, or the connection was lost (a ring may be lost with it): read now.
                 Ok(_) => true,
                 Err(e) => {
+                    // The pool is closing, or the server went away: let go of the connection
+                    // (closing the pool waits for it) and listen again later.
                     tracing::warn!("event doorbell: {e}");
-                    tokio::time::sleep(POLL).await;
+                    listener = None;
                     true
                 }
             },
+            None if d.pool.is_closed() => return,
             None => {
                 tokio::time::sleep(POLL).await;
                 listener = listen(&d.pool).await;
