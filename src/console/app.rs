@@ -994,11 +994,20 @@ impl App {
             (Urgent, ..) => self.jump_urgent(),
             (Open, Tab::Inbox, Focus::List) => self.open_selected(),
             (Claim, Tab::Inbox, _) => {
-                let c = self.current_conversation()?;
-                vec![Effect::Api(ApiCall::Claim(c.id.clone()))]
+                let id = self.current_conversation()?.id.clone();
+                // Claimed from the list, it leaves *Chưa ai nhận* and the cursor moves on: it is
+                // opened, so the thread and the next `r` stay with the customer just claimed.
+                let mut fx = match self.focus {
+                    Focus::List => self.open_selected(),
+                    _ => vec![],
+                };
+                fx.push(Effect::Api(ApiCall::Claim(id)));
+                fx
             }
             (Reply, Tab::Inbox, _) | (QuoteReply, Tab::Inbox, _) => {
-                if self.open.is_none() {
+                // From the list, the reply is for the conversation under the cursor (the one the
+                // thread pane shows), not one opened earlier.
+                if self.open.is_none() || self.focus == Focus::List {
                     self.open_selected();
                 }
                 self.open.as_ref()?;

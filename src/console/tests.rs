@@ -301,15 +301,67 @@ fn claim_acts_on_the_selected_conversation_and_the_loser_sees_the_winner() {
     app.update(ch('u'));
     assert_eq!(app.view, View::Unclaimed);
     let fx = app.update(ch('c'));
-    // Unclaimed is sorted by waiting time: c2 has waited 30 minutes.
+    // Unclaimed is sorted by waiting time: c2 has waited 30 minutes. It is opened and claimed.
     assert!(
-        matches!(&fx[..], [Effect::Api(ApiCall::Claim(id))] if id == "c2"),
+        matches!(&fx[..], [Effect::Api(ApiCall::LoadMessages { id: open, .. }), Effect::Api(ApiCall::Claim(id))] if id == "c2" && open == "c2"),
         "{fx:?}"
     );
+    assert_eq!(app.open.as_deref(), Some("c2"));
     app.update(Msg::Net(NetEvent::ClaimLost {
         winner: Some("Cao Thị Quế (QueCT3)".into()),
     }));
     assert!(app.notice.as_deref().unwrap().contains("QueCT3"));
+}
+
+/// Seen in the demo: `c` on the list claimed the selected customer, who then left *Chưa ai nhận*;
+/// the cursor moved to the next one, and `r` opened the composer on that other customer. A reply
+/// goes to the conversation on screen: the claimed one stays open, and from the list `r` answers
+/// the one under the cursor, not one opened earlier.
+#[test]
+fn a_reply_goes_to_the_conversation_on_screen() {
+    let mut app = agent_app();
+    app.update(ch('u'));
+    let fx = app.update(ch('c'));
+    assert!(
+        fx.iter()
+            .any(|e| matches!(e, Effect::Api(ApiCall::Claim(id)) if id == "c2")),
+        "{fx:?}"
+    );
+    // The claim lands: c2 is mine now and leaves the unclaimed view.
+    let mut claimed = app.conversations.get("c2").unwrap().clone();
+    claimed.state = ConvState::Assigned;
+    claimed.assignee = Some("a2".into());
+    let body = EventBody::Conversation {
+        conversation: claimed,
+    };
+    app.update(Msg::Net(NetEvent::Event(Box::new(Event {
+        seq: 100,
+        at: NOW,
+        body,
+    }))));
+    app.update(ch('r'));
+    typed(&mut app, "Dạ");
+    let fx = app.update(key(KeyCode::Enter));
+    let [Effect::Api(ApiCall::Reply(item))] = &fx[..] else {
+        panic!("{fx:?}")
+    };
+    assert_eq!(item.conversation_id, "c2", "the claimed customer");
+
+    // From the list, `r` answers the selected conversation even when another is still open.
+    app.update(key(KeyCode::Esc));
+    app.update(ch('u'));
+    assert_eq!(app.focus, Focus::List);
+    assert_eq!(
+        app.selected_conversation().map(|c| c.id.as_str()),
+        Some("c3")
+    );
+    app.update(ch('r'));
+    typed(&mut app, "Dạ");
+    let fx = app.update(key(KeyCode::Enter));
+    let [Effect::Api(ApiCall::Reply(item))] = &fx[..] else {
+        panic!("{fx:?}")
+    };
+    assert_eq!(item.conversation_id, "c3", "the one under the cursor");
 }
 
 #[test]
@@ -536,7 +588,7 @@ fn help_and_palette_come_from_the_keymap() {
     typed(&mut app, "nhận chat");
     let fx = app.update(key(KeyCode::Enter));
     assert!(
-        matches!(&fx[..], [Effect::Api(ApiCall::Claim(_))]),
+        matches!(fx.last(), Some(Effect::Api(ApiCall::Claim(_)))),
         "{fx:?}"
     );
 }
