@@ -61,9 +61,9 @@ fn webhook_key(body: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(body))
 }
 
-fn incoming(body: &[u8], now: Ms) -> crate::store::sql::webhooks::IncomingWebhook {
+fn incoming(key: String, body: &[u8], now: Ms) -> crate::store::sql::webhooks::IncomingWebhook {
     crate::store::sql::webhooks::IncomingWebhook {
-        key: webhook_key(body),
+        key,
         received_at: now,
         body: String::from_utf8_lossy(body).into_owned(),
     }
@@ -111,12 +111,16 @@ impl Hub {
         let outcome = self
             .write(async |st, tx| {
                 let now = now_ms();
-                let batch = bodies.iter().map(|b| incoming(b, now)).collect();
+                let keys: Vec<String> = bodies.iter().map(|b| webhook_key(b)).collect();
+                let batch = keys
+                    .iter()
+                    .zip(bodies)
+                    .map(|(key, body)| incoming(key.clone(), body, now))
+                    .collect();
                 let fresh = tx.db.store_webhooks(batch).await.map_err(store_error)?;
                 let mut out = WebhookOutcome::default();
                 let mut seen = HashSet::new();
-                for body in bodies {
-                    let key = webhook_key(body);
+                for (key, body) in keys.into_iter().zip(bodies) {
                     let Some(n) = fresh.get(&key) else {
                         ctx.metrics.webhooks_duplicate.inc();
                         continue;
@@ -142,7 +146,10 @@ impl Hub {
         let now = now_ms();
         let n = self
             .write(async |_, tx| {
-                let fresh = tx.db.store_webhooks(vec![incoming(body, now)]).await;
+                let fresh = tx
+                    .db
+                    .store_webhooks(vec![incoming(webhook_key(body), body, now)])
+                    .await;
                 let n = fresh.map_err(store_error)?.into_values().next();
                 if let Some(n) = n {
                     let body = String::from_utf8_lossy(body);

@@ -1,8 +1,8 @@
 //! How a hub learns of events committed anywhere: a payload-free doorbell, then the log read by
 //! cursor. The table is the truth; the doorbell only says "read now".
 //!
-//! - After a commit that logged events, the writer rings: its own hub's bell at once, and on
-//!   PostgreSQL `pg_notify('sop_events', '')` — outside the writing transaction, because NOTIFY
+//! - After a commit that logged events, the writer rings, on PostgreSQL, with
+//!   `pg_notify('sop_events', '')` — outside the writing transaction, because NOTIFY
 //!   takes a cluster-wide lock at commit (7–22% fewer transactions/s measured here).
 //! - Each hub's follower (`server::hub`) reads `seq > cursor` whenever `doorbell` rings, when
 //!   its LISTEN connection was lost (it may have missed a ring), and every `POLL` regardless
@@ -19,9 +19,9 @@ pub const CHANNEL: &str = "sop_events";
 pub const POLL: Duration = Duration::from_secs(1);
 
 impl Db {
-    /// Rings the doorbell after a commit that logged events.
+    /// Rings the other hubs' doorbell after a commit that logged events (this hub published
+    /// them itself; SQLite has no other hubs to ring).
     pub async fn ring(&self) {
-        self.local_bell().notify_waiters();
         if let Db::Postgres(d) = self {
             if let Err(e) = sqlx::query("SELECT pg_notify($1, '')")
                 .bind(CHANNEL)
@@ -31,13 +31,6 @@ impl Db {
                 // Other hubs still read within POLL.
                 tracing::warn!("cannot ring the other hubs: {e}");
             }
-        }
-    }
-
-    fn local_bell(&self) -> &tokio::sync::Notify {
-        match self {
-            Db::Sqlite(d) => &d.bell,
-            Db::Postgres(d) => &d.bell,
         }
     }
 }

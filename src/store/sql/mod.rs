@@ -106,13 +106,10 @@ pub struct SqliteDb {
     /// Readers see committed data (WAL) without waiting for the writer.
     pub readers: SqlitePool,
     pub path: PathBuf,
-    /// Rung after local commits that logged events (see `feed`).
-    pub bell: tokio::sync::Notify,
 }
 
 pub struct PgDb {
     pub pool: PgPool,
-    pub bell: tokio::sync::Notify,
 }
 
 pub enum Db {
@@ -219,10 +216,7 @@ impl Db {
                     .context(
                         "cannot connect to PostgreSQL (is the URL right and the server up?)",
                     )?;
-                Ok(Db::Postgres(PgDb {
-                    pool,
-                    bell: Default::default(),
-                }))
+                Ok(Db::Postgres(PgDb { pool }))
             }
         }
     }
@@ -351,7 +345,6 @@ async fn open_sqlite(path: &Path) -> Result<SqliteDb> {
         writer,
         readers,
         path: path.to_path_buf(),
-        bell: Default::default(),
     })
 }
 
