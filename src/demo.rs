@@ -143,7 +143,7 @@ pub async fn start(opts: &DemoOptions) -> Result<(Demo, Arc<Sim>, Arc<Hub>)> {
         redirect_uri: Some(redirect.clone()),
         state_file: None,
         retry_scale: 0.01,
-        token_ttl_secs: 90_000,
+        ..Default::default()
     };
     let sim = Sim::new(sim_cfg.clone())?;
     sim.put_oa(seed_oa());

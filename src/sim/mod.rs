@@ -33,6 +33,9 @@ pub struct SimConfig {
     pub retry_scale: f64,
     /// Access-token lifetime in seconds (Zalo: 90000).
     pub token_ttl_secs: i64,
+    /// Webhooks delivered at once. 1 (the default) delivers in order, one after the other; more
+    /// is how a busy OA's traffic reaches several hubs (order between them is then not kept).
+    pub parallel_deliveries: usize,
 }
 
 impl Default for SimConfig {
@@ -47,6 +50,7 @@ impl Default for SimConfig {
             state_file: None,
             retry_scale: 1.0,
             token_ttl_secs: 90_000,
+            parallel_deliveries: 1,
         }
     }
 }

@@ -42,6 +42,8 @@ impl Outbox {
             .timeout(Duration::from_secs(2))
             .build()
             .expect("http client");
+        let in_order = cfg.parallel_deliveries <= 1;
+        let lanes = Arc::new(tokio::sync::Semaphore::new(cfg.parallel_deliveries.max(1)));
         tokio::spawn(async move {
             let mut held: Option<Job> = None;
             while let Some(job) = rx.recv().await {
@@ -69,9 +71,20 @@ impl Outbox {
                     .chain(held.take())
                     .collect();
                 for job in batch {
-                    if !deliver(&http, &cfg, &worker_ctl, &job, 0).await {
-                        let (http, cfg, ctl) = (http.clone(), cfg.clone(), worker_ctl.clone());
-                        tokio::spawn(async move { retry(http, cfg, ctl, job).await });
+                    let (http, cfg, ctl) = (http.clone(), cfg.clone(), worker_ctl.clone());
+                    let send = async move {
+                        if !deliver(&http, &cfg, &ctl, &job, 0).await {
+                            tokio::spawn(async move { retry(http, cfg, ctl, job).await });
+                        }
+                    };
+                    if in_order {
+                        send.await;
+                    } else {
+                        let lane = lanes.clone().acquire_owned().await.expect("never closed");
+                        tokio::spawn(async move {
+                            send.await;
+                            drop(lane);
+                        });
                     }
                 }
             }

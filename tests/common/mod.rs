@@ -285,13 +285,18 @@ pub mod ws {
     >;
 
     pub async fn connect(url: &str, token: &str) -> Socket {
+        try_connect(url, token).await.expect("websocket connect")
+    }
+
+    /// `connect` for a test that expects refusals (a hub down, a balancer without a hub).
+    pub async fn try_connect(
+        url: &str,
+        token: &str,
+    ) -> Result<Socket, tokio_tungstenite::tungstenite::Error> {
         let mut req = url.into_client_request().unwrap();
         req.headers_mut()
             .insert("authorization", format!("Bearer {token}").parse().unwrap());
-        tokio_tungstenite::connect_async(req)
-            .await
-            .expect("websocket connect")
-            .0
+        Ok(tokio_tungstenite::connect_async(req).await?.0)
     }
 
     /// The next frame, or None when the socket closed or nothing arrived within `wait`.
@@ -364,28 +369,11 @@ pub async fn start_stack_with(dir: PathBuf, tune: impl FnOnce(&mut Config)) -> S
 
 impl Stack {
     pub async fn sim_post(&self, path: &str, body: Value) -> Value {
-        let r = self
-            .t
-            .http
-            .post(format!("{}/sim{path}", self.sim_base))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "sim {path}: {}", r.status());
-        r.json().await.unwrap_or(Value::Null)
+        sim_post(&self.t.http, &self.sim_base, path, body).await
     }
 
     pub async fn sim_get(&self, path: &str) -> Value {
-        self.t
-            .http
-            .get(format!("{}/sim{path}", self.sim_base))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        sim_get(&self.t.http, &self.sim_base, path).await
     }
 
     /// Creates an OA at the simulator; `customers` are (user_id, name, days since last interaction).
@@ -427,6 +415,22 @@ impl Stack {
             .await;
         r["msg_id"].as_str().unwrap().to_string()
     }
+}
+
+/// POSTs to the simulator's control API (`/sim…`); its JSON answer.
+pub async fn sim_post(http: &reqwest::Client, sim_base: &str, path: &str, body: Value) -> Value {
+    let r = http
+        .post(format!("{sim_base}/sim{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "sim {path}: {}", r.status());
+    r.json().await.unwrap_or(Value::Null)
+}
+
+pub async fn sim_get(http: &reqwest::Client, sim_base: &str, path: &str) -> Value {
+    get_json(http, format!("{sim_base}/sim{path}"), "").await
 }
 
 /// Re-raises, here and now, the panic of any of these tasks that already ended: an assertion that

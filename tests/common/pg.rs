@@ -18,14 +18,23 @@ fn server() -> &'static str {
     static SERVER: OnceLock<String> = OnceLock::new();
     SERVER.get_or_init(|| match std::env::var("SOP_TEST_DATABASE_URL") {
         Ok(url) => url.trim_end_matches('/').to_string(),
-        Err(_) => start_cluster_for_good(),
+        Err(_) => {
+            // Shared by every test of the binary, for as long as it runs.
+            let cluster = Cluster::start();
+            let url = cluster.server.clone();
+            std::mem::forget(cluster);
+            url
+        }
     })
 }
 
-/// A fresh, empty database; its URL.
+/// A fresh, empty database on the shared server; its URL.
 pub async fn database() -> String {
+    create_database(server()).await
+}
+
+async fn create_database(server: &str) -> String {
     use sqlx::Connection;
-    let server = server().to_string();
     let name = format!("sop_test_{:016x}", rand::random::<u64>());
     // A cluster just started accepts TCP slightly before logins: retry for a while.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -103,85 +112,145 @@ fn command_as(
     cmd
 }
 
-/// Starts the cluster from a thread that lives as long as the test binary: the parent-death
-/// signal follows the thread that started the server, and a test's thread ends with the test.
-fn start_cluster_for_good() -> String {
-    let (url, started) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        url.send(start_cluster()).unwrap();
-        loop {
-            std::thread::park();
-        }
-    });
-    started.recv().expect("the cluster's thread panicked")
+/// A throwaway cluster of the test binary's own. The shared one lives as long as the binary; a
+/// test that stops or restarts PostgreSQL starts a private one, removed when dropped.
+pub struct Cluster {
+    /// `postgres://postgres@127.0.0.1:port`.
+    pub server: String,
+    dir: PathBuf,
+    port: u16,
+    bin: PathBuf,
+    user: Option<(libc::uid_t, libc::gid_t)>,
 }
 
-fn start_cluster() -> String {
-    let bin = binaries();
-    let user = postgres_user();
-    remove_stale_clusters();
-    let dir = std::env::temp_dir().join(format!("sop-pg-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    if let Some((uid, gid)) = user {
-        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
-    }
-    let data = dir.join("data");
-    let out = command_as(&bin.join("initdb"), user, false)
-        .args([
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--no-sync",
-            "-D",
-        ])
-        .arg(&data)
-        .output()
-        .expect("run initdb");
-    assert!(
-        out.status.success(),
-        "initdb failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    // The parent-death signal follows the thread that forked: fork from one that never ends.
-    let (started, wait) = std::sync::mpsc::channel();
-    let (postgres, socket_dir) = (bin.join("postgres"), dir.clone());
-    std::thread::spawn(move || {
-        let child = command_as(&postgres, user, true)
-            .arg("-D")
-            .arg(&data)
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
-            .arg("-c")
-            .arg(format!("unix_socket_directories={}", socket_dir.display()))
-            .args(["-c", "max_connections=400", "-c", "fsync=on"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                std::fs::File::create(socket_dir.join("postgres.log")).unwrap(),
-            ))
-            .spawn();
-        let _ = started.send(child.map(|c| c.id()));
-        loop {
-            std::thread::park();
+impl Cluster {
+    /// A new cluster (initdb), running.
+    pub fn start() -> Cluster {
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let bin = binaries();
+        let user = postgres_user();
+        remove_stale_clusters();
+        let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("sop-pg-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).unwrap();
         }
-    });
-    wait.recv().unwrap().expect("start postgres");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let out = command_as(&bin.join("initdb"), user, false)
+            .args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(dir.join("data"))
+            .output()
+            .expect("run initdb");
         assert!(
-            Instant::now() < deadline,
-            "PostgreSQL did not start: see {}",
-            dir.join("postgres.log").display()
+            out.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&out.stderr)
         );
-        std::thread::sleep(Duration::from_millis(50));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cluster = Cluster {
+            server: format!("postgres://postgres@127.0.0.1:{port}"),
+            dir,
+            port,
+            bin,
+            user,
+        };
+        cluster.run();
+        cluster
     }
-    format!("postgres://postgres@127.0.0.1:{port}")
+
+    /// A fresh, empty database on this cluster; its URL.
+    pub async fn database(&self) -> String {
+        create_database(&self.server).await
+    }
+
+    /// Starts the server on the cluster's data and waits until it takes connections.
+    fn run(&self) {
+        // The parent-death signal follows the thread that forked: fork from one that never ends.
+        let (started, wait) = std::sync::mpsc::channel();
+        let (postgres, data, dir, port, user) = (
+            self.bin.join("postgres"),
+            self.dir.join("data"),
+            self.dir.clone(),
+            self.port,
+            self.user,
+        );
+        std::thread::spawn(move || {
+            let child = command_as(&postgres, user, true)
+                .arg("-D")
+                .arg(&data)
+                .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+                .arg("-c")
+                .arg(format!("unix_socket_directories={}", dir.display()))
+                .args(["-c", "max_connections=400", "-c", "fsync=on"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::from(
+                    std::fs::OpenOptions::new()
+                        .create(true)
+                        .append(true)
+                        .open(dir.join("postgres.log"))
+                        .unwrap(),
+                ))
+                .spawn();
+            let _ = started.send(child.map(|c| c.id()));
+            loop {
+                std::thread::park();
+            }
+        });
+        wait.recv().unwrap().expect("start postgres");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "PostgreSQL did not start: see {}",
+                self.dir.join("postgres.log").display()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Fast shutdown (what `pg_ctl stop` does: clients are disconnected, in-flight transactions
+    /// rolled back); returns once the server is gone.
+    pub fn stop(&self) {
+        let pid_file = self.dir.join("data/postmaster.pid");
+        let Ok(text) = std::fs::read_to_string(&pid_file) else {
+            return;
+        };
+        let pid: i32 = text.lines().next().unwrap().trim().parse().unwrap();
+        // SAFETY: kill has no memory preconditions.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while pid_file.exists() {
+            assert!(Instant::now() < deadline, "PostgreSQL did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Stops the server, waits `down`, starts it again on the same data and port.
+    pub fn restart(&self, down: Duration) {
+        self.stop();
+        std::thread::sleep(down);
+        self.run();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 /// Clusters left by test binaries that are gone (their postgres died with them).
@@ -193,6 +262,7 @@ fn remove_stale_clusters() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(pid) = name
             .strip_prefix("sop-pg-")
+            .and_then(|p| p.split('-').next())
             .and_then(|p| p.parse::<u32>().ok())
         else {
             continue;
