@@ -105,13 +105,17 @@ fn start_haproxy(port: u16, stats_port: u16, hubs: &[u16]) -> process::Proc {
     let shipped =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/assets/haproxy.cfg"))
             .unwrap();
-    let mut cfg = String::new();
+    // Its log (one line per request) goes to the file next to the config, for a failing test.
+    let mut cfg = "global\n    log stderr format raw local0 info\n\n".to_string();
     for line in shipped.lines() {
         if line.trim_start().starts_with("server ") {
             continue;
         }
         cfg.push_str(&line.replace("bind :8700", &format!("bind 127.0.0.1:{port}")));
         cfg.push('\n');
+        if line.trim_start().starts_with("mode http") {
+            cfg.push_str("    log global\n    option httplog\n");
+        }
         if line.trim_start().starts_with("http-check expect") {
             for (i, hub) in hubs.iter().enumerate() {
                 cfg.push_str(&format!(
@@ -311,6 +315,7 @@ impl Balanced {
 /// arrival order, how often it had to reconnect.
 #[derive(Default)]
 struct Seen {
+    connected: bool,
     start: u64,
     seqs: Vec<u64>,
     reconnects: usize,
@@ -333,7 +338,11 @@ fn follow_stream(first: String, again: String, token: String) -> Arc<Mutex<Seen>
         else {
             panic!("expected hello")
         };
-        record.lock().unwrap().start = head;
+        {
+            let mut seen = record.lock().unwrap();
+            seen.start = head;
+            seen.connected = true;
+        }
         loop {
             while let Some(frame) = ws::next(&mut sock, Duration::from_secs(120)).await {
                 match frame {
@@ -550,4 +559,337 @@ async fn three_hubs_behind_haproxy_agree_on_claims_turns_and_the_stream() {
     assert_eq!(reconnects, 1, "the resumer moved to hub B");
     assert_no_gap_no_repeat(&b, "the console on hub A", &on_a).await;
     drop(b.hubs);
+}
+
+/// 50 replies accepted by the three hubs while the page's token has expired: one refresh between
+/// them (Zalo burns a refresh token on first use), each reply sent once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_replies_on_an_expired_token_through_three_hubs_refresh_once() {
+    const REPLIES: usize = 50;
+    let b = start_balanced(&pg::database().await).await;
+    let (_, agent_token) = b.agent("huongnt").await;
+    let customers = numbered("u", REPLIES);
+    let page = b.page("reply-oa", &customers).await;
+    b.rule("Một người", &page, &["huongnt"], "round_robin")
+        .await;
+    let messages: Vec<(String, String)> = customers
+        .iter()
+        .map(|u| (u.clone(), "Alo".to_string()))
+        .collect();
+    b.customers_say("reply-oa", &messages).await;
+    let sql = "SELECT COUNT(*) FROM conversations WHERE assignee IS NOT NULL";
+    eventually("50 conversations assigned", || async {
+        (b.count(sql).await == REPLIES as i64).then_some(())
+    })
+    .await;
+    let conversations: Vec<String> = match &b.db {
+        Db::Postgres(d) => sqlx::query_scalar("SELECT id FROM conversations")
+            .fetch_all(&d.pool)
+            .await
+            .unwrap(),
+        Db::Sqlite(_) => unreachable!(),
+    };
+
+    let refreshes = || async { b.sim_get("/stats").await["refreshes"].as_u64().unwrap() };
+    let before = refreshes().await;
+    b.sim_post("/oas/reply-oa/expire-tokens", json!({})).await;
+    let servers_before: Vec<u64> = b.servers().await.iter().map(|s| s.sessions).collect();
+    let replies: Vec<_> = conversations
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let (http, token) = (b.http.clone(), agent_token.clone());
+            let url = format!("{}/api/v1/conversations/{id}/reply", b.base);
+            tokio::spawn(async move {
+                http.post(url)
+                    .bearer_auth(token)
+                    .json(&json!({"client_key": format!("k{i}"), "text": format!("Dạ, em chào anh/chị {i}")}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    for reply in replies {
+        assert_eq!(reply.await.unwrap(), StatusCode::ACCEPTED);
+    }
+    let servers_after: Vec<u64> = b.servers().await.iter().map(|s| s.sessions).collect();
+    assert!(
+        servers_after
+            .iter()
+            .zip(&servers_before)
+            .all(|(a, b)| a > b),
+        "every hub took some of the replies: {servers_before:?} → {servers_after:?}"
+    );
+    let sent = || async { b.sim_get("/sent").await.as_array().unwrap().len() };
+    eventually("50 sent", || async {
+        (sent().await >= REPLIES).then_some(())
+    })
+    .await;
+    let outstanding = "SELECT COUNT(*) FROM reply_jobs";
+    eventually("every job finished", || async {
+        (b.count(outstanding).await == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        refreshes().await - before,
+        1,
+        "exactly one refresh across the hubs"
+    );
+    assert_eq!(sent().await, REPLIES, "each reply sent exactly once");
+}
+
+/// One hub killed (kill -9) while 10,000 signed webhooks arrive through the balancer: every
+/// message is stored exactly once (the simulator retries what was not answered, HAProxy sends
+/// it to a living hub), and the console that was on the dead hub resumes through the balancer
+/// without a gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hub_killed_during_ten_thousand_webhooks_loses_and_repeats_nothing() {
+    const CUSTOMERS: usize = 1000;
+    const PER_CUSTOMER: usize = 10;
+    let b = start_balanced(&pg::database().await).await;
+    let customers = numbered("k", CUSTOMERS);
+    b.page("kill-oa", &customers).await;
+    // A console on each hub, each resuming through the balancer when its hub goes.
+    let consoles: Vec<_> = (0..HUBS)
+        .map(|i| {
+            follow_stream(
+                b.ws_url(&b.hub_base(i), None),
+                b.ws_url(&b.base, None),
+                b.admin_token.clone(),
+            )
+        })
+        .collect();
+    eventually("the consoles to connect", || async {
+        consoles
+            .iter()
+            .all(|c| c.lock().unwrap().connected)
+            .then_some(())
+    })
+    .await;
+
+    let messages: Vec<(String, String)> = (0..PER_CUSTOMER)
+        .flat_map(|round| {
+            customers
+                .iter()
+                .map(move |u| (u.clone(), format!("Tin {round} của {u}")))
+        })
+        .collect();
+    let stored = "SELECT COUNT(*) FROM messages WHERE direction = 'inbound'";
+    let kill_a_hub = async {
+        eventually("a third of the webhooks stored", || async {
+            (b.count(stored).await >= (CUSTOMERS * PER_CUSTOMER / 3) as i64).then_some(())
+        })
+        .await;
+        let pid = b.hubs[1].as_ref().unwrap().id();
+        // SAFETY: kill has no memory preconditions. SIGKILL: no shutdown, mid-batch.
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    };
+    let (sent_ids, ()) = tokio::join!(b.customers_say("kill-oa", &messages), kill_a_hub);
+    assert_eq!(sent_ids.len(), CUSTOMERS * PER_CUSTOMER);
+
+    eventually_explained("every webhook stored", || async {
+        let n = b.count(stored).await;
+        if n == sent_ids.len() as i64 {
+            Ok(())
+        } else {
+            Err(format!(": {n}"))
+        }
+    })
+    .await;
+    let stored_ids: Vec<String> = match &b.db {
+        Db::Postgres(d) => sqlx::query_scalar(
+            "SELECT zalo_msg_id FROM messages WHERE direction = 'inbound' ORDER BY zalo_msg_id",
+        )
+        .fetch_all(&d.pool)
+        .await
+        .unwrap(),
+        Db::Sqlite(_) => unreachable!(),
+    };
+    let mut expected = sent_ids.clone();
+    expected.sort();
+    assert!(
+        stored_ids == expected,
+        "each message the customers sent, once"
+    );
+    assert_eq!(
+        b.count("SELECT COUNT(*) FROM webhooks").await,
+        sent_ids.len() as i64
+    );
+    assert_eq!(b.count("SELECT COUNT(*) FROM dead_webhooks").await, 0);
+    let stats = b.sim_get("/stats").await;
+    assert!(
+        stats["webhook_attempts_failed"].as_u64().unwrap() > 0,
+        "the kill caught webhooks in flight, which Zalo retried: {stats}"
+    );
+
+    for (i, console) in consoles.iter().enumerate() {
+        assert_no_gap_no_repeat(&b, &format!("the console on hub {i}"), console).await;
+    }
+    let moved = consoles[1].lock().unwrap().reconnects;
+    assert_eq!(
+        moved, 1,
+        "the dead hub's console resumed through the balancer"
+    );
+}
+
+/// PostgreSQL restarted while webhooks and API writes arrive: the hubs answer 503 meanwhile (and
+/// say so on /healthz), then recover by themselves; every acknowledged write and every webhook is
+/// there afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgresql_restarted_under_load_answers_503_then_recovers() {
+    const MESSAGES: usize = 3000;
+    let cluster = Arc::new(pg::Cluster::start());
+    let b = start_balanced(&cluster.database().await).await;
+    let customers = numbered("p", 300);
+    b.page("restart-oa", &customers).await;
+    let messages: Vec<(String, String)> = (0..MESSAGES)
+        .map(|i| (customers[i % customers.len()].clone(), format!("Tin {i}")))
+        .collect();
+
+    // Accounts created through the balancer all along: which were acknowledged, what came back.
+    let writing = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let writes = {
+        let (http, base, token, writing) = (
+            b.http.clone(),
+            b.base.clone(),
+            b.admin_token.clone(),
+            writing.clone(),
+        );
+        tokio::spawn(async move {
+            let (mut acknowledged, mut statuses) = (Vec::new(), Vec::new());
+            let mut i = 0;
+            while writing.load(std::sync::atomic::Ordering::Relaxed) {
+                i += 1;
+                let name = format!("w{i:05}");
+                let r = http
+                    .post(format!("{base}/api/v1/accounts"))
+                    .bearer_auth(&token)
+                    .json(&json!({"email": format!("{name}@sop.vn"), "username": name,
+                                  "name": name, "role": "agent"}))
+                    .send()
+                    .await
+                    .unwrap();
+                if r.status() == StatusCode::CREATED {
+                    acknowledged.push(name);
+                }
+                statuses.push(r.status());
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (acknowledged, statuses)
+        })
+    };
+
+    let stored = "SELECT COUNT(*) FROM messages WHERE direction = 'inbound'";
+    let restart = async {
+        eventually("some webhooks stored", || async {
+            (b.count(stored).await >= 500).then_some(())
+        })
+        .await;
+        let back = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let restarted = {
+            let (cluster, back) = (cluster.clone(), back.clone());
+            tokio::task::spawn_blocking(move || {
+                cluster.restart(Duration::from_secs(8));
+                back.store(true, std::sync::atomic::Ordering::Relaxed);
+            })
+        };
+        // While it is down, each hub says so (each asked on its own: a probe may take seconds).
+        let probes: Vec<_> = (0..HUBS)
+            .map(|i| {
+                let (http, url, back) = (
+                    b.http.clone(),
+                    format!("{}/healthz", b.hub_base(i)),
+                    back.clone(),
+                );
+                tokio::spawn(async move {
+                    while !back.load(std::sync::atomic::Ordering::Relaxed) {
+                        let r = http.get(&url).send().await;
+                        if matches!(r, Ok(r) if r.status() == StatusCode::SERVICE_UNAVAILABLE) {
+                            return true;
+                        }
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    false
+                })
+            })
+            .collect();
+        let mut unhealthy = Vec::new();
+        for probe in probes {
+            unhealthy.push(probe.await.unwrap());
+        }
+        restarted.await.unwrap();
+        unhealthy
+    };
+    let (sent_ids, unhealthy) = tokio::join!(b.customers_say("restart-oa", &messages), restart);
+    assert_eq!(
+        unhealthy,
+        vec![true; HUBS],
+        "every hub's /healthz said 503 while PostgreSQL was down"
+    );
+
+    eventually("every hub healthy again behind the balancer", || async {
+        let up = b.servers().await.iter().filter(|s| s.up).count();
+        (up == HUBS).then_some(())
+    })
+    .await;
+    eventually_explained("every webhook stored", || async {
+        let n = b.count(stored).await;
+        if n == MESSAGES as i64 {
+            Ok(())
+        } else {
+            Err(format!(": {n}"))
+        }
+    })
+    .await;
+    writing.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (acknowledged, statuses) = writes.await.unwrap();
+    assert!(
+        statuses.contains(&StatusCode::SERVICE_UNAVAILABLE),
+        "writes were refused while PostgreSQL was down"
+    );
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::CREATED || *s == StatusCode::SERVICE_UNAVAILABLE),
+        "only 201 or 503: {:?}",
+        statuses
+            .iter()
+            .filter(|s| **s != StatusCode::CREATED)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        statuses.last(),
+        Some(&StatusCode::CREATED),
+        "writes work again"
+    );
+    let stored_accounts: Vec<String> = match &b.db {
+        Db::Postgres(d) => {
+            sqlx::query_scalar("SELECT username FROM accounts WHERE username LIKE 'w%'")
+                .fetch_all(&d.pool)
+                .await
+                .unwrap()
+        }
+        Db::Sqlite(_) => unreachable!(),
+    };
+    for name in &acknowledged {
+        assert!(stored_accounts.contains(name), "acknowledged {name} lost");
+    }
+    let stored_ids: std::collections::BTreeSet<String> = match &b.db {
+        Db::Postgres(d) => {
+            sqlx::query_scalar("SELECT zalo_msg_id FROM messages WHERE direction = 'inbound'")
+                .fetch_all(&d.pool)
+                .await
+                .unwrap()
+                .into_iter()
+                .collect()
+        }
+        Db::Sqlite(_) => unreachable!(),
+    };
+    assert_eq!(
+        stored_ids,
+        sent_ids.into_iter().collect(),
+        "each webhook once"
+    );
 }
