@@ -45,6 +45,74 @@ async fn three_hubs_starting_together_on_an_empty_database_migrate_it_once() {
     }
 }
 
+/// A database left at the first schema version, with a page, a conversation and a reply waiting
+/// to be sent as that version stored them, reaches the latest when a hub opens it; the hub finds
+/// it all, the reply still to send.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_from_the_first_migration_reaches_the_latest() {
+    for url in databases().await {
+        let db = Db::connect(&url).await.unwrap();
+        // Only the first migration, from a copy of its file (sqlx reads a directory).
+        let first = temp_dir("first-migration");
+        std::fs::create_dir_all(&first).unwrap();
+        let file = format!("migrations/{}/0001_schema.sql", db.engine_name());
+        std::fs::copy(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(&file),
+            first.join("0001_schema.sql"),
+        )
+        .unwrap();
+        let migrator = sqlx::migrate::Migrator::new(first.as_path()).await.unwrap();
+        let rows = [
+            "UPDATE counters SET value = 1 WHERE name IN ('account', 'connection', 'conversation', 'message')",
+            "UPDATE counters SET value = 0 WHERE name = 'event'",
+            "INSERT INTO accounts (id, email, username, email_key, username_key, name, role, availability, created_at) \
+             VALUES ('a1', 'chu@sop.vn', 'Chu', 'chu@sop.vn', 'chu', 'Chủ', 'admin', 'available', 1)",
+            "INSERT INTO connections (id, oa_id, name, connector, connected_at, last_connected_at, chat_mode, status) \
+             VALUES ('p1', '4321', 'Trang', 'a1', 1, 1, 'shared', 'connected')",
+            "INSERT INTO connection_tokens (connection_id, access_token, refresh_token, access_expires_at, updated_at) \
+             VALUES ('p1', 'at', 'rt', 9999999999999, 1)",
+            "INSERT INTO conversations (id, connection_id, customer_id, customer_name, assignee, state, status, origin, \
+             last_activity_at, waiting_at, created_at) \
+             VALUES ('c1', 'p1', 'u1', 'Võ Thị Dung', 'a1', 'assigned', 'open', 'live', 2, 2, 2)",
+            "INSERT INTO messages (id, seq, conversation_id, connection_id, direction, sender, sender_name, kind, text, created_at) \
+             VALUES ('m1', 1, 'c1', 'p1', 'outbound', 'a1', 'Chủ', 'text', 'Dạ em chào chị', 3)",
+            "INSERT INTO reply_jobs (message_id, message_seq, conversation_id, next_attempt_at) VALUES ('m1', 1, 'c1', 0)",
+        ];
+        match &db {
+            Db::Sqlite(d) => {
+                migrator.run(&d.writer).await.unwrap();
+                for sql in rows {
+                    sqlx::query(sql).execute(&d.writer).await.unwrap();
+                }
+            }
+            Db::Postgres(d) => {
+                migrator.run(&d.pool).await.unwrap();
+                for sql in rows {
+                    sqlx::query(sql).execute(&d.pool).await.unwrap();
+                }
+            }
+        }
+        assert_eq!(db.applied_migrations().await.unwrap(), vec![1]);
+        db.close().await;
+
+        let db = Arc::new(Db::open(&url).await.unwrap());
+        assert_eq!(db.applied_migrations().await.unwrap(), vec![1, 2], "{url}");
+        let hub = Hub::open(db.clone(), &temp_dir("upgraded"), 1_000)
+            .await
+            .unwrap();
+        let conversation = hub
+            .read(|st| st.conversation("c1").cloned())
+            .await
+            .expect("the conversation survives the upgrade");
+        assert_eq!(conversation.customer.display_name, "Võ Thị Dung");
+        let jobs = hub.outbound_jobs().await.unwrap();
+        assert_eq!(jobs.len(), 1, "the waiting reply is still to send");
+        let unsent = "SELECT COUNT(*) FROM reply_jobs WHERE message_id = 'm1' AND sending = 0";
+        assert_eq!(count(&db, unsent).await, 1, "not marked as being sent");
+        hub.shutdown().await;
+    }
+}
+
 /// Several hubs on one database, each with its own pool: three on PostgreSQL; on SQLite two
 /// (the hub and a `sop admin` sharing the file).
 async fn hubs_on(url: &str) -> Vec<Arc<Db>> {
