@@ -433,7 +433,9 @@ async fn a_job_whose_taker_died_comes_back_marked_orphaned() {
         assert_eq!((again[0].attempts, again[0].orphaned_lease), (1, t + 150));
         assert_eq!(again[0].sending, 0);
         // This taker dies after starting to send: the next one learns Zalo may have it.
-        db.mark_sending(&msg.id).await.unwrap();
+        db.mark_sending(std::slice::from_ref(&msg.id))
+            .await
+            .unwrap();
         let orphan = db.take_jobs(t + 300, 50, 8).await.unwrap();
         assert_eq!((orphan[0].attempts, orphan[0].orphaned_lease), (2, t + 250));
         assert_eq!(orphan[0].sending, 1);

@@ -472,10 +472,10 @@ impl Hub {
             .collect()
     }
 
-    /// The taken job's message goes to Zalo now: should this hub die before recording how it
-    /// ended, the job is not sent again blindly.
-    pub async fn mark_sending(&self, message_id: &str) -> HubResult<()> {
-        self.db.mark_sending(message_id).await.map_err(store_error)
+    /// The taken jobs' messages go to Zalo now: should this hub die before recording how they
+    /// ended, they are not sent again blindly.
+    pub async fn mark_sending(&self, message_ids: &[String]) -> HubResult<()> {
+        self.db.mark_sending(message_ids).await.map_err(store_error)
     }
 
     /// The job as stored now (`None` once finished).
@@ -497,21 +497,17 @@ impl Hub {
         .await
     }
 
-    /// Records the outcome of a send and removes the job. `None` when the message no longer
-    /// exists (its page was deleted meanwhile).
-    pub async fn finish_job(
-        &self,
-        job: &OutboundJob,
-        outcome: SendOutcome,
-    ) -> HubResult<Option<Message>> {
-        let message_id = job.message_id.as_str();
-        let r = self
-            .write(async |st, tx| {
+    /// Records the outcomes of sends and removes their jobs, in one transaction. A message that
+    /// no longer exists (its page was deleted meanwhile) is skipped.
+    pub async fn finish_jobs(&self, finished: &[(OutboundJob, SendOutcome)]) -> HubResult<()> {
+        self.write(async |st, tx| {
+            for (job, outcome) in finished {
+                let message_id = job.message_id.as_str();
                 // Whatever happens, the job is finished: a job is never retried forever.
                 tx.jobs.insert(message_id.to_string(), None);
                 let mut msg = match load_message(tx, message_id).await {
                     Ok(m) => m,
-                    Err(HubError::NotFound(_)) => return Ok(None),
+                    Err(HubError::NotFound(_)) => continue,
                     Err(e) => return Err(e),
                 };
                 let conn_id = st
@@ -519,7 +515,7 @@ impl Hub {
                     .get(&msg.conversation_id)
                     .map(|c| c.connection_id.clone())
                     .unwrap_or_default();
-                match &outcome {
+                match outcome {
                     SendOutcome::Sent(zalo_id) => mark_sent(tx, &conn_id, &mut msg, zalo_id),
                     SendOutcome::Failed(code, reason) => {
                         msg.delivery = Some(Delivery::Failed);
@@ -534,19 +530,22 @@ impl Hub {
                     }
                 }
                 put_message(st, tx, &msg);
-                Ok(Some(msg))
-            })
-            .await?;
-        if let Some(a) = &job.attachment {
-            self.blobs.remove(&a.blob);
+            }
+            Ok(())
+        })
+        .await?;
+        for (job, outcome) in finished {
+            if let Some(a) = &job.attachment {
+                self.blobs.remove(&a.blob);
+            }
+            let c = match outcome {
+                SendOutcome::Sent(_) => &self.metrics.outbound_sent,
+                SendOutcome::Failed(..) => &self.metrics.outbound_failed,
+                SendOutcome::Unknown(_) => &self.metrics.outbound_unknown,
+            };
+            c.inc();
         }
-        let c = match outcome {
-            SendOutcome::Sent(_) => &self.metrics.outbound_sent,
-            SendOutcome::Failed(..) => &self.metrics.outbound_failed,
-            SendOutcome::Unknown(_) => &self.metrics.outbound_unknown,
-        };
-        c.inc();
-        Ok(r)
+        Ok(())
     }
 
     /// Replies whose send stayed ambiguous longer than `window` without Zalo's echo become

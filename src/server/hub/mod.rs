@@ -17,6 +17,7 @@ use std::sync::Arc;
 use tokio::sync::{broadcast, Notify, RwLock};
 
 mod admin;
+pub mod batch;
 pub use admin::{OaInfo, PendingConsent};
 mod conversations;
 mod health;

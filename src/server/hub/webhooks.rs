@@ -7,29 +7,16 @@
 use super::conversations::{apply_delivery, ingest, load_message, mark_sent, put_message, Inbound};
 use super::*;
 use crate::zalo::events::{self, ChatMessage, WebhookEvent};
-use parking_lot::Mutex;
-use tokio::sync::oneshot;
 
-/// Verified webhooks waiting for the intake transaction.
-#[derive(Default)]
-pub struct Intake {
-    queue: Mutex<Vec<PendingWebhook>>,
-    ready: Notify,
-}
-
-/// A webhook waiting for the intake transaction, and who waits for its outcome.
-pub struct PendingWebhook {
+/// A verified webhook waiting for the intake transaction.
+pub struct ReceivedWebhook {
     pub body: Vec<u8>,
     pub received: std::time::Instant,
-    done: oneshot::Sender<HubResult<()>>,
 }
 
-impl PendingWebhook {
-    /// Tells the request handler how it ended (it answers Zalo then).
-    pub fn finish(self, outcome: HubResult<()>) {
-        let _ = self.done.send(outcome);
-    }
-}
+/// Verified webhooks waiting for the intake transaction; each answered with its outcome.
+pub type Intake = batch::Batch<ReceivedWebhook, HubResult<()>>;
+pub type PendingWebhook = batch::Waiting<ReceivedWebhook, HubResult<()>>;
 
 /// What the caller should do after a batch: fetch customer profiles, and so on.
 #[derive(Debug, Default)]
@@ -73,30 +60,23 @@ impl Hub {
     /// Stores and applies a verified webhook with whatever else arrived meanwhile; returns once
     /// that is committed (or failed: nothing of it was kept, Zalo should retry).
     pub async fn take_webhook(&self, body: Vec<u8>) -> HubResult<()> {
-        let (done, outcome) = oneshot::channel();
-        self.intake.queue.lock().push(PendingWebhook {
-            body,
-            received: std::time::Instant::now(),
-            done,
-        });
-        self.intake.ready.notify_one();
-        outcome
+        let received = std::time::Instant::now();
+        self.intake
+            .submit(ReceivedWebhook { body, received })
             .await
-            .map_err(|_| HubError::Internal(anyhow::anyhow!("the webhook intake stopped")))?
+            .ok_or_else(|| HubError::Internal(anyhow::anyhow!("the webhook intake stopped")))?
     }
 
     /// The webhooks waiting (at most `max`, oldest first); waits for one when none is.
     pub async fn next_webhooks(&self, max: usize) -> Vec<PendingWebhook> {
         loop {
-            let ready = self.intake.ready.notified();
-            {
-                let mut q = self.intake.queue.lock();
-                if !q.is_empty() {
-                    let n = q.len().min(max);
-                    return q.drain(..n).collect();
-                }
+            let batch = self
+                .intake
+                .next(max, std::time::Duration::from_secs(1))
+                .await;
+            if !batch.is_empty() {
+                return batch;
             }
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(1), ready).await;
             self.health.beat("intake");
         }
     }

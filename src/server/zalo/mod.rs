@@ -22,6 +22,7 @@ pub struct ZaloHub {
     pub config: ZaloConfig,
     pub hub: Arc<Hub>,
     profiles_in_flight: Mutex<HashSet<ConversationId>>,
+    writes: sender::SenderWrites,
 }
 
 impl ZaloHub {
@@ -39,6 +40,7 @@ impl ZaloHub {
             config: config.clone(),
             hub,
             profiles_in_flight: Mutex::new(HashSet::new()),
+            writes: sender::SenderWrites::default(),
         }))
     }
 

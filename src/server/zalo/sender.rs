@@ -3,6 +3,7 @@
 
 use super::ZaloHub;
 use crate::model::*;
+use crate::server::hub::batch::Batch;
 use crate::server::hub::{OutboundJob, SendOutcome};
 use crate::wire::OutboundKind;
 use crate::zalo::{human_reason, is_retryable, ZaloError, AMBIGUOUS};
@@ -24,7 +25,17 @@ const IN_FLIGHT: usize = 64;
 /// hub that dies mid-send leaves the job to come back after it, marked orphaned.
 const LEASE_MS: Ms = 120_000;
 
+/// The sender's own writes, each kind grouped into one transaction for whatever is waiting:
+/// the marks made just before sends, and the outcomes after them. Answers are `Err(reason)`.
+#[derive(Default)]
+pub struct SenderWrites {
+    marks: Batch<String, Result<(), String>>,
+    outcomes: Batch<(OutboundJob, SendOutcome), Result<(), String>>,
+}
+
 pub async fn run(z: Arc<ZaloHub>) {
+    tokio::spawn(record_marks(z.clone()));
+    tokio::spawn(record_outcomes(z.clone()));
     let slots = Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     loop {
         z.hub.health.beat("sender");
@@ -51,6 +62,43 @@ pub async fn run(z: Arc<ZaloHub>) {
             tracing::error!("cannot expire ambiguous sends: {e}");
         }
         let _ = tokio::time::timeout(Duration::from_secs(1), z.hub.outbox_ready.notified()).await;
+    }
+}
+
+async fn record_marks(z: Arc<ZaloHub>) {
+    loop {
+        let waiting = z.writes.marks.next(IN_FLIGHT, Duration::from_secs(1)).await;
+        if waiting.is_empty() {
+            continue;
+        }
+        let ids: Vec<String> = waiting.iter().map(|w| w.item.clone()).collect();
+        let result = z.hub.mark_sending(&ids).await.map_err(|e| e.to_string());
+        for w in waiting {
+            w.answer(result.clone());
+        }
+    }
+}
+
+async fn record_outcomes(z: Arc<ZaloHub>) {
+    loop {
+        let waiting = z
+            .writes
+            .outcomes
+            .next(IN_FLIGHT, Duration::from_secs(1))
+            .await;
+        if waiting.is_empty() {
+            continue;
+        }
+        let finished: Vec<(OutboundJob, SendOutcome)> =
+            waiting.iter().map(|w| w.item.clone()).collect();
+        let result = z
+            .hub
+            .finish_jobs(&finished)
+            .await
+            .map_err(|e| e.to_string());
+        for w in waiting {
+            w.answer(result.clone());
+        }
     }
 }
 
@@ -102,7 +150,12 @@ async fn send_job(z: &ZaloHub, mut job: OutboundJob, orphaned: bool) {
     // Zalo has it (or may have it): the outcome must be recorded, never the reply sent again, so
     // recording is retried until it works; the conversation's later replies wait meanwhile.
     let mut wait = Duration::from_millis(100);
-    while let Err(e) = z.hub.finish_job(&job, finish.clone()).await {
+    let record = || async {
+        let outcome = (job.clone(), finish.clone());
+        let recorded = z.writes.outcomes.submit(outcome).await;
+        recorded.unwrap_or_else(|| Err("the sender stopped".into()))
+    };
+    while let Err(e) = record().await {
         tracing::error!(message = %job.message_id, "cannot record the send (will retry): {e}");
         tokio::time::sleep(wait).await;
         wait = (wait * 2).min(Duration::from_secs(30));
@@ -169,9 +222,9 @@ async fn attempt(z: &ZaloHub, job: &OutboundJob) -> Result<String, ZaloError> {
         message["quote_message_id"] = json!(q);
     }
     // From here Zalo may get the message: a crash after this point must not send it again.
-    z.hub
-        .mark_sending(&job.message_id)
-        .await
+    let marked = z.writes.marks.submit(job.message_id.clone()).await;
+    marked
+        .unwrap_or_else(|| Err("the sender stopped".into()))
         .map_err(|e| ZaloError {
             code: crate::zalo::NETWORK_ERROR,
             message: format!("cannot mark the reply as being sent: {e}"),

@@ -103,7 +103,7 @@ pub async fn run_worker(z: Arc<ZaloHub>) {
     loop {
         let batch = z.hub.next_webhooks(BATCH).await;
         z.hub.health.beat("intake");
-        let bodies: Vec<&[u8]> = batch.iter().map(|w| w.body.as_slice()).collect();
+        let bodies: Vec<&[u8]> = batch.iter().map(|w| w.item.body.as_slice()).collect();
         match z.hub.apply_webhooks(&bodies).await {
             Ok(outcome) => {
                 z.fetch_profiles(outcome.profiles_to_fetch);
@@ -111,15 +111,15 @@ pub async fn run_worker(z: Arc<ZaloHub>) {
                     z.hub
                         .metrics
                         .webhook_to_event
-                        .observe(w.received.elapsed().as_secs_f64());
-                    w.finish(Ok(()));
+                        .observe(w.item.received.elapsed().as_secs_f64());
+                    w.answer(Ok(()));
                 }
             }
             // Nothing was stored: Zalo gets an error and retries.
             Err(e @ HubError::Store { .. }) => {
                 let message = e.to_string();
                 for w in batch {
-                    w.finish(Err(HubError::Store {
+                    w.answer(Err(HubError::Store {
                         full: matches!(e, HubError::Store { full: true, .. }),
                         message: message.clone(),
                     }));
@@ -131,8 +131,8 @@ pub async fn run_worker(z: Arc<ZaloHub>) {
                     "a batch of webhooks failed ({e}); applying one at a time"
                 );
                 for w in batch {
-                    let outcome = apply_alone(&z, &w.body).await;
-                    w.finish(outcome);
+                    let outcome = apply_alone(&z, &w.item.body).await;
+                    w.answer(outcome);
                 }
             }
         }

@@ -76,13 +76,22 @@ impl Db {
         }
     }
 
-    /// The taken job's message goes to Zalo now (see `TakenJob::orphaned`).
-    pub async fn mark_sending(&self, message_id: &str) -> Result<(), StoreError> {
+    /// The taken jobs' messages go to Zalo now (see `TakenJob::orphaned`); one statement for
+    /// all of them.
+    pub async fn mark_sending(&self, message_ids: &[String]) -> Result<(), StoreError> {
+        if message_ids.is_empty() {
+            return Ok(());
+        }
         crate::on_engine!(self, pool => {
-            sqlx::query("UPDATE reply_jobs SET sending = 1 WHERE message_id = $1")
-                .bind(message_id)
-                .execute(pool)
-                .await?;
+            let mut q = sqlx::QueryBuilder::new(
+                "UPDATE reply_jobs SET sending = 1 WHERE message_id IN (",
+            );
+            let mut ids = q.separated(", ");
+            for id in message_ids {
+                ids.push_bind(id.as_str());
+            }
+            q.push(")");
+            q.build().execute(pool).await?;
         });
         Ok(())
     }
