@@ -104,8 +104,8 @@ enum Command {
         /// A small, quick run (CI runs it so the harness can't rot; its numbers mean little).
         #[arg(long)]
         smoke: bool,
-        /// Run only these sections (comma-separated): intake, latency, fanout, claims, replies,
-        /// console.
+        /// Run only these sections (comma-separated). `hubs` needs the hubs on PostgreSQL:
+        /// SOP_DATABASE_URL=postgres://… naming an empty database.
         #[arg(long, value_delimiter = ',', value_parser = clap::builder::PossibleValuesParser::new(sop_console::bench::SECTIONS))]
         only: Vec<String>,
     },

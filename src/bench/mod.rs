@@ -30,13 +30,15 @@ pub struct Sizes {
     pub claim_rounds: usize,
     pub console_conversations: usize,
     pub replies: usize,
+    /// Conversations in the hub while reads are timed (`reads`).
+    pub read_conversations: usize,
     /// Sections to run (`--only`); empty runs them all.
     pub only: Vec<String>,
 }
 
 /// The sections of a run, as `--only` names them.
-pub const SECTIONS: [&str; 7] = [
-    "intake", "latency", "fanout", "claims", "replies", "console", "sql",
+pub const SECTIONS: [&str; 9] = [
+    "intake", "latency", "fanout", "claims", "replies", "reads", "hubs", "console", "sql",
 ];
 
 impl Sizes {
@@ -52,6 +54,7 @@ impl Sizes {
             claim_rounds: 20,
             console_conversations: 100_000,
             replies: 2_000,
+            read_conversations: 100_000,
             only: vec![],
         }
     }
@@ -64,6 +67,7 @@ impl Sizes {
             claim_rounds: 2,
             console_conversations: 2_000,
             replies: 30,
+            read_conversations: 500,
             only: vec![],
         }
     }
@@ -154,17 +158,18 @@ fn webhook(user: &str, msg_id: &str, text: &str) -> (String, String) {
     (body, sig)
 }
 
-/// POSTs signed bodies with `concurrency` in flight; returns the elapsed time.
+/// POSTs signed bodies with `concurrency` in flight, to the `urls` in turn; returns the elapsed
+/// time.
 async fn blast(
     http: &reqwest::Client,
-    url: &str,
+    urls: &[String],
     bodies: Vec<(String, String)>,
     concurrency: usize,
 ) -> Result<Duration> {
     let start = Instant::now();
-    let results: Vec<bool> = futures_util::stream::iter(bodies)
-        .map(|(body, sig)| {
-            let (http, url) = (http.clone(), url.to_string());
+    let results: Vec<bool> = futures_util::stream::iter(bodies.into_iter().enumerate())
+        .map(|(i, (body, sig))| {
+            let (http, url) = (http.clone(), urls[i % urls.len()].clone());
             async move {
                 matches!(http.post(url).header("content-type", "application/json").header("X-ZEvent-Signature", sig).body(body).send().await, Ok(r) if r.status() == 200)
             }
@@ -232,6 +237,51 @@ async fn metric(http: &reqwest::Client, hub: &str, name: &str) -> Result<f64> {
         .sum())
 }
 
+/// A `sop serve` on `port` with its data in `dir`, talking to the simulator at `sim`. Its
+/// database is `SOP_DATABASE_URL` when set (then every hub of the run shares it), else SQLite in
+/// `dir`.
+fn spawn_hub(exe: &Path, dir: &Path, port: u16, sim: &str) -> Result<Child> {
+    let mut c = Command::new(exe);
+    c.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+    ])
+    .arg(dir)
+    .env("SOP_ZALO_APP_ID", APP_ID)
+    .env("SOP_ZALO_APP_SECRET", APP_SECRET)
+    .env("SOP_ZALO_OA_SECRET_KEY", OA_SECRET)
+    .env(
+        "SOP_ZALO_REDIRECT_URI",
+        format!("http://127.0.0.1:{port}/zalo/oauth/callback"),
+    )
+    .env("SOP_ZALO_OAUTH_BASE", sim)
+    .env("SOP_ZALO_API_BASE", sim)
+    .env(
+        "RUST_LOG",
+        std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+    );
+    spawn_listening(c)
+}
+
+/// The CPU seconds of every PostgreSQL process on the machine (the server and its backends).
+fn postgres_cpu_seconds() -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return f64::NAN;
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .map(cpu_seconds)
+        .filter(|s| s.is_finite())
+        .sum()
+}
+
 pub async fn run(sizes: Sizes) -> Result<Vec<Row>> {
     let dir = std::env::temp_dir().join(format!("sop-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -297,30 +347,7 @@ pub async fn run(sizes: Sizes) -> Result<Vec<Row>> {
         ]);
         c
     })?;
-    let hub_child = spawn_listening({
-        let mut c = Command::new(&exe);
-        c.args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{hub_port}"),
-            "--data-dir",
-        ])
-        .arg(dir.join("hub"))
-        .env("SOP_ZALO_APP_ID", APP_ID)
-        .env("SOP_ZALO_APP_SECRET", APP_SECRET)
-        .env("SOP_ZALO_OA_SECRET_KEY", OA_SECRET)
-        .env(
-            "SOP_ZALO_REDIRECT_URI",
-            format!("{hub}/zalo/oauth/callback"),
-        )
-        .env("SOP_ZALO_OAUTH_BASE", &sim)
-        .env("SOP_ZALO_API_BASE", &sim)
-        .env(
-            "RUST_LOG",
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-        );
-        c
-    })?;
+    let hub_child = spawn_hub(&exe, &dir.join("hub"), hub_port, &sim)?;
     let hub_pid = hub_child.id();
     let servers = Guard(vec![empty, sim_child, hub_child]);
 
@@ -403,15 +430,25 @@ pub async fn run(sizes: Sizes) -> Result<Vec<Row>> {
         rows.extend(replies(&ctx).await?);
     }
 
+    // 6. Reads while intake runs, with many conversations.
+    if sizes.wants("reads") {
+        rows.extend(reads(&ctx).await?);
+    }
+
+    // 7. Three hubs on one PostgreSQL (when the run's hubs are on PostgreSQL).
+    if sizes.wants("hubs") {
+        rows.extend(hubs(&ctx).await?);
+    }
+
     // The servers are stopped for what follows: it measures in this process or its own.
     drop(servers);
 
-    // 6. The SQL store's cost per webhook (issue 10), in this process.
+    // 8. The SQL store's cost per webhook (issue 10), in this process.
     if sizes.wants("sql") {
         rows.extend(sql::run(&dir.join("sql"), sizes.webhooks).await?);
     }
 
-    // 7. The console with a big cache, in its own processes (memory is per process): a console
+    // 9. The console with a big cache, in its own processes (memory is per process): a console
     //    runs on an agent's machine, not beside a loaded hub.
     if sizes.wants("console") {
         rows.extend(console(&ctx).await?);
@@ -464,14 +501,14 @@ async fn intake(ctx: &Ctx) -> Result<Vec<Row>> {
             .collect();
         let empty_time = blast(
             http,
-            &format!("http://127.0.0.1:{empty_port}/zalo/webhook"),
+            &[format!("http://127.0.0.1:{empty_port}/zalo/webhook")],
             bodies.clone(),
             concurrency,
         )
         .await?;
         let applied_before = metric(http, hub, "sop_webhooks_applied_total").await?;
         let cpu_before = cpu_seconds(hub_pid);
-        let ack_time = blast(http, &format!("{hub}/zalo/webhook"), bodies, concurrency).await?;
+        let ack_time = blast(http, &[format!("{hub}/zalo/webhook")], bodies, concurrency).await?;
         let start_wait = Instant::now();
         while metric(http, hub, "sop_webhooks_applied_total").await? < applied_before + n as f64 {
             if start_wait.elapsed() > Duration::from_secs(120) {
@@ -899,6 +936,243 @@ async fn replies(ctx: &Ctx) -> Result<Vec<Row>> {
         limit: format!("{direct_rate:.0}/s straight to message/cs"),
         ratio: format!("{:.0}%", 100.0 * reply_rate / direct_rate),
         ok: true,
+    });
+    Ok(rows)
+}
+
+/// Waits until the hubs at `bases` have applied `target` webhooks between them.
+async fn wait_applied(http: &reqwest::Client, bases: &[String], target: f64) -> Result<()> {
+    let start = Instant::now();
+    loop {
+        let mut applied = 0.0;
+        for base in bases {
+            applied += metric(http, base, "sop_webhooks_applied_total").await?;
+        }
+        if applied >= target {
+            return Ok(());
+        }
+        if start.elapsed() > Duration::from_secs(300) {
+            bail!("webhooks were not applied within 5 minutes ({applied} of {target})");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn applied(http: &reqwest::Client, bases: &[String]) -> Result<f64> {
+    let mut n = 0.0;
+    for base in bases {
+        n += metric(http, base, "sop_webhooks_applied_total").await?;
+    }
+    Ok(n)
+}
+
+/// An agent's list (`view=mine`, first page) with `sizes.read_conversations` conversations of
+/// theirs in the hub, idle and while webhooks arrive at full speed.
+async fn reads(ctx: &Ctx) -> Result<Vec<Row>> {
+    let Ctx {
+        sizes,
+        http,
+        hub,
+        token,
+        conn_id,
+        ..
+    } = ctx;
+    // Every new conversation goes to the bench's admin.
+    let rule: Value = http
+        .post(format!("{hub}/api/v1/rules"))
+        .bearer_auth(token)
+        .json(
+            &json!({"name": "bench reads", "sources": [conn_id], "members": ["bench"],
+                      "method": "round_robin", "old_conversations": "none"}),
+        )
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let bases = [hub.clone()];
+    let urls = [format!("{hub}/zalo/webhook")];
+    let n = sizes.read_conversations;
+    let seed: Vec<_> = (0..n)
+        .map(|i| webhook(&format!("r{i:06}"), &format!("seed{i}"), "Cho mình hỏi"))
+        .collect();
+    let before = applied(http, &bases).await?;
+    blast(http, &urls, seed, 64).await?;
+    wait_applied(http, &bases, before + n as f64).await?;
+
+    let list = format!("{hub}/api/v1/conversations?view=mine");
+    let read_for = |stop: Option<tokio::sync::watch::Receiver<bool>>| {
+        let (http, list, token) = (http.clone(), list.clone(), token.clone());
+        async move {
+            let mut samples = vec![];
+            loop {
+                let t0 = Instant::now();
+                let r = http.get(&list).bearer_auth(&token).send().await?;
+                r.error_for_status()?.bytes().await?;
+                samples.push(ms(t0.elapsed()));
+                let done = match &stop {
+                    Some(stop) => *stop.borrow(),
+                    None => samples.len() >= 1000,
+                };
+                if done {
+                    samples.sort_by(f64::total_cmp);
+                    return Ok::<_, anyhow::Error>(samples);
+                }
+            }
+        }
+    };
+    let idle = read_for(None).await?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let reader = tokio::spawn(read_for(Some(stopped)));
+    let load: Vec<_> = (0..sizes.webhooks)
+        .map(|i| {
+            webhook(
+                &format!("r{:06}", i % n),
+                &format!("load{i}"),
+                "Còn hàng không?",
+            )
+        })
+        .collect();
+    let before = applied(http, &bases).await?;
+    let t0 = Instant::now();
+    blast(http, &urls, load, 64).await?;
+    wait_applied(http, &bases, before + sizes.webhooks as f64).await?;
+    let rate = sizes.webhooks as f64 / t0.elapsed().as_secs_f64();
+    stop.send(true)?;
+    let busy = reader.await??;
+    http.delete(format!(
+        "{hub}/api/v1/rules/{}",
+        rule["id"].as_str().unwrap_or_default()
+    ))
+    .bearer_auth(token)
+    .send()
+    .await?
+    .error_for_status()?;
+    let p99 = percentile(&busy, 0.99);
+    Ok(vec![Row {
+        name: "GET /conversations?view=mine under intake",
+        value: format!(
+            "p50 {:.2} ms, p99 {p99:.2} ms ({} reads, {n} conversations of theirs, intake {rate:.0}/s meanwhile)",
+            percentile(&busy, 0.5),
+            busy.len()
+        ),
+        budget: "p99 ≤ 10 ms",
+        limit: format!(
+            "idle: p50 {:.2} ms, p99 {:.2} ms",
+            percentile(&idle, 0.5),
+            percentile(&idle, 0.99)
+        ),
+        ratio: format!("{:.1}× idle p99", p99 / percentile(&idle, 0.99)),
+        ok: p99 <= 10.0,
+    }])
+}
+
+/// Three hubs on one PostgreSQL (issue 10): intake spread over the three with each process's
+/// CPU per webhook (for docs/deploy.md's capacity table), and the live latency from a webhook
+/// taken by one hub to a console on another. Runs when the run's hubs are on PostgreSQL
+/// (`SOP_DATABASE_URL`); the two extra hubs share that database.
+async fn hubs(ctx: &Ctx) -> Result<Vec<Row>> {
+    let Ctx {
+        sizes,
+        http,
+        token,
+        dir,
+        exe,
+        sim,
+        ..
+    } = ctx;
+    let on_postgres = std::env::var("SOP_DATABASE_URL").is_ok_and(|u| u.starts_with("postgres"));
+    if !on_postgres {
+        return Ok(vec![Row {
+            name: "three hubs on one PostgreSQL",
+            value: "not run: the hubs are on SQLite (set SOP_DATABASE_URL=postgres://… to an empty database)".into(),
+            budget: "",
+            limit: String::new(),
+            ratio: String::new(),
+            ok: true,
+        }]);
+    }
+    let ports = [free_port()?, free_port()?];
+    let mut others = Guard(vec![]);
+    for (i, port) in ports.iter().enumerate() {
+        others.0.push(spawn_hub(
+            exe,
+            &dir.join(format!("hub{}", i + 2)),
+            *port,
+            sim,
+        )?);
+    }
+    let bases: Vec<String> = std::iter::once(ctx.hub.clone())
+        .chain(ports.iter().map(|p| format!("http://127.0.0.1:{p}")))
+        .collect();
+    let pids: Vec<u32> = std::iter::once(ctx.hub_pid)
+        .chain(others.0.iter().map(|c| c.id()))
+        .collect();
+    let urls: Vec<String> = bases.iter().map(|b| format!("{b}/zalo/webhook")).collect();
+
+    let n = sizes.webhooks;
+    let bodies: Vec<_> = (0..n)
+        .map(|i| webhook(&format!("u{:05}", i % 200), &format!("h3-{i}"), "Xin chào"))
+        .collect();
+    let before = applied(http, &bases).await?;
+    let hub_cpu: Vec<f64> = pids.iter().map(|p| cpu_seconds(*p)).collect();
+    let (pg_cpu, own_cpu) = (postgres_cpu_seconds(), cpu_seconds(std::process::id()));
+    let t0 = Instant::now();
+    blast(http, &urls, bodies, 3 * 64).await?;
+    wait_applied(http, &bases, before + n as f64).await?;
+    let rate = n as f64 / t0.elapsed().as_secs_f64();
+    let per = |before: f64, after: f64| (after - before) * 1e6 / n as f64;
+    let hubs_us: Vec<String> = pids
+        .iter()
+        .zip(&hub_cpu)
+        .map(|(p, before)| format!("{:.0}", per(*before, cpu_seconds(*p))))
+        .collect();
+    let pg_us = per(pg_cpu, postgres_cpu_seconds());
+    let own_us = per(own_cpu, cpu_seconds(std::process::id()));
+    let mut rows = vec![Row {
+        name: "intake, three hubs on one PostgreSQL",
+        value: format!(
+            "{rate:.0}/s durable+routed; CPU per webhook: hubs {} µs, PostgreSQL {pg_us:.0} µs, load generator {own_us:.0} µs",
+            hubs_us.join(" + ")
+        ),
+        budget: "(recorded: docs/deploy.md's capacity table)",
+        limit: "3 × 64 in flight, all on these cores".into(),
+        ratio: String::new(),
+        ok: true,
+    }];
+
+    // A console on the first hub; webhooks taken by the other two.
+    let mut ws = stream(&bases[0], token).await?;
+    let mut samples = vec![];
+    for i in 0..sizes.latency_samples {
+        let id = format!("xlat{i}");
+        let (body, sig) = webhook("u00001", &id, "ping");
+        let t0 = Instant::now();
+        http.post(&urls[1 + i % 2])
+            .header("content-type", "application/json")
+            .header("X-ZEvent-Signature", sig)
+            .body(body)
+            .send()
+            .await?
+            .error_for_status()?;
+        let t1 = wait_message(&mut ws, &id).await?;
+        samples.push(ms(t1 - t0));
+    }
+    samples.sort_by(f64::total_cmp);
+    let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
+    rows.push(Row {
+        name: "live latency across hubs (webhook on B or C → console on A)",
+        value: format!(
+            "p50 {p50:.2} ms, p99 {p99:.2} ms, max {:.2} ms",
+            samples.last().copied().unwrap_or(f64::NAN)
+        ),
+        budget: "p50 ≤ 5 ms, p99 ≤ 25 ms",
+        limit: ctx
+            .single_console_p50
+            .get()
+            .map_or(String::new(), |p| format!("one hub: p50 {p:.2} ms")),
+        ratio: String::new(),
+        ok: p50 <= 5.0 && p99 <= 25.0,
     });
     Ok(rows)
 }
