@@ -509,3 +509,124 @@ async fn conversation_views_page_with_cursors_and_metrics_count() {
     assert_eq!(health.status(), StatusCode::OK);
     t.stop().await;
 }
+
+/// The lists are read from the database by the views' indexes: what each account finds in each
+/// view, page after page, is what the visibility policy allows, in the view's order, as the
+/// cache (the policy's own data) says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_view_lists_what_the_policy_allows_in_order_across_pages() {
+    use sop_console::model::{ConvState, ConvStatus, Conversation};
+    use sop_console::server::hub::OaInfo;
+    let t = start_hub().await;
+    let (huong, huong_token) = t.account("HuongNT256", "agent").await;
+    let (que, que_token) = t.account("QueCT3", "agent").await;
+    let turns = t.page("oa-turns").await;
+    let claims = t.page("oa-claims").await;
+    // Que's own page, only for her (the default chat mode), with no rule.
+    let (own, _) = t
+        .hub
+        .upsert_connection(
+            OaInfo {
+                oa_id: "oa-own".into(),
+                name: "Que's".into(),
+                ..Default::default()
+            },
+            &que.id,
+            sop_console::model::TokenPair::default(),
+        )
+        .await
+        .unwrap();
+    t.rule("Lần lượt", &[&turns], &["HuongNT256"], "round_robin")
+        .await;
+    t.rule(
+        "Tự nhận",
+        &[&claims],
+        &["HuongNT256", "QueCT3"],
+        "self_claim",
+    )
+    .await;
+    // Waiting conversations only Que may see.
+    let ques = t.page("oa-que-claims").await;
+    t.rule("Của Quế", &[&ques], &["QueCT3"], "self_claim").await;
+    let mut waiting = Vec::new();
+    for i in 0..7 {
+        t.inbound(&ques, &format!("q{i}"), &format!("qm{i}")).await;
+        t.inbound(&turns, &format!("t{i}"), &format!("tm{i}")).await;
+        waiting.push(
+            t.inbound(&claims, &format!("c{i}"), &format!("cm{i}"))
+                .await,
+        );
+        t.inbound(&own, &format!("o{i}"), &format!("om{i}")).await;
+    }
+    for c in waiting.iter().step_by(2) {
+        let path = format!("/api/v1/conversations/{}/claim", c.id);
+        assert_eq!(t.post(&path, &que_token, json!({})).await.0, StatusCode::OK);
+    }
+    // Activity in another order than arrival.
+    t.inbound(&turns, "t3", "tm3-again").await;
+    t.inbound(&claims, "c1", "cm1-again").await;
+
+    let accounts = [
+        (t.admin.clone(), t.admin_token.clone()),
+        (huong, huong_token),
+        (que, que_token),
+    ];
+    for (who, token) in &accounts {
+        for view in ["mine", "unclaimed", "all"] {
+            let expected: Vec<String> = t
+                .hub
+                .read(|st| {
+                    let mut rows: Vec<((i64, String), &Conversation)> = st
+                        .conversations()
+                        .filter(|c| match view {
+                            "mine" => c.assignee.as_deref() == Some(who.id.as_str()),
+                            "unclaimed" => {
+                                c.state == ConvState::Unclaimed
+                                    && c.status == ConvStatus::Open
+                                    && st.may_see_conversation(who, c)
+                            }
+                            _ => true,
+                        })
+                        .map(|c| match view {
+                            "unclaimed" => ((c.waiting_at(), c.id.clone()), c),
+                            _ => ((-c.last_activity_at, c.id.clone()), c),
+                        })
+                        .collect();
+                    rows.sort_by(|a, b| a.0.cmp(&b.0));
+                    rows.into_iter().map(|(_, c)| c.id.clone()).collect()
+                })
+                .await;
+            let mut got = Vec::new();
+            let mut cursor: Option<String> = None;
+            loop {
+                let mut path = format!("/api/v1/conversations?view={view}&limit=3");
+                if let Some(c) = &cursor {
+                    path.push_str(&format!("&cursor={c}"));
+                }
+                let (status, body) = t.get(&path, token).await;
+                if view == "all" && !who.is_admin() {
+                    assert_eq!(status, StatusCode::FORBIDDEN);
+                    break;
+                }
+                assert_eq!(status, StatusCode::OK, "{body}");
+                for item in body["items"].as_array().unwrap() {
+                    got.push(item["id"].as_str().unwrap().to_string());
+                }
+                match body["next_cursor"].as_str() {
+                    Some(c) => cursor = Some(c.to_string()),
+                    None => break,
+                }
+            }
+            if view == "all" && !who.is_admin() {
+                continue;
+            }
+            assert!(
+                !expected.is_empty() || view == "mine",
+                "{} {view}",
+                who.username
+            );
+            assert_eq!(got, expected, "{} {view}", who.username);
+        }
+    }
+    t.stop().await;
+}

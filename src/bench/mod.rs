@@ -977,7 +977,24 @@ async fn reads(ctx: &Ctx) -> Result<Vec<Row>> {
         conn_id,
         ..
     } = ctx;
-    // Every new conversation goes to the bench's admin.
+    // Every new conversation goes to the bench's admin (in place of an earlier section's rule).
+    let rules: Value = http
+        .get(format!("{hub}/api/v1/rules"))
+        .bearer_auth(token)
+        .send()
+        .await?
+        .json()
+        .await?;
+    for r in rules.as_array().into_iter().flatten() {
+        http.delete(format!(
+            "{hub}/api/v1/rules/{}",
+            r["id"].as_str().unwrap_or_default()
+        ))
+        .bearer_auth(token)
+        .send()
+        .await?
+        .error_for_status()?;
+    }
     let rule: Value = http
         .post(format!("{hub}/api/v1/rules"))
         .bearer_auth(token)

@@ -15,17 +15,27 @@ pub fn conversation_audience(conv: &Conversation, page: Option<Page<'_>>) -> Vec
         out.push(a.clone());
     }
     if let Some(page) = page {
-        if page.chat_mode == ChatMode::OnlyMe {
-            out.push(page.connector.to_string());
-        }
         if conv.state == ConvState::Unclaimed {
-            if let Some(rule) = page.rule {
-                out.extend(rule.members.iter().cloned());
-            }
+            out.extend(waiting_audience(page));
+        } else if page.chat_mode == ChatMode::OnlyMe {
+            out.push(page.connector.to_string());
         }
     }
     out.sort();
     out.dedup();
+    out
+}
+
+/// The accounts other than admins that may see the conversations waiting on a page (the
+/// unclaimed queue): the connector of an only-me page and the members of its rule.
+pub fn waiting_audience(page: Page<'_>) -> Vec<AccountId> {
+    let mut out = Vec::new();
+    if page.chat_mode == ChatMode::OnlyMe {
+        out.push(page.connector.to_string());
+    }
+    if let Some(rule) = page.rule {
+        out.extend(rule.members.iter().cloned());
+    }
     out
 }
 

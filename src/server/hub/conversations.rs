@@ -1,6 +1,7 @@
 //! Conversations and messages: inbound intake, claim, reply, transfer, release, done, read.
 
 use super::*;
+use crate::store::sql::conversations::List;
 use crate::wire::{self, OutboundAttachment, ReplyInput, View};
 
 /// One message arriving from Zalo (webhook or history sync), already parsed.
@@ -334,43 +335,31 @@ impl Hub {
             return Err(HubError::Forbidden("the All view is for admins".into()));
         }
         let limit = limit.clamp(1, 500);
-        self.read(|st| {
-            let mut rows: Vec<((i64, &str), &Conversation)> = st
-                .conversations
-                .values()
-                .filter(|c| in_view(st, who, view, c))
-                .map(|c| (sort_key(view, c), c))
-                .collect();
-            rows.sort_by(|a, b| a.0.cmp(&b.0));
-            let after = match cursor {
-                Some(c) => Some(parse_cursor(c)?),
-                None => None,
-            };
-            let start = match &after {
-                Some((k, id)) => {
-                    rows.partition_point(|(key, _)| (key.0, key.1) <= (*k, id.as_str()))
-                }
-                None => 0,
-            };
-            let page: Vec<Conversation> = rows[start..]
-                .iter()
-                .take(limit)
-                .map(|(_, c)| (*c).clone())
-                .collect();
-            let next_cursor = (start + page.len() < rows.len())
-                .then(|| {
-                    page.last().map(|c| {
-                        let (k, id) = sort_key(view, c);
-                        format!("{k}:{id}")
-                    })
-                })
-                .flatten();
-            Ok(wire::Page {
-                items: page,
-                next_cursor,
-            })
-        })
-        .await
+        let after = cursor.map(parse_cursor).transpose()?;
+        let after = after.as_ref().map(|(k, id)| (*k, id.as_str()));
+        // Only the waiting queue depends on pages and rules (from the cache, briefly); mine and
+        // all are read from the database alone, so they never wait for a change in progress.
+        let pages = match view {
+            View::Unclaimed => self.read(|st| st.pages_waiting_for(who)).await,
+            _ => None,
+        };
+        let list = match view {
+            View::Mine => List::AssignedTo(&who.id),
+            View::Unclaimed => List::Waiting(pages.as_deref()),
+            View::All => List::All,
+        };
+        // One more than asked: whether there is a next page.
+        let mut items = self
+            .db
+            .conversation_page(list, after, limit as i64 + 1)
+            .await
+            .map_err(store_error)?;
+        let next_cursor = (items.len() > limit).then(|| {
+            items.truncate(limit);
+            let (k, id) = sort_key(view, items.last().expect("limit is at least 1"));
+            format!("{k}:{id}")
+        });
+        Ok(wire::Page { items, next_cursor })
     }
 
     pub async fn counts(&self, who: &Account) -> wire::Counts {

@@ -872,6 +872,18 @@ impl State {
         visibility::conversation_audience(conv, self.page_by_id(&conv.connection_id))
     }
 
+    /// The pages whose waiting conversations `who` may see; `None` for every page (admins).
+    pub fn pages_waiting_for(&self, who: &Account) -> Option<Vec<ConnectionId>> {
+        if who.is_admin() {
+            return None;
+        }
+        let visible = self
+            .connections
+            .values()
+            .filter(|c| visibility::waiting_audience(self.page_of(c)).contains(&who.id));
+        Some(visible.map(|c| c.id.clone()).collect())
+    }
+
     pub fn may_see_conversation(&self, who: &Account, conv: &Conversation) -> bool {
         visibility::may_see_conversation(who, conv, self.page_by_id(&conv.connection_id))
     }

@@ -8,6 +8,7 @@
 
 pub mod accounts;
 pub mod connections;
+pub mod conversations;
 pub mod events;
 pub mod feed;
 pub mod jobs;
