@@ -223,6 +223,34 @@ async fn wait_message(ws: &mut Ws, msg_id: &str) -> Result<Instant> {
     }
 }
 
+/// Milliseconds from posting a webhook (to the `urls` in turn) to its message's frame on `ws`,
+/// `n` times; sorted.
+async fn latency_samples(
+    http: &reqwest::Client,
+    urls: &[String],
+    ws: &mut Ws,
+    tag: &str,
+    n: usize,
+) -> Result<Vec<f64>> {
+    let mut samples = vec![];
+    for i in 0..n {
+        let id = format!("{tag}{i}");
+        let (body, sig) = webhook("u00001", &id, "ping");
+        let t0 = Instant::now();
+        http.post(&urls[i % urls.len()])
+            .header("content-type", "application/json")
+            .header("X-ZEvent-Signature", sig)
+            .body(body)
+            .send()
+            .await?
+            .error_for_status()?;
+        let t1 = wait_message(ws, &id).await?;
+        samples.push(ms(t1 - t0));
+    }
+    samples.sort_by(f64::total_cmp);
+    Ok(samples)
+}
+
 async fn metric(http: &reqwest::Client, hub: &str, name: &str) -> Result<f64> {
     let text = http
         .get(format!("{hub}/metrics"))
@@ -506,16 +534,12 @@ async fn intake(ctx: &Ctx) -> Result<Vec<Row>> {
             concurrency,
         )
         .await?;
-        let applied_before = metric(http, hub, "sop_webhooks_applied_total").await?;
+        let hubs = [hub.clone()];
+        let applied_before = applied(http, &hubs).await?;
         let cpu_before = cpu_seconds(hub_pid);
         let ack_time = blast(http, &[format!("{hub}/zalo/webhook")], bodies, concurrency).await?;
         let start_wait = Instant::now();
-        while metric(http, hub, "sop_webhooks_applied_total").await? < applied_before + n as f64 {
-            if start_wait.elapsed() > Duration::from_secs(120) {
-                bail!("webhooks were not applied within 2 minutes");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_applied(http, &hubs, applied_before + n as f64).await?;
         let routed_time = ack_time + start_wait.elapsed();
         let hub_cpu_us = (cpu_seconds(hub_pid) - cpu_before) * 1e6 / n as f64;
         let rate = n as f64 / routed_time.as_secs_f64();
@@ -550,23 +574,9 @@ async fn latency(ctx: &Ctx) -> Result<Vec<Row>> {
     let empty_port = ctx.empty_port;
     let mut rows = vec![];
     let mut ws = stream(hub, token).await?;
-    let mut samples = vec![];
-    for i in 0..sizes.latency_samples {
-        let id = format!("lat{i}");
-        let (body, sig) = webhook("u00001", &id, "ping");
-        let t0 = Instant::now();
-        http.post(format!("{hub}/zalo/webhook"))
-            .header("content-type", "application/json")
-            .header("X-ZEvent-Signature", sig)
-            .body(body)
-            .send()
-            .await?
-            .error_for_status()?;
-        let t1 = wait_message(&mut ws, &id).await?;
-        samples.push(ms(t1 - t0));
-    }
+    let urls = [format!("{hub}/zalo/webhook")];
+    let samples = latency_samples(http, &urls, &mut ws, "lat", sizes.latency_samples).await?;
     drop(ws);
-    samples.sort_by(f64::total_cmp);
     let (mut echo, _) =
         tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{empty_port}/echo")).await?;
     let mut echo_samples = vec![];
@@ -944,10 +954,7 @@ async fn replies(ctx: &Ctx) -> Result<Vec<Row>> {
 async fn wait_applied(http: &reqwest::Client, bases: &[String], target: f64) -> Result<()> {
     let start = Instant::now();
     loop {
-        let mut applied = 0.0;
-        for base in bases {
-            applied += metric(http, base, "sop_webhooks_applied_total").await?;
-        }
+        let applied = applied(http, bases).await?;
         if applied >= target {
             return Ok(());
         }
@@ -958,6 +965,7 @@ async fn wait_applied(http: &reqwest::Client, bases: &[String], target: f64) -> 
     }
 }
 
+/// Webhooks the hubs at `bases` applied so far, between them.
 async fn applied(http: &reqwest::Client, bases: &[String]) -> Result<f64> {
     let mut n = 0.0;
     for base in bases {
@@ -1160,22 +1168,7 @@ async fn hubs(ctx: &Ctx) -> Result<Vec<Row>> {
 
     // A console on the first hub; webhooks taken by the other two.
     let mut ws = stream(&bases[0], token).await?;
-    let mut samples = vec![];
-    for i in 0..sizes.latency_samples {
-        let id = format!("xlat{i}");
-        let (body, sig) = webhook("u00001", &id, "ping");
-        let t0 = Instant::now();
-        http.post(&urls[1 + i % 2])
-            .header("content-type", "application/json")
-            .header("X-ZEvent-Signature", sig)
-            .body(body)
-            .send()
-            .await?
-            .error_for_status()?;
-        let t1 = wait_message(&mut ws, &id).await?;
-        samples.push(ms(t1 - t0));
-    }
-    samples.sort_by(f64::total_cmp);
+    let samples = latency_samples(http, &urls[1..], &mut ws, "xlat", sizes.latency_samples).await?;
     let (p50, p99) = (percentile(&samples, 0.5), percentile(&samples, 0.99));
     rows.push(Row {
         name: "live latency across hubs (webhook on B or C → console on A)",

@@ -2,7 +2,7 @@
 //! waits for the hub's writer (SQLite WAL readers, PostgreSQL MVCC) and reads only one page, where
 //! the cache would be scanned and sorted whole under the hub's lock.
 
-use super::rows::{AssignmentRow, ConversationRow, CONVERSATION_COLUMNS};
+use super::rows::{histories, AssignmentRow, ConversationRow, HistoryRow, CONVERSATION_COLUMNS};
 use super::Db;
 use crate::model::*;
 use anyhow::Result;
@@ -119,8 +119,7 @@ impl Db {
     }
 
     async fn assignments_of(&self, ids: &[&str]) -> Result<BTreeMap<String, Vec<AssignmentRow>>> {
-        type Row = (String, i64, Option<String>, Option<String>, String);
-        let rows: Vec<Row> = crate::on_engine!(readers self, pool => {
+        let rows: Vec<HistoryRow> = crate::on_engine!(readers self, pool => {
             let mut q = QueryBuilder::new(
                 "SELECT conversation_id, at, to_account, by_account, reason FROM assignments \
                  WHERE conversation_id IN (",
@@ -132,15 +131,6 @@ impl Db {
             q.push(") ORDER BY conversation_id, n");
             q.build_query_as().fetch_all(pool).await?
         });
-        let mut out: BTreeMap<String, Vec<AssignmentRow>> = BTreeMap::new();
-        for (conv, at, to_account, by_account, reason) in rows {
-            out.entry(conv).or_default().push(AssignmentRow {
-                at,
-                to_account,
-                by_account,
-                reason,
-            });
-        }
-        Ok(out)
+        Ok(histories(rows))
     }
 }

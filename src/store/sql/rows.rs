@@ -75,6 +75,23 @@ pub struct AssignmentRow {
     pub reason: String,
 }
 
+/// An assignment row with its conversation, as read: (conversation, at, to, by, reason).
+pub type HistoryRow = (String, i64, Option<String>, Option<String>, String);
+
+/// Assignment rows (in order) grouped by conversation.
+pub fn histories(rows: Vec<HistoryRow>) -> std::collections::BTreeMap<String, Vec<AssignmentRow>> {
+    let mut out: std::collections::BTreeMap<String, Vec<AssignmentRow>> = Default::default();
+    for (conv, at, to_account, by_account, reason) in rows {
+        out.entry(conv).or_default().push(AssignmentRow {
+            at,
+            to_account,
+            by_account,
+            reason,
+        });
+    }
+    out
+}
+
 impl ConversationRow {
     /// The conversation with its unread counts and assignment history (read separately).
     pub fn into_conversation(

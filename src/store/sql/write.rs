@@ -8,7 +8,7 @@
 //! visible and nothing else changes: the domain code decides on current data on every hub.
 
 use super::events::LoggedEvent;
-use super::rows::{from_name, name_of, AccountRow, AssignmentRow, ConversationRow};
+use super::rows::{from_name, name_of, AccountRow, ConversationRow, HistoryRow};
 use super::rules::RuleRow;
 use super::Db;
 use crate::model::*;
@@ -192,9 +192,6 @@ pub fn message_of(r: MessageRow) -> Result<Message> {
     })
 }
 
-/// An assignment with its conversation: (conversation, at, to, by, reason).
-type HistoryRow = (String, i64, Option<String>, Option<String>, String);
-
 /// A reply job's row: (message id, conversation, attempts, next attempt, attachment JSON).
 pub type JobRow = (String, String, i32, i64, Option<String>);
 
@@ -315,21 +312,13 @@ impl WriteTx {
             for (conv, account, n) in rows {
                 unread.entry(conv).or_default().push((account, n));
             }
-            let mut history: BTreeMap<String, Vec<AssignmentRow>> = BTreeMap::new();
             let rows: Vec<HistoryRow> = sqlx::query_as(
                 "SELECT conversation_id, at, to_account, by_account, reason FROM assignments \
                  ORDER BY conversation_id, n",
             )
             .fetch_all(&mut *conn)
             .await?;
-            for (conv, at, to_account, by_account, reason) in rows {
-                history.entry(conv).or_default().push(AssignmentRow {
-                    at,
-                    to_account,
-                    by_account,
-                    reason,
-                });
-            }
+            let mut history = super::rows::histories(rows);
             let rows: Vec<ConversationRow> = sqlx::query_as(&format!(
                 "SELECT {} FROM conversations",
                 super::rows::CONVERSATION_COLUMNS
