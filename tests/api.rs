@@ -626,6 +626,13 @@ async fn each_view_lists_what_the_policy_allows_in_order_across_pages() {
                 who.username
             );
             assert_eq!(got, expected, "{} {view}", who.username);
+            let (_, counts) = t.get("/api/v1/conversations/counts", token).await;
+            assert_eq!(
+                counts[view],
+                expected.len(),
+                "{} {view} count",
+                who.username
+            );
         }
     }
     t.stop().await;

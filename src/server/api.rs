@@ -236,8 +236,8 @@ async fn list_conversations(
     ))
 }
 
-async fn counts(State(app): State<AppState>, caller: Caller) -> Json<Counts> {
-    Json(app.hub.counts(&caller.0).await)
+async fn counts(State(app): State<AppState>, caller: Caller) -> ApiResult<Json<Counts>> {
+    Ok(Json(app.hub.counts(&caller.0).await?))
 }
 
 async fn get_conversation(

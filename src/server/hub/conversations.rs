@@ -362,25 +362,19 @@ impl Hub {
         Ok(wire::Page { items, next_cursor })
     }
 
-    pub async fn counts(&self, who: &Account) -> wire::Counts {
-        self.read(|st| {
-            let count = |v| {
-                st.conversations
-                    .values()
-                    .filter(|c| in_view(st, who, v, c))
-                    .count()
-            };
-            wire::Counts {
-                mine: count(View::Mine),
-                unclaimed: count(View::Unclaimed),
-                all: if who.is_admin() {
-                    st.conversations.len()
-                } else {
-                    0
-                },
-            }
+    /// How many conversations each view holds for `who`, counted by the views' indexes.
+    pub async fn counts(&self, who: &Account) -> HubResult<wire::Counts> {
+        let pages = self.read(|st| st.pages_waiting_for(who)).await;
+        let count = |list| async { self.db.conversation_count(list).await.map_err(store_error) };
+        Ok(wire::Counts {
+            mine: count(List::AssignedTo(&who.id)).await?,
+            unclaimed: count(List::Waiting(pages.as_deref())).await?,
+            all: if who.is_admin() {
+                count(List::All).await?
+            } else {
+                0
+            },
         })
-        .await
     }
 
     /// Messages before `before` (a message id) in the thread's time order, the newest `limit`,
@@ -667,18 +661,6 @@ impl State {
                 .connections
                 .get(&conv.connection_id)
                 .is_some_and(|conn| routing::is_eligible(self.page_of(conn), &target.id))
-    }
-}
-
-fn in_view(st: &State, who: &Account, view: View, c: &Conversation) -> bool {
-    match view {
-        View::Mine => c.assignee.as_deref() == Some(who.id.as_str()),
-        View::Unclaimed => {
-            c.state == ConvState::Unclaimed
-                && c.status == ConvStatus::Open
-                && st.may_see_conversation(who, c)
-        }
-        View::All => who.is_admin(),
     }
 }
 

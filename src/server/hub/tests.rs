@@ -262,7 +262,7 @@ async fn self_claim_has_one_winner_and_the_loser_learns_who() {
     let c = send(&s.f.hub, &s.conn, "u1", "m1").await;
     assert_eq!(c.state, ConvState::Unclaimed);
     for a in &s.agents {
-        assert_eq!(s.f.hub.counts(a).await.unclaimed, 1);
+        assert_eq!(s.f.hub.counts(a).await.unwrap().unclaimed, 1);
     }
     let won = s.f.hub.claim(&s.agents[1], &c.id).await.unwrap();
     assert_eq!(won.assignee.as_deref(), Some(s.agents[1].id.as_str()));

@@ -24,7 +24,46 @@ pub enum List<'a> {
 /// (`-last_activity_at` for the lists by activity, `waiting_at` for the waiting one).
 pub type After<'a> = Option<(i64, &'a str)>;
 
+/// The `WHERE` condition of a list.
+fn push_filter<'a, DB: sqlx::Database>(q: &mut QueryBuilder<'a, DB>, list: &List<'a>)
+where
+    &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    match list {
+        List::AssignedTo(who) => {
+            q.push("assignee = ").push_bind(*who);
+        }
+        List::All => {
+            q.push("1 = 1");
+        }
+        List::Waiting(pages) => {
+            q.push("state = 'unclaimed' AND status = 'open'");
+            if let Some(pages) = pages {
+                q.push(" AND connection_id IN (");
+                let mut ids = q.separated(", ");
+                for p in pages.iter() {
+                    ids.push_bind(p.as_str());
+                }
+                q.push(")");
+            }
+        }
+    }
+}
+
 impl Db {
+    /// How many conversations `list` holds.
+    pub async fn conversation_count(&self, list: List<'_>) -> Result<usize> {
+        if matches!(list, List::Waiting(Some(pages)) if pages.is_empty()) {
+            return Ok(0);
+        }
+        let n: i64 = crate::on_engine!(readers self, pool => {
+            let mut q = QueryBuilder::new("SELECT COUNT(*) FROM conversations WHERE ");
+            push_filter(&mut q, &list);
+            q.build_query_scalar().fetch_one(pool).await?
+        });
+        Ok(n.max(0) as usize)
+    }
+
     /// Up to `limit` conversations of `list` after `after`, with their unread counts and
     /// assignment history.
     pub async fn conversation_page(
@@ -42,25 +81,7 @@ impl Db {
             let mut q = QueryBuilder::new(format!(
                 "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE "
             ));
-            match &list {
-                List::AssignedTo(who) => {
-                    q.push("assignee = ").push_bind(*who);
-                }
-                List::All => {
-                    q.push("1 = 1");
-                }
-                List::Waiting(pages) => {
-                    q.push("state = 'unclaimed' AND status = 'open'");
-                    if let Some(pages) = pages {
-                        q.push(" AND connection_id IN (");
-                        let mut ids = q.separated(", ");
-                        for p in pages.iter() {
-                            ids.push_bind(p.as_str());
-                        }
-                        q.push(")");
-                    }
-                }
-            }
+            push_filter(&mut q, &list);
             if let Some((key, id)) = after {
                 // By activity the key is -last_activity_at: later in the list is less recent.
                 let (column, key, later) = if by_activity {
