@@ -585,3 +585,84 @@ async fn messages_total(s: &Stack, convs: &[Value]) -> usize {
     }
     n
 }
+
+/// Sends finish together, their outcomes recorded in one transaction: one outcome that can never
+/// be recorded must not hold back the others' (they are recorded one by one then).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_outcome_that_cannot_be_recorded_holds_back_no_other() {
+    const REPLIES: usize = 20;
+    let s = start_stack().await;
+    let users: Vec<String> = (0..REPLIES).map(|i| format!("u{i:02}")).collect();
+    let cust: Vec<(&str, &str, i64)> = users.iter().map(|u| (u.as_str(), "Khách", 0)).collect();
+    s.sim_oa(OA, OA_NAME, &cust).await;
+    assert_eq!(
+        s.connect(OA, "zalo-admin-1", "allow").await.0,
+        StatusCode::OK
+    );
+    let (_, agent_token) = s.t.account("HuongNT256", "agent").await;
+    let conn =
+        s.t.hub
+            .read(|st| st.connections().next().unwrap().clone())
+            .await;
+    s.t.rule("r", &[&conn], &["HuongNT256"], "round_robin")
+        .await;
+    for u in &users {
+        s.customer_says(OA, u, "Alo").await;
+    }
+    let convs = eventually("20 conversations", || async {
+        let c = conversations(&s, &agent_token, "mine").await;
+        (c.len() == REPLIES).then_some(c)
+    })
+    .await;
+    faults::poison_sent(s.t.hub.db(), "KHÔNG-GHI-ĐƯỢC").await;
+    let replies: Vec<_> = convs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            let text = if i == 7 {
+                "KHÔNG-GHI-ĐƯỢC".to_string()
+            } else {
+                format!("Dạ {i}")
+            };
+            let (http, token) = (s.t.http.clone(), agent_token.clone());
+            let url = format!(
+                "{}/api/v1/conversations/{}/reply",
+                s.t.base,
+                c["id"].as_str().unwrap()
+            );
+            tokio::spawn(async move {
+                http.post(url)
+                    .bearer_auth(token)
+                    .json(&json!({"client_key": format!("k{i}"), "text": text}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
+            })
+        })
+        .collect();
+    for r in replies {
+        assert_eq!(r.await.unwrap(), StatusCode::ACCEPTED);
+    }
+    // Every reply reached Zalo once; all outcomes but the poisoned one are recorded (their jobs
+    // are gone), the poisoned one's is retried.
+    eventually("20 sent", || async {
+        (s.sim_get("/sent").await.as_array().unwrap().len() == REPLIES).then_some(())
+    })
+    .await;
+    eventually_explained("19 outcomes recorded", || async {
+        let left = count(s.t.hub.db(), "SELECT COUNT(*) FROM reply_jobs").await;
+        if left == 1 {
+            Ok(())
+        } else {
+            Err(format!(": {left} jobs left"))
+        }
+    })
+    .await;
+    assert_eq!(
+        s.sim_get("/sent").await.as_array().unwrap().len(),
+        REPLIES,
+        "none sent twice"
+    );
+    s.t.stop().await;
+}

@@ -785,6 +785,26 @@ pub mod faults {
         }
     }
 
+    /// A message whose text contains `marker` cannot be marked sent (its send's outcome can
+    /// never be recorded).
+    pub async fn poison_sent(db: &Db, marker: &str) {
+        let sql = match db {
+            Db::Sqlite(_) => format!(
+                "CREATE TRIGGER poison_sent BEFORE UPDATE ON messages \
+                 WHEN NEW.text LIKE '%{marker}%' AND NEW.delivery = 'sent' \
+                 BEGIN SELECT RAISE(ABORT, 'injected write failure'); END;"
+            ),
+            Db::Postgres(_) => format!(
+                "CREATE FUNCTION poison_sent() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+                 IF NEW.text LIKE '%{marker}%' AND NEW.delivery = 'sent' THEN \
+                 RAISE EXCEPTION 'injected write failure'; END IF; RETURN NEW; END $$; \
+                 CREATE TRIGGER poison_sent BEFORE UPDATE ON messages \
+                 FOR EACH ROW EXECUTE FUNCTION poison_sent();"
+            ),
+        };
+        execute(db, &sql).await;
+    }
+
     /// Messages whose text contains `marker` are refused ("injected write failure").
     pub async fn poison_messages(db: &Db, marker: &str) {
         let sql = match db {

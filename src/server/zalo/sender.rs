@@ -91,13 +91,19 @@ async fn record_outcomes(z: Arc<ZaloHub>) {
         }
         let finished: Vec<(OutboundJob, SendOutcome)> =
             waiting.iter().map(|w| w.item.clone()).collect();
-        let result = z
-            .hub
-            .finish_jobs(&finished)
-            .await
-            .map_err(|e| e.to_string());
-        for w in waiting {
-            w.answer(result.clone());
+        match z.hub.finish_jobs(&finished).await {
+            Ok(()) => waiting.into_iter().for_each(|w| w.answer(Ok(()))),
+            // One outcome that cannot be recorded must not hold back the others': each alone.
+            Err(_) if waiting.len() > 1 => {
+                for w in waiting {
+                    let alone = std::slice::from_ref(&w.item);
+                    let result = z.hub.finish_jobs(alone).await.map_err(|e| e.to_string());
+                    w.answer(result);
+                }
+            }
+            Err(e) => waiting
+                .into_iter()
+                .for_each(|w| w.answer(Err(e.to_string()))),
         }
     }
 }
