@@ -1113,7 +1113,8 @@ async fn a_reply_that_keeps_failing_is_given_up_after_eight_tries() {
 
 /// Found moving to SQL: Zalo's echo of a file reply carries no text (a file message has none),
 /// so it was not matched to the reply and showed in the thread as a second message "from OA
-/// Manager"; with Zalo's message ids unique per page, the send then could not be recorded.
+/// Manager"; with Zalo's message ids unique per page, the send then could not be recorded. And a
+/// file reply's text was dropped on the way to Zalo: now refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_reply_and_its_echo_are_one_message() {
     use base64::Engine;
@@ -1121,11 +1122,34 @@ async fn a_file_reply_and_its_echo_are_one_message() {
     let (conv, agent) = connected_page_with_agent(&s).await;
     s.sim_post("/faults", json!({"auto_receipts": true})).await;
     let content = base64::engine::general_purpose::STANDARD.encode(b"%PDF-1.4 bao gia");
+    let reply = format!("/api/v1/conversations/{conv}/reply");
+    // Zalo's file message carries no text: text with a file is refused, not silently dropped,
+    // and nothing of it is kept.
+    let (status, refused) =
+        s.t.post(
+            &reply,
+            &agent,
+            json!({"client_key": "f0", "text": "Dạ em gửi báo giá ạ",
+                   "attachment": {"kind": "file", "name": "bao-gia.pdf", "content_base64": content}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("without text"),
+        "{refused}"
+    );
+    assert_eq!(
+        common::count(s.t.hub.db(), "SELECT COUNT(*) FROM reply_jobs").await,
+        0
+    );
     let (status, m) =
         s.t.post(
-            &format!("/api/v1/conversations/{conv}/reply"),
+            &reply,
             &agent,
-            json!({"client_key": "f1", "text": "Dạ em gửi báo giá ạ",
+            json!({"client_key": "f1", "text": "",
                    "attachment": {"kind": "file", "name": "bao-gia.pdf", "content_base64": content}}),
         )
         .await;

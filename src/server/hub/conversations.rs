@@ -790,6 +790,18 @@ async fn reply(
             "a reply needs text or an attachment".into(),
         ));
     }
+    // Zalo's file message has no text (images and GIFs carry a caption): the text would be lost.
+    if attachment
+        .as_ref()
+        .is_some_and(|a| a.kind == wire::OutboundKind::File)
+        && !text.trim().is_empty()
+    {
+        return Err(HubError::Invalid(
+            "Zalo gửi tệp không kèm chữ — hãy gửi chữ thành tin riêng / a file goes to Zalo \
+             without text: send the text as a reply of its own"
+                .into(),
+        ));
+    }
     let mut conv = match st.conversations.get(conv_id) {
         Some(c)
             if c.state == ConvState::Unclaimed
