@@ -382,10 +382,10 @@ async fn webhook_signatures_and_bad_input() {
     s.t.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn fifty_concurrent_sends_with_an_expired_token_refresh_once() {
-    let s = start_stack().await;
-    let users: Vec<String> = (0..50).map(|i| format!("u{i:02}")).collect();
+/// A connected OA whose `n` customers each wrote once, every conversation assigned to one agent
+/// by a round-robin rule; the agent's token and the conversations.
+async fn conversations_of_one_agent(s: &Stack, n: usize) -> (String, Vec<Value>) {
+    let users: Vec<String> = (0..n).map(|i| format!("u{i:02}")).collect();
     let cust: Vec<(&str, &str, i64)> = users.iter().map(|u| (u.as_str(), "Khách", 0)).collect();
     s.sim_oa(OA, OA_NAME, &cust).await;
     assert_eq!(
@@ -402,11 +402,22 @@ async fn fifty_concurrent_sends_with_an_expired_token_refresh_once() {
     for u in &users {
         s.customer_says(OA, u, "Alo").await;
     }
-    let convs = eventually("50 conversations", || async {
-        let c = conversations(&s, &agent_token, "mine").await;
-        (c.len() == 50).then_some(c)
+    let convs = eventually("every conversation assigned", || async {
+        let c = conversations(s, &agent_token, "mine").await;
+        (c.len() == n).then_some(c)
     })
     .await;
+    (agent_token, convs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn fifty_concurrent_sends_with_an_expired_token_refresh_once() {
+    let s = start_stack().await;
+    let (agent_token, convs) = conversations_of_one_agent(&s, 50).await;
+    let conn =
+        s.t.hub
+            .read(|st| st.connections().next().unwrap().clone())
+            .await;
     let before = s.sim_get("/stats").await["refreshes"].as_u64().unwrap();
     s.sim_post(&format!("/oas/{OA}/expire-tokens"), json!({}))
         .await;
@@ -592,28 +603,7 @@ async fn messages_total(s: &Stack, convs: &[Value]) -> usize {
 async fn an_outcome_that_cannot_be_recorded_holds_back_no_other() {
     const REPLIES: usize = 20;
     let s = start_stack().await;
-    let users: Vec<String> = (0..REPLIES).map(|i| format!("u{i:02}")).collect();
-    let cust: Vec<(&str, &str, i64)> = users.iter().map(|u| (u.as_str(), "Khách", 0)).collect();
-    s.sim_oa(OA, OA_NAME, &cust).await;
-    assert_eq!(
-        s.connect(OA, "zalo-admin-1", "allow").await.0,
-        StatusCode::OK
-    );
-    let (_, agent_token) = s.t.account("HuongNT256", "agent").await;
-    let conn =
-        s.t.hub
-            .read(|st| st.connections().next().unwrap().clone())
-            .await;
-    s.t.rule("r", &[&conn], &["HuongNT256"], "round_robin")
-        .await;
-    for u in &users {
-        s.customer_says(OA, u, "Alo").await;
-    }
-    let convs = eventually("20 conversations", || async {
-        let c = conversations(&s, &agent_token, "mine").await;
-        (c.len() == REPLIES).then_some(c)
-    })
-    .await;
+    let (agent_token, convs) = conversations_of_one_agent(&s, REPLIES).await;
     faults::poison_sent(s.t.hub.db(), "KHÔNG-GHI-ĐƯỢC").await;
     let replies: Vec<_> = convs
         .iter()
