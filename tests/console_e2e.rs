@@ -10,7 +10,7 @@ use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
 use ratatui::backend::{Backend, TestBackend};
 use ratatui::Terminal;
 use serde_json::{json, Value};
-use sop_console::console::{self, app::Msg, view::Theme, Session, Side};
+use sop_console::console::{self, msg::Msg, ui::Theme, Session, Side};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -318,17 +318,18 @@ async fn console_live_claim_reply_restart_and_offline_outbox() {
         .await
         .expect("console quits")
         .unwrap();
-    assert!(app.outbox.is_empty(), "outbox drained");
+    assert!(app.data.outbox.is_empty(), "outbox drained");
     // The replay brought the new customer's conversation, and the console is at the hub's head.
     assert!(
-        app.conversations
+        app.data
+            .conversations
             .values()
             .any(|c| c.customer.user_id == "u2"),
         "the conversation created while cut off arrived through the replay"
     );
 
-    let conv_id = app.open.clone().expect("a conversation is open");
-    let msgs = &app.messages[&conv_id];
+    let conv_id = app.inbox.open.clone().expect("a conversation is open");
+    let msgs = &app.data.messages[&conv_id];
     let texts: Vec<&str> = msgs.iter().map(|m| m.text.as_str()).collect();
     assert!(
         texts.contains(&"Xin chào shop") && texts.contains(&"Sau khi khởi động lại"),
@@ -340,9 +341,7 @@ async fn console_live_claim_reply_restart_and_offline_outbox() {
         Some(sop_console::model::Delivery::Seen)
     );
     let mut terminal = Terminal::new(TestBackend::new(100, 30)).unwrap();
-    terminal
-        .draw(|f| console::view::draw(f, &app, &theme))
-        .unwrap();
+    terminal.draw(|f| app.draw(f, &theme)).unwrap();
     let screen: String = terminal
         .backend()
         .buffer()

@@ -114,8 +114,8 @@ proptest! {
     /// The console's cache is decoded at start; a damaged one must read as "no cache".
     #[test]
     fn cache_records_never_panic_the_decoder(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
-        let _ = postcard::from_bytes::<sop_console::console::app::Snapshot>(&bytes);
-        let _ = serde_json::from_slice::<Vec<sop_console::console::app::OutboxItem>>(&bytes);
+        let _ = postcard::from_bytes::<sop_console::console::data::Snapshot>(&bytes);
+        let _ = serde_json::from_slice::<Vec<sop_console::console::data::OutboxItem>>(&bytes);
     }
 
     /// Zalo's `conversation` rows (history sync) of any shape become a message or are skipped.

@@ -4,7 +4,7 @@
 
 mod sql;
 
-use crate::console::{self, app::Snapshot};
+use crate::console::{self, data::Snapshot};
 use crate::model::*;
 use crate::wire::{EventBody, Frame};
 use crate::zalo::webhook_mac;
@@ -1404,7 +1404,7 @@ pub fn console_measure(dir: &Path) -> Result<()> {
     use ratatui::backend::TestBackend;
     use ratatui::Terminal;
     let baseline = peak_rss_mb();
-    let theme = console::view::Theme {
+    let theme = console::ui::Theme {
         color: true,
         utc_offset_min: 420,
     };
@@ -1421,11 +1421,11 @@ pub fn console_measure(dir: &Path) -> Result<()> {
     );
     let (snapshot, _) = cache.load();
     app.load_snapshot(snapshot.context("no snapshot")?);
-    app.update(console::app::Msg::Net(console::app::NetEvent::Link(
-        console::app::Link::Connected,
+    app.update(console::msg::Msg::Net(console::msg::NetEvent::Link(
+        console::msg::Link::Connected,
     )));
     let mut terminal = Terminal::new(TestBackend::new(80, 24))?;
-    terminal.draw(|f| console::view::draw(f, &app, &theme))?;
+    terminal.draw(|f| app.draw(f, &theme))?;
     let first_frame = ms(t0.elapsed());
     // Reading the same bytes without decoding them: the floor for a cold start.
     let t1 = Instant::now();
@@ -1444,7 +1444,7 @@ pub fn console_measure(dir: &Path) -> Result<()> {
     // Redraws after live events.
     let mut times = vec![];
     for i in 0..100 {
-        let mut c = app.conversations.get("c5").cloned().context("c5")?;
+        let mut c = app.data.conversations.get("c5").cloned().context("c5")?;
         c.last_activity_at += 1;
         c.preview = format!("tin mới {i}");
         let ev = crate::wire::Event {
@@ -1452,11 +1452,11 @@ pub fn console_measure(dir: &Path) -> Result<()> {
             at: now_ms(),
             body: EventBody::Conversation { conversation: c },
         };
-        app.update(console::app::Msg::Net(console::app::NetEvent::Event(
+        app.update(console::msg::Msg::Net(console::msg::NetEvent::Event(
             Box::new(ev),
         )));
         let t = Instant::now();
-        terminal.draw(|f| console::view::draw(f, &app, &theme))?;
+        terminal.draw(|f| app.draw(f, &theme))?;
         times.push(ms(t.elapsed()));
     }
     times.sort_by(f64::total_cmp);
@@ -1467,7 +1467,7 @@ pub fn console_measure(dir: &Path) -> Result<()> {
         now_ms(),
     );
     let t = Instant::now();
-    terminal.draw(|f| console::view::draw(f, &empty_app, &theme))?;
+    terminal.draw(|f| empty_app.draw(f, &theme))?;
     let empty_draw = ms(t.elapsed());
     println!(
         "{}",

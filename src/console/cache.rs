@@ -2,7 +2,7 @@
 //! opens instantly and works read-only offline, and the outbox, so a reply typed offline survives
 //! a restart and is sent exactly once (the hub dedupes by client key).
 
-use super::app::{OutboxItem, Snapshot};
+use super::data::{OutboxItem, Snapshot};
 use crate::store::{Batch, SledStore, Store, StoreExt};
 use anyhow::Result;
 use sha2::Digest;

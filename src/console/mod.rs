@@ -3,15 +3,22 @@
 //! messages. It redraws only when something changed.
 
 pub mod app;
+mod bars;
 pub mod cache;
+pub mod component;
+pub mod data;
 pub mod i18n;
 pub mod inbox;
 pub mod keymap;
+pub mod msg;
 pub mod net;
-pub mod view;
+pub mod popups;
+pub mod tabs;
+pub mod ui;
 
 use anyhow::{Context, Result};
-use app::{App, Effect, Msg};
+use app::App;
+use msg::{Effect, Msg};
 use ratatui::backend::Backend;
 use ratatui::Terminal;
 use std::io::Write;
@@ -120,13 +127,15 @@ pub fn prepare(opts: &Options, now: crate::model::Ms) -> (App, Option<cache::Cac
                 if let Some(s) = snapshot {
                     app.load_snapshot(s);
                 }
-                app.outbox = outbox;
+                app.data.outbox = outbox;
                 cache = Some(c);
             }
-            Ok(cache::Opened::Locked) => app.cache_note = Some(app.s().no_cache.to_string()),
+            Ok(cache::Opened::Locked) => {
+                app.data.cache_note = Some(app.data.s().no_cache.to_string())
+            }
             Err(e) => {
                 tracing::warn!("cache unavailable: {e:#}");
-                app.cache_note = Some(format!("cache: {e}"));
+                app.data.cache_note = Some(format!("cache: {e}"));
             }
         }
     }
@@ -161,7 +170,7 @@ pub async fn run_loop<B: Backend>(
     terminal: &mut Terminal<B>,
     session: Session,
     side: &mut dyn Side,
-    theme: view::Theme,
+    theme: ui::Theme,
 ) -> Result<App>
 where
     B::Error: Send + Sync + 'static,
@@ -173,7 +182,7 @@ where
         tx,
         mut rx,
     } = session;
-    let since = (app.last_seq > 0).then_some(app.last_seq);
+    let since = (app.data.last_seq > 0).then_some(app.data.last_seq);
     let stream = tokio::spawn(net::run_stream(api.clone(), since, tx.clone()));
     let ticker = {
         let tx = tx.clone();
@@ -189,9 +198,9 @@ where
     };
     let mut last_saved = std::time::Instant::now();
     let mut snapshot_dirty = false;
-    terminal.draw(|f| view::draw(f, &app, &theme))?;
+    terminal.draw(|f| app.draw(f, &theme))?;
     while let Some(msg) = rx.recv().await {
-        let outbox_before = app.outbox.len();
+        let outbox_before = app.data.outbox.len();
         let data_msg = matches!(msg, Msg::Net(_));
         let effects = app.update(msg);
         snapshot_dirty |= data_msg;
@@ -206,7 +215,7 @@ where
                 Effect::Copy(text) => side.copy(&text),
                 Effect::OpenEditor(text) => {
                     if let Some(edited) = side.edit(&text) {
-                        let _ = tx.send(Msg::Net(app::NetEvent::EditorDone(edited)));
+                        let _ = tx.send(Msg::Net(msg::NetEvent::EditorDone(edited)));
                     }
                     terminal.clear()?;
                     app.dirty = true;
@@ -215,13 +224,13 @@ where
             }
         }
         if let Some(c) = &cache {
-            if app.outbox.len() != outbox_before {
-                if let Err(e) = c.save_outbox(&app.outbox) {
+            if app.data.outbox.len() != outbox_before {
+                if let Err(e) = c.save_outbox(&app.data.outbox) {
                     tracing::error!("cannot save the outbox: {e:#}");
                 }
             }
             if snapshot_dirty && (quit || last_saved.elapsed().as_secs() >= 5) {
-                if let Err(e) = c.save_snapshot(&app.snapshot()) {
+                if let Err(e) = c.save_snapshot(&app.data.snapshot()) {
                     tracing::warn!("cannot save the cache: {e:#}");
                 }
                 snapshot_dirty = false;
@@ -232,15 +241,15 @@ where
             break;
         }
         if app.dirty {
-            terminal.draw(|f| view::draw(f, &app, &theme))?;
+            terminal.draw(|f| app.draw(f, &theme))?;
             app.dirty = false;
         }
     }
     stream.abort();
     ticker.abort();
     if let Some(c) = &cache {
-        let _ = c.save_snapshot(&app.snapshot());
-        let _ = c.save_outbox(&app.outbox);
+        let _ = c.save_snapshot(&app.data.snapshot());
+        let _ = c.save_outbox(&app.data.outbox);
     }
     Ok(app)
 }
@@ -271,7 +280,7 @@ pub async fn run_with_side(opts: Options, side: &mut dyn Side) -> Result<()> {
     let session = Session::new(&opts, crate::model::now_ms());
     if let Some(e) = unreachable {
         // Offline is fine with cached data to show; without it there is nothing to open.
-        if session.app.me.is_none() {
+        if session.app.data.me.is_none() {
             anyhow::bail!("cannot reach the hub at {}: {e}", opts.server);
         }
         tracing::warn!("starting offline with cached data: {e}");
@@ -283,7 +292,7 @@ pub async fn run_with_side(opts: Options, side: &mut dyn Side) -> Result<()> {
     terminal.clear()?;
     input::spawn(tx.clone());
     spawn_signals(tx.clone());
-    let theme = view::Theme {
+    let theme = ui::Theme {
         color: opts.color,
         utc_offset_min: local_offset_min(),
     };

@@ -2,7 +2,8 @@
 //! the last seen sequence and reconnect with backoff and jitter. They only send messages to the
 //! state owner; nothing here touches the screen.
 
-use super::app::{ApiCall, Link, Msg, NetEvent, Snapshot};
+use super::data::Snapshot;
+use super::msg::{ApiCall, Link, Msg, NetEvent};
 use crate::model::*;
 use crate::wire::{self, ConnectionView, ErrorBody, Frame, OutboundAttachment, OutboundKind};
 use base64::Engine;

@@ -2,9 +2,16 @@
 //! 80×24 and 120×40, with hostile customer text.
 
 use super::app::*;
+use super::data::*;
 use super::i18n::Lang;
-use super::keymap::Keymap;
-use super::view::{self, Theme};
+use super::keymap::{Action, Keymap};
+use super::msg::*;
+use super::popups::add_connection::AddStep;
+use super::popups::rule_editor::RuleEditor;
+use super::popups::Modal;
+use super::tabs::inbox::{in_view, Focus};
+use super::tabs::Tab;
+use super::ui::Theme;
 use crate::model::*;
 use crate::wire::{AuthorizeResponse, ConnectionView, Event, EventBody, TransferTarget, View};
 use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
@@ -178,9 +185,9 @@ fn agent_app() -> App {
         head: 10,
         dead_webhooks: 0,
     });
-    app.link = Link::Connected;
-    app.live = true;
-    app.messages.insert(
+    app.data.link = Link::Connected;
+    app.data.live = true;
+    app.data.messages.insert(
         "c1".into(),
         vec![
             message(
@@ -227,17 +234,20 @@ fn agent_app() -> App {
 
 fn admin_app() -> App {
     let mut app = agent_app();
-    app.me = Some(account("a1", "CuongLM", Role::Admin));
-    app.accounts
+    app.data.me = Some(account("a1", "CuongLM", Role::Admin));
+    app.data
+        .accounts
         .insert("a1".into(), account("a1", "CuongLM", Role::Admin));
     for (id, username, role) in [
         ("a2", "HuongNT256", Role::Agent),
         ("a3", "QueCT3", Role::Agent),
         ("a4", "TriLM22", Role::Agent),
     ] {
-        app.accounts.insert(id.into(), account(id, username, role));
+        app.data
+            .accounts
+            .insert(id.into(), account(id, username, role));
     }
-    app.connections.insert(
+    app.data.connections.insert(
         "p2".into(),
         connection(
             "p2",
@@ -270,7 +280,7 @@ fn typed(app: &mut App, text: &str) {
 
 fn render(app: &App, w: u16, h: u16) -> String {
     let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
-    t.draw(|f| view::draw(f, app, &THEME)).unwrap();
+    t.draw(|f| app.draw(f, &THEME)).unwrap();
     let buf = t.backend().buffer();
     let mut out = String::new();
     for y in 0..h {
@@ -299,18 +309,18 @@ fn no_escapes(screen: &str) {
 fn claim_acts_on_the_selected_conversation_and_the_loser_sees_the_winner() {
     let mut app = agent_app();
     app.update(ch('u'));
-    assert_eq!(app.view, View::Unclaimed);
+    assert_eq!(app.inbox.view, View::Unclaimed);
     let fx = app.update(ch('c'));
     // Unclaimed is sorted by waiting time: c2 has waited 30 minutes. It is opened and claimed.
     assert!(
         matches!(&fx[..], [Effect::Api(ApiCall::LoadMessages { id: open, .. }), Effect::Api(ApiCall::Claim(id))] if id == "c2" && open == "c2"),
         "{fx:?}"
     );
-    assert_eq!(app.open.as_deref(), Some("c2"));
+    assert_eq!(app.inbox.open.as_deref(), Some("c2"));
     app.update(Msg::Net(NetEvent::ClaimLost {
         winner: Some("Cao Thị Quế (QueCT3)".into()),
     }));
-    assert!(app.notice.as_deref().unwrap().contains("QueCT3"));
+    assert!(app.data.notice.as_deref().unwrap().contains("QueCT3"));
 }
 
 /// Seen in the demo: `c` on the list claimed the selected customer, who then left *Chưa ai nhận*;
@@ -328,7 +338,7 @@ fn a_reply_goes_to_the_conversation_on_screen() {
         "{fx:?}"
     );
     // The claim lands: c2 is mine now and leaves the unclaimed view.
-    let mut claimed = app.conversations.get("c2").unwrap().clone();
+    let mut claimed = app.data.conversations.get("c2").unwrap().clone();
     claimed.state = ConvState::Assigned;
     claimed.assignee = Some("a2".into());
     let body = EventBody::Conversation {
@@ -350,9 +360,11 @@ fn a_reply_goes_to_the_conversation_on_screen() {
     // From the list, `r` answers the selected conversation even when another is still open.
     app.update(key(KeyCode::Esc));
     app.update(ch('u'));
-    assert_eq!(app.focus, Focus::List);
+    assert_eq!(app.inbox.focus, Focus::List);
     assert_eq!(
-        app.selected_conversation().map(|c| c.id.as_str()),
+        app.inbox
+            .selected_conversation(&app.data)
+            .map(|c| c.id.as_str()),
         Some("c3")
     );
     app.update(ch('r'));
@@ -368,9 +380,9 @@ fn a_reply_goes_to_the_conversation_on_screen() {
 fn reply_flow_normalises_text_and_queues_it_in_the_outbox() {
     let mut app = agent_app();
     app.update(key(KeyCode::Enter));
-    assert_eq!(app.open.as_deref(), Some("c1"));
+    assert_eq!(app.inbox.open.as_deref(), Some("c1"));
     app.update(ch('r'));
-    assert_eq!(app.focus, Focus::Composer);
+    assert_eq!(app.inbox.focus, Focus::Composer);
     typed(&mut app, "Tie\u{302}\u{301}ng Vie\u{323}\u{302}t q");
     let fx = app.update(key(KeyCode::Enter));
     let [Effect::Api(ApiCall::Reply(item))] = &fx[..] else {
@@ -378,8 +390,8 @@ fn reply_flow_normalises_text_and_queues_it_in_the_outbox() {
     };
     assert_eq!(item.text, "Tiếng Việt q");
     assert_eq!(item.conversation_id, "c1");
-    assert_eq!(app.outbox.len(), 1);
-    assert_eq!(app.composer.value(), "");
+    assert_eq!(app.data.outbox.len(), 1);
+    assert_eq!(app.inbox.composer.value(), "");
     // The hub's echo of the message clears the outbox.
     let mut m = message(
         "m9",
@@ -395,22 +407,22 @@ fn reply_flow_normalises_text_and_queues_it_in_the_outbox() {
         at: NOW,
         body: EventBody::Message { message: m },
     }))));
-    assert!(app.outbox.is_empty());
-    assert_eq!(app.last_seq, 11);
+    assert!(app.data.outbox.is_empty());
+    assert_eq!(app.data.last_seq, 11);
 }
 
 #[test]
 fn a_reply_typed_offline_waits_and_goes_when_the_link_returns() {
     let mut app = agent_app();
-    app.link = Link::Reconnecting {
+    app.data.link = Link::Reconnecting {
         retry_at: NOW + 3000,
     };
     app.update(key(KeyCode::Enter));
     app.update(ch('r'));
     typed(&mut app, "offline");
     app.update(key(KeyCode::Enter));
-    assert!(app.notice.as_deref().unwrap().contains("ngoại tuyến"));
-    assert_eq!(app.outbox.len(), 1);
+    assert!(app.data.notice.as_deref().unwrap().contains("ngoại tuyến"));
+    assert_eq!(app.data.outbox.len(), 1);
     let fx = app.update(Msg::Net(NetEvent::Link(Link::Connected)));
     let replies = fx
         .iter()
@@ -426,15 +438,15 @@ fn over_long_replies_are_refused_before_sending() {
     app.update(ch('r'));
     app.update(Msg::Term(TermEvent::Paste("a".repeat(2001))));
     assert!(app.update(key(KeyCode::Enter)).is_empty());
-    assert!(app.notice.as_deref().unwrap().contains("2001/2000"));
+    assert!(app.data.notice.as_deref().unwrap().contains("2001/2000"));
 }
 
 #[test]
 fn urgent_jumps_to_the_unclaimed_waiting_longest() {
     let mut app = agent_app();
     let fx = app.update(ch('g'));
-    assert_eq!(app.view, View::Unclaimed);
-    assert_eq!(app.open.as_deref(), Some("c2"));
+    assert_eq!(app.inbox.view, View::Unclaimed);
+    assert_eq!(app.inbox.open.as_deref(), Some("c2"));
     assert!(fx
         .iter()
         .any(|e| matches!(e, Effect::Api(ApiCall::LoadMessages { id, .. }) if id == "c2")));
@@ -459,7 +471,7 @@ fn bell_on_new_unclaimed_in_my_rules_and_new_messages_in_mine_but_not_during_rep
         },
     ));
     assert!(fx.iter().any(|e| matches!(e, Effect::Bell)));
-    app.live = false;
+    app.data.live = false;
     let fx = app.update(ev(
         13,
         EventBody::Conversation {
@@ -582,7 +594,7 @@ fn rule_editor_refuses_unknown_members_and_confirms_history_sharing() {
 fn help_and_palette_come_from_the_keymap() {
     let mut app = agent_app();
     app.update(ch('?'));
-    assert!(matches!(app.modal, Some(Modal::Help)));
+    assert!(matches!(app.modal, Some(Modal::Help(_))));
     app.update(key(KeyCode::Esc));
     app.update(ch(':'));
     typed(&mut app, "nhận chat");
@@ -594,16 +606,26 @@ fn help_and_palette_come_from_the_keymap() {
 }
 
 #[test]
+fn every_action_is_in_the_help_of_exactly_one_component() {
+    let entries = help_entries();
+    for (a, name) in super::keymap::ALL_ACTIONS {
+        let n = entries.iter().filter(|e| *e == a).count();
+        assert_eq!(n, 1, "{name} is listed {n} times in the help");
+    }
+    assert_eq!(entries.len(), super::keymap::ALL_ACTIONS.len());
+}
+
+#[test]
 fn filter_narrows_the_list() {
     let mut app = agent_app();
     app.update(ch('u'));
     app.update(ch('/'));
     typed(&mut app, "bình");
     app.update(key(KeyCode::Enter));
-    assert_eq!(app.visible().len(), 1);
-    assert_eq!(app.visible()[0].id, "c3");
+    assert_eq!(app.inbox.visible(&app.data).len(), 1);
+    assert_eq!(app.inbox.visible(&app.data)[0].id, "c3");
     app.update(key(KeyCode::Esc));
-    assert_eq!(app.visible().len(), 2);
+    assert_eq!(app.inbox.visible(&app.data).len(), 2);
 }
 
 #[test]
@@ -635,7 +657,10 @@ fn threads_read_in_the_customers_time_order_whatever_order_they_arrive_in() {
             message: message("m20", "c9", Direction::Inbound, "older", None, 50),
         },
     }))));
-    let texts: Vec<&str> = app.messages["c9"].iter().map(|m| m.text.as_str()).collect();
+    let texts: Vec<&str> = app.data.messages["c9"]
+        .iter()
+        .map(|m| m.text.as_str())
+        .collect();
     assert_eq!(texts, ["older", "09:56", "09:57", "09:58", "09:59"]);
 }
 
@@ -651,7 +676,7 @@ fn history_replies_without_a_staff_name_show_the_page() {
         1,
     );
     m.sender_name = String::new();
-    app.messages.get_mut("c1").unwrap().push(m);
+    app.data.messages.get_mut("c1").unwrap().push(m);
     app.update(key(KeyCode::Enter));
     let screen = render(&app, 120, 40);
     assert!(
@@ -725,27 +750,32 @@ fn transfer_offers_the_targets_the_hub_lists_with_completion() {
     typed(&mut app, "QueCT3");
     assert!(app.update(key(KeyCode::Enter)).is_empty());
     assert!(app.modal.is_some());
-    assert!(app.notice.as_deref().unwrap_or("").contains("QueCT3"));
+    assert!(app.data.notice.as_deref().unwrap_or("").contains("QueCT3"));
 }
 
 #[test]
 fn conversations_that_leave_my_sight_leave_the_console() {
     let mut app = agent_app();
     app.update(ch('u'));
-    assert_eq!(app.visible().len(), 2);
-    let mut rule = app.rules["r1"].clone();
+    assert_eq!(app.inbox.visible(&app.data).len(), 2);
+    let mut rule = app.data.rules["r1"].clone();
     rule.members.retain(|m| m != "a2");
     let ev = |seq, body| Msg::Net(NetEvent::Event(Box::new(Event { seq, at: NOW, body })));
     app.update(ev(11, EventBody::Rule { rule }));
-    let c3 = app.conversations.get("c3").unwrap().clone();
+    let c3 = app.data.conversations.get("c3").unwrap().clone();
     app.update(ev(12, EventBody::Conversation { conversation: c3 }));
-    let ids: Vec<&str> = app.visible().iter().map(|c| c.id.as_str()).collect();
+    let ids: Vec<&str> = app
+        .inbox
+        .visible(&app.data)
+        .iter()
+        .map(|c| c.id.as_str())
+        .collect();
     assert_eq!(ids, ["c2"], "c3 was dropped once the hub said so");
     // Handed over to a colleague: gone from Mine, messages too.
-    let mut c1 = app.conversations.get("c1").unwrap().clone();
+    let mut c1 = app.data.conversations.get("c1").unwrap().clone();
     c1.assignee = Some("a3".into());
     app.update(ev(13, EventBody::Conversation { conversation: c1 }));
-    assert!(app.conversations.get("c1").is_none() && !app.messages.contains_key("c1"));
+    assert!(app.data.conversations.get("c1").is_none() && !app.data.messages.contains_key("c1"));
 }
 
 #[test]
@@ -767,7 +797,7 @@ fn a_reply_the_hub_did_not_answer_is_retried_with_backoff_and_shown_pending() {
         })
     };
     app.update(deferred());
-    let retry_at = app.outbox[0].retry_at.expect("a retry is scheduled");
+    let retry_at = app.data.outbox[0].retry_at.expect("a retry is scheduled");
     assert!(
         (NOW + 750..=NOW + 1_250).contains(&retry_at),
         "{}",
@@ -790,7 +820,7 @@ fn a_reply_the_hub_did_not_answer_is_retried_with_backoff_and_shown_pending() {
     );
     // The next failure waits longer.
     app.update(deferred());
-    let second = app.outbox[0].retry_at.unwrap() - retry_at;
+    let second = app.data.outbox[0].retry_at.unwrap() - retry_at;
     assert!((1_500..=2_500).contains(&second), "{second}");
     app.update(Msg::Net(NetEvent::ReplyAccepted {
         client_key: key_sent.clone(),
@@ -803,7 +833,7 @@ fn a_reply_the_hub_did_not_answer_is_retried_with_backoff_and_shown_pending() {
             0,
         )),
     }));
-    assert!(app.outbox.is_empty());
+    assert!(app.data.outbox.is_empty());
 }
 
 fn loads(fx: &[Effect]) -> Vec<&str> {
@@ -861,7 +891,7 @@ fn the_thread_pane_follows_the_cursor_loading_one_thread_at_a_time() {
     assert!(render(&app, 80, 24).contains("Còn phòng trống không?"));
     // Enter moves focus into the thread.
     app.update(key(KeyCode::Enter));
-    assert_eq!(app.focus, Focus::Conversation);
+    assert_eq!(app.inbox.focus, Focus::Conversation);
 }
 
 #[test]
@@ -872,7 +902,12 @@ fn filter_ignores_accents_and_case_as_agents_type() {
         app.update(ch('/'));
         typed(&mut app, typed_text);
         app.update(key(KeyCode::Enter));
-        let ids: Vec<&str> = app.visible().iter().map(|c| c.id.as_str()).collect();
+        let ids: Vec<&str> = app
+            .inbox
+            .visible(&app.data)
+            .iter()
+            .map(|c| c.id.as_str())
+            .collect();
         assert_eq!(ids, ["c3"], "{typed_text:?}");
         app.update(key(KeyCode::Esc));
     }
@@ -880,7 +915,7 @@ fn filter_ignores_accents_and_case_as_agents_type() {
     app.update(ch('/'));
     typed(&mut app, "tran van");
     app.update(key(KeyCode::Enter));
-    assert_eq!(app.visible().len(), 1, "Trần Văn An");
+    assert_eq!(app.inbox.visible(&app.data).len(), 1, "Trần Văn An");
 }
 
 // ----- snapshots -----
@@ -914,7 +949,7 @@ fn snapshot_composer() {
 #[test]
 fn snapshot_connections_and_rules() {
     let mut app = admin_app();
-    app.dead_webhooks = 2;
+    app.data.dead_webhooks = 2;
     app.update(ch('2'));
     both_sizes("connections", &app);
     app.update(ch('3'));
@@ -946,7 +981,7 @@ fn snapshot_add_connection_steps() {
 fn snapshot_rule_editor_and_confirmation() {
     let mut app = admin_app();
     app.tab = Tab::Rules;
-    let rule = app.rules["r1"].clone();
+    let rule = app.data.rules["r1"].clone();
     let mut ed = RuleEditor::from_rule(
         &rule,
         vec!["HuongNT256".into(), "QueCT3".into(), "TriLM22".into()],
@@ -967,8 +1002,8 @@ fn snapshot_long_vietnamese_names_at_80_columns() {
         "Công ty Trách nhiệm Hữu hạn Dịch vụ Tư vấn Pháp lý và Đầu tư Thành Đồng Miền Nam";
     let long_rule =
         "Chia chat cho nhóm chăm sóc khách hàng doanh nghiệp khu vực Thành phố Hồ Chí Minh";
-    app.connections.get_mut("p1").unwrap().name = long_page.into();
-    app.rules.get_mut("r1").unwrap().name = long_rule.into();
+    app.data.connections.get_mut("p1").unwrap().name = long_page.into();
+    app.data.rules.get_mut("r1").unwrap().name = long_rule.into();
     app.update(ch('2'));
     let screen = render(&app, 80, 24);
     // The rule is named once on the card, and wrapped lines keep the card's indentation.
@@ -984,7 +1019,7 @@ fn snapshot_long_vietnamese_names_at_80_columns() {
         );
     }
     both_sizes("connections_long_names", &app);
-    let rule = app.rules["r1"].clone();
+    let rule = app.data.rules["r1"].clone();
     let mut ed = RuleEditor::from_rule(&rule, vec!["HuongNT256".into()]);
     ed.old = OldConversations::All;
     app.tab = Tab::Rules;
@@ -1004,7 +1039,7 @@ fn snapshot_long_vietnamese_names_at_80_columns() {
 #[test]
 fn snapshot_help_and_too_small() {
     let mut app = agent_app();
-    app.modal = Some(Modal::Help);
+    app.run_action(Action::Help);
     both_sizes("help", &app);
     app.modal = None;
     let screen = render(&app, 50, 12);
@@ -1014,11 +1049,11 @@ fn snapshot_help_and_too_small() {
 #[test]
 fn snapshot_english_and_offline() {
     let mut app = agent_app();
-    app.lang = Lang::En;
-    app.link = Link::Reconnecting {
+    app.data.lang = Lang::En;
+    app.data.link = Link::Reconnecting {
         retry_at: NOW + 4_000,
     };
-    app.link_lost_at = Some(NOW - 1_000);
+    app.data.link_lost_at = Some(NOW - 1_000);
     app.update(key(KeyCode::Enter));
     let screen = render(&app, 80, 24);
     assert!(screen.contains("Reconnecting in 4s"), "{screen}");
@@ -1031,9 +1066,9 @@ fn the_status_line_tells_a_blip_from_being_offline_on_cached_data() {
     let reconnecting = |at| Msg::Net(NetEvent::Link(Link::Reconnecting { retry_at: at }));
     // Started with the hub unreachable: the cache is all there is.
     let mut app = agent_app();
-    app.link = Link::Connecting;
+    app.data.link = Link::Connecting;
     app.update(reconnecting(NOW + 2_000));
-    assert!(app.showing_cached_data());
+    assert!(app.data.showing_cached_data());
     assert!(
         status(&app).contains("Ngoại tuyến — dữ liệu đã lưu · ↻ 2s"),
         "{}",
@@ -1043,7 +1078,7 @@ fn the_status_line_tells_a_blip_from_being_offline_on_cached_data() {
     app.update(Msg::Net(NetEvent::Link(Link::Connected)));
     assert!(status(&app).contains("✓ Đã kết nối"), "{}", status(&app));
     app.update(reconnecting(NOW + 1_000));
-    assert!(!app.showing_cached_data());
+    assert!(!app.data.showing_cached_data());
     assert!(
         status(&app).contains("Đang kết nối lại sau 1s"),
         "{}",
@@ -1052,7 +1087,7 @@ fn the_status_line_tells_a_blip_from_being_offline_on_cached_data() {
     // Still down half a minute later: offline.
     app.update(Msg::Tick(NOW + OFFLINE_AFTER_MS));
     app.update(reconnecting(NOW + OFFLINE_AFTER_MS + 8_000));
-    assert!(app.showing_cached_data());
+    assert!(app.data.showing_cached_data());
     assert!(
         status(&app).contains("Ngoại tuyến — dữ liệu đã lưu · ↻ 8s"),
         "{}",
@@ -1101,9 +1136,9 @@ proptest::proptest! {
     ) {
         let mut app = agent_app();
         if admin {
-            app.me = Some(account("a1", "CuongLM", Role::Admin));
+            app.data.me = Some(account("a1", "CuongLM", Role::Admin));
         }
-        app.conversations.clear();
+        app.data.conversations.clear();
         for op in ops {
             match op {
                 InboxOp::Upsert { id, state, assignee, done, minutes_ago, waited, active, page } => {
@@ -1115,23 +1150,24 @@ proptest::proptest! {
                     c.connection_id = format!("p{page}");
                     c.waiting_since = c.waiting_since.map(|_| NOW - waited * 60_000);
                     c.last_activity_at = NOW - active * 60_000;
-                    app.conversations.insert(c);
+                    app.data.conversations.insert(c);
                 }
                 InboxOp::RemovePage(page) => {
                     let page = format!("p{page}");
-                    app.conversations.retain(|c| c.connection_id != page);
+                    app.data.conversations.retain(|c| c.connection_id != page);
                 }
             }
         }
-        app.filter = filter.map(tui_input::Input::new);
+        app.inbox.filter = filter.map(tui_input::Input::new);
         for view in [View::Mine, View::Unclaimed, View::All] {
-            app.view = view;
+            app.inbox.view = view;
             // The reference: scan everything, keep what the view shows, sort by the hub's order.
-            let needle = app.filter.as_ref().map(|f| f.value().to_string()).unwrap_or_default();
+            let needle = app.inbox.filter.as_ref().map(|f| f.value().to_string()).unwrap_or_default();
             let mut expected: Vec<&Conversation> = app
+                .data
                 .conversations
                 .values()
-                .filter(|c| app.in_view(view, c))
+                .filter(|c| in_view(&app.data, view, c))
                 .filter(|c| c.customer.display_name.to_lowercase().contains(&needle) || c.customer.user_id.contains(&needle) || c.preview.to_lowercase().contains(&needle))
                 .collect();
             if view == View::Unclaimed {
@@ -1140,15 +1176,15 @@ proptest::proptest! {
                 expected.sort_by_key(|c| (std::cmp::Reverse(c.last_activity_at), c.id.clone()));
             }
             let expected_ids: Vec<&str> = expected.iter().map(|c| c.id.as_str()).collect();
-            let all: Vec<&str> = app.visible().iter().map(|c| c.id.as_str()).collect();
+            let all: Vec<&str> = app.inbox.visible(&app.data).iter().map(|c| c.id.as_str()).collect();
             proptest::prop_assert_eq!(&all, &expected_ids, "{:?}", view);
-            let (window, len) = app.visible_window(start, count);
+            let (window, len) = app.inbox.visible_window(&app.data, start, count);
             proptest::prop_assert_eq!(len, expected_ids.len());
             let got: Vec<&str> = window.iter().map(|c| c.id.as_str()).collect();
             let slice: Vec<&str> = expected_ids.iter().skip(start).take(count).copied().collect();
             proptest::prop_assert_eq!(got, slice, "{:?}", view);
             if needle.is_empty() {
-                proptest::prop_assert_eq!(app.count(view), expected_ids.len());
+                proptest::prop_assert_eq!(app.data.count(view), expected_ids.len());
             }
         }
     }
@@ -1172,7 +1208,7 @@ fn cache_keeps_the_snapshot_and_the_outbox_across_restarts() {
         let super::cache::Opened::Ready(c) = super::cache::Cache::open(&dir).unwrap() else {
             panic!("locked")
         };
-        c.save_snapshot(&app.snapshot()).unwrap();
+        c.save_snapshot(&app.data.snapshot()).unwrap();
         c.save_outbox(&outbox).unwrap();
         // A second console of the same user runs without the cache.
         assert!(matches!(
