@@ -19,12 +19,12 @@ async fn a_new_database_reaches_the_latest_schema_on_both_engines() {
     for url in databases().await {
         let db = Db::open(&url).await.unwrap();
         let applied = db.applied_migrations().await.unwrap();
-        assert_eq!(applied, vec![1, 2], "{}", db.engine_name());
+        assert_eq!(applied, vec![1, 2, 3], "{}", db.engine_name());
         assert_eq!(db.event_head().await.unwrap(), 0);
         db.close().await;
         // Opening again migrates nothing and finds the store sound.
         let again = Db::open(&url).await.unwrap();
-        assert_eq!(again.applied_migrations().await.unwrap(), vec![1, 2]);
+        assert_eq!(again.applied_migrations().await.unwrap(), vec![1, 2, 3]);
         again.close().await;
     }
 }
@@ -41,13 +41,13 @@ async fn three_hubs_starting_together_on_an_empty_database_migrate_it_once() {
         hubs.push(open.await.unwrap().expect("every hub starts"));
     }
     for db in &hubs {
-        assert_eq!(db.applied_migrations().await.unwrap(), vec![1, 2]);
+        assert_eq!(db.applied_migrations().await.unwrap(), vec![1, 2, 3]);
     }
 }
 
 /// A database left at the first schema version, with a page, a conversation and a reply waiting
 /// to be sent as that version stored them, reaches the latest when a hub opens it; the hub finds
-/// it all, the reply still to send.
+/// it all, the reply still to send, and search finds the message and the customer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_from_the_first_migration_reaches_the_latest() {
     for url in databases().await {
@@ -96,7 +96,11 @@ async fn a_database_from_the_first_migration_reaches_the_latest() {
         db.close().await;
 
         let db = Arc::new(Db::open(&url).await.unwrap());
-        assert_eq!(db.applied_migrations().await.unwrap(), vec![1, 2], "{url}");
+        assert_eq!(
+            db.applied_migrations().await.unwrap(),
+            vec![1, 2, 3],
+            "{url}"
+        );
         let hub = Hub::open(db.clone(), &temp_dir("upgraded"), 1_000)
             .await
             .unwrap();
@@ -109,6 +113,17 @@ async fn a_database_from_the_first_migration_reaches_the_latest() {
         assert_eq!(jobs.len(), 1, "the waiting reply is still to send");
         let unsent = "SELECT COUNT(*) FROM reply_jobs WHERE message_id = 'm1' AND sending = 0";
         assert_eq!(count(&db, unsent).await, 1, "not marked as being sent");
+        // What was stored before search existed is found by it (migration 3 and the fill).
+        let terms = sop_console::store::sql::search::terms("da em chao");
+        let found = db.search_messages(&terms, None, 10).await.unwrap();
+        assert_eq!(found.len(), 1, "{url}: the old message is found");
+        assert_eq!(found[0].1.id, "m1");
+        let terms = sop_console::store::sql::search::terms("vo thi");
+        assert_eq!(
+            db.search_customers(&terms, 10).await.unwrap(),
+            ["c1"],
+            "{url}"
+        );
         hub.shutdown().await;
     }
 }

@@ -32,6 +32,7 @@ pub fn routes() -> Router<AppState> {
             get(get_rule).put(update_rule).delete(delete_rule),
         )
         .route("/webhooks/dead", get(dead_webhooks))
+        .route("/search", get(search))
         .route("/conversations", get(list_conversations))
         .route("/conversations/counts", get(counts))
         .route("/conversations/{id}", get(get_conversation))
@@ -253,6 +254,25 @@ async fn get_conversation(
 struct MessagesQuery {
     before: Option<String>,
     limit: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    q: String,
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn search(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<SearchQuery>,
+) -> ApiResult<Json<crate::wire::Page<crate::wire::SearchHit>>> {
+    Ok(Json(
+        app.hub
+            .search(&caller.0, &q.q, q.cursor.as_deref(), q.limit.unwrap_or(20))
+            .await?,
+    ))
 }
 
 async fn list_messages(

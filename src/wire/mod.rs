@@ -229,6 +229,14 @@ pub struct Page<T> {
     pub next_cursor: Option<String>,
 }
 
+/// One answer of `GET /search`: a conversation found by its customer (`message` is None) or by
+/// one of its messages.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SearchHit {
+    pub conversation: crate::model::Conversation,
+    pub message: Option<crate::model::Message>,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Counts {
     pub mine: usize,

@@ -23,6 +23,7 @@ mod conversations;
 mod health;
 mod import;
 mod metrics;
+mod search;
 mod webhooks;
 
 pub use conversations::{Inbound, Ingested, OutboundJob, SendOutcome};
@@ -863,7 +864,7 @@ impl State {
     }
 
     /// The page as routing and visibility see it.
-    fn page_by_id(&self, conn_id: &str) -> Option<Page<'_>> {
+    pub fn page_by_id(&self, conn_id: &str) -> Option<Page<'_>> {
         self.connections.get(conn_id).map(|c| self.page_of(c))
     }
 

@@ -14,6 +14,7 @@ pub mod feed;
 pub mod jobs;
 pub mod rows;
 pub mod rules;
+pub mod search;
 pub mod webhooks;
 pub mod write;
 
@@ -244,7 +245,15 @@ impl Db {
             Db::Sqlite(d) => SQLITE_MIGRATIONS.run(&d.writer).await,
             Db::Postgres(d) => POSTGRES_MIGRATIONS.run(&d.pool).await,
         }
-        .context("cannot bring the database schema up to date")
+        .context("cannot bring the database schema up to date")?;
+        let filled = self
+            .fill_search_text()
+            .await
+            .context("cannot index what was stored before search existed")?;
+        if filled > 0 {
+            tracing::info!(rows = filled, "search text filled in for earlier rows");
+        }
+        Ok(())
     }
 
     /// The schema versions applied, oldest first.

@@ -11,6 +11,7 @@ use super::events::LoggedEvent;
 use super::rows::{from_name, name_of, AccountRow, ConversationRow, HistoryRow};
 use super::rules::RuleRow;
 use super::Db;
+use crate::model::text::fold;
 use crate::model::*;
 use anyhow::Result;
 use sqlx::QueryBuilder;
@@ -148,11 +149,12 @@ fn connection_of(r: ConnectionRow) -> Result<Connection> {
     })
 }
 
-const MESSAGE_COLUMNS: &str = "id, conversation_id, direction, sender, sender_name, kind, text, \
+pub(super) const MESSAGE_COLUMNS: &str =
+    "id, conversation_id, direction, sender, sender_name, kind, text, \
     attachments, zalo_msg_id, quote_msg_id, client_key, delivery, error_code, error_reason, \
     created_at, raw";
 
-type MessageRow = (
+pub(super) type MessageRow = (
     String,
     String,
     String,
@@ -524,7 +526,7 @@ impl WriteTx {
                     "INSERT INTO conversations (id, connection_id, customer_id, customer_name, \
                      customer_avatar, customer_fetched_at, assignee, state, status, origin, \
                      last_interaction_at, last_activity_at, waiting_since, waiting_at, preview, \
-                     created_at) ",
+                     created_at, customer_search) ",
                 );
                 q.push_values(chunk, |mut row, c| {
                     row.push_bind(c.id.as_str())
@@ -542,7 +544,8 @@ impl WriteTx {
                         .push_bind(c.waiting_since)
                         .push_bind(c.waiting_at())
                         .push_bind(c.preview.as_str())
-                        .push_bind(c.created_at);
+                        .push_bind(c.created_at)
+                        .push_bind(super::search::customer_text(&c.customer));
                 });
                 q.push(
                     " ON CONFLICT (id) DO UPDATE SET customer_name = excluded.customer_name, \
@@ -552,7 +555,7 @@ impl WriteTx {
                      status = excluded.status, last_interaction_at = excluded.last_interaction_at, \
                      last_activity_at = excluded.last_activity_at, \
                      waiting_since = excluded.waiting_since, waiting_at = excluded.waiting_at, \
-                     preview = excluded.preview",
+                     preview = excluded.preview, customer_search = excluded.customer_search",
                 );
                 q.build().execute(&mut *conn).await?;
                 for table in ["unread", "assignments"] {
@@ -628,7 +631,7 @@ impl WriteTx {
                 let mut q = QueryBuilder::new(
                     "INSERT INTO messages (id, seq, conversation_id, connection_id, direction, \
                      sender, sender_name, kind, text, attachments, zalo_msg_id, quote_msg_id, \
-                     client_key, delivery, error_code, error_reason, created_at, raw) ",
+                     client_key, delivery, error_code, error_reason, created_at, raw, search) ",
                 );
                 q.push_values(&rows, |mut row, (page, m, attachments, raw)| {
                     row.push_bind(m.id.as_str())
@@ -648,7 +651,8 @@ impl WriteTx {
                         .push_bind(m.error_code)
                         .push_bind(m.error_reason.as_deref())
                         .push_bind(m.created_at)
-                        .push_bind(raw.as_deref());
+                        .push_bind(raw.as_deref())
+                        .push_bind(fold(&m.text));
                 });
                 q.push(
                     " ON CONFLICT (id) DO UPDATE SET zalo_msg_id = excluded.zalo_msg_id, \

@@ -1,0 +1,109 @@
+//! `GET /search`: customers and messages of the conversations the caller may see, found by what
+//! agents type (accents and case ignored, every word a prefix), newest first. The database finds
+//! candidates (`store::sql::search`); the visibility policy the views use keeps the caller's.
+
+use super::*;
+use crate::store::sql::search::terms;
+use crate::wire::{self, SearchHit};
+
+/// Candidates read per query to the database.
+const BATCH: i64 = 200;
+/// Candidates one request looks at, at most, before answering with what it found and a cursor:
+/// an agent who may see few of many matches gets pages, not a request that scans everything.
+const SCAN_BUDGET: usize = 2_000;
+/// Customers listed at the top of the first page.
+const CUSTOMERS: usize = 10;
+
+impl Hub {
+    pub async fn search(
+        &self,
+        who: &Account,
+        query: &str,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> HubResult<wire::Page<SearchHit>> {
+        let terms = terms(query);
+        if terms.is_empty() {
+            return Err(HubError::Invalid(
+                "q: type at least one letter or digit to search for".into(),
+            ));
+        }
+        let limit = limit.clamp(1, 100);
+        let mut before = cursor.map(parse_search_cursor).transpose()?;
+        let mut items = Vec::new();
+        if before.is_none() {
+            let ids = self
+                .db
+                .search_customers(&terms, (CUSTOMERS * 5) as i64)
+                .await
+                .map_err(store_error)?;
+            let found = self
+                .read(|st| {
+                    ids.iter()
+                        .filter_map(|id| st.conversations.get(id))
+                        .filter(|c| st.may_see_conversation(who, c))
+                        .take(CUSTOMERS)
+                        .map(|c| SearchHit {
+                            conversation: c.clone(),
+                            message: None,
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .await;
+            items.extend(found);
+        }
+        let mut scanned = 0;
+        loop {
+            let batch = self
+                .db
+                .search_messages(&terms, before, BATCH)
+                .await
+                .map_err(store_error)?;
+            let exhausted = (batch.len() as i64) < BATCH;
+            scanned += batch.len();
+            let (hits, last) = self
+                .read(|st| {
+                    let mut hits = Vec::new();
+                    let mut last = None;
+                    for (seq, m) in batch {
+                        last = Some(seq);
+                        let Some(c) = st.conversations.get(&m.conversation_id) else {
+                            continue;
+                        };
+                        if st.may_see_conversation(who, c) {
+                            hits.push(SearchHit {
+                                conversation: c.clone(),
+                                message: Some(m),
+                            });
+                            if hits.len() + items.len() >= limit {
+                                break;
+                            }
+                        }
+                    }
+                    (hits, last)
+                })
+                .await;
+            items.extend(hits);
+            before = last.or(before);
+            let full = items.len() >= limit;
+            if exhausted && !full {
+                return Ok(wire::Page {
+                    items,
+                    next_cursor: None,
+                });
+            }
+            if full || scanned >= SCAN_BUDGET {
+                return Ok(wire::Page {
+                    items,
+                    next_cursor: before.map(|b| format!("m{b}")),
+                });
+            }
+        }
+    }
+}
+
+fn parse_search_cursor(c: &str) -> HubResult<i64> {
+    c.strip_prefix('m')
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| HubError::Invalid(format!("bad cursor {c:?}")))
+}

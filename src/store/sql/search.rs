@@ -1,0 +1,191 @@
+//! Search over message text and customer names, as Vietnamese agents type: accents and case
+//! ignored (`text::fold`, also at write time), every word a prefix, newest first. SQLite reads its
+//! FTS5 tables (`messages_fts`, `conversations_fts`, kept by triggers), PostgreSQL its `simple`
+//! tsvector GIN indexes: the same terms, the same answers.
+
+use super::write::{message_of, MessageRow, MESSAGE_COLUMNS};
+use super::Db;
+use crate::model::text::fold;
+use crate::model::{message_seq, Customer, Message};
+use anyhow::Result;
+
+/// At most this many words of a query count (the rest are ignored).
+pub const MAX_TERMS: usize = 8;
+
+/// A query's words, folded, letters and digits only (what both engines' tokenizers keep).
+pub fn terms(query: &str) -> Vec<String> {
+    fold(query)
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .take(MAX_TERMS)
+        .map(str::to_string)
+        .collect()
+}
+
+/// What a customer is found by: the name and the Zalo user id.
+pub fn customer_text(c: &Customer) -> String {
+    format!("{} {}", fold(&c.display_name), c.user_id)
+}
+
+/// FTS5: every term a prefix, all of them (`"vo"* "thi"*`).
+fn fts5_query(terms: &[String]) -> String {
+    terms
+        .iter()
+        .map(|t| format!("\"{t}\"*"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// PostgreSQL `to_tsquery('simple', …)`: every term a prefix, all of them (`vo:* & thi:*`).
+fn tsquery(terms: &[String]) -> String {
+    terms
+        .iter()
+        .map(|t| format!("{t}:*"))
+        .collect::<Vec<_>>()
+        .join(" & ")
+}
+
+impl Db {
+    /// Messages whose text has every term (as word prefixes), newest first, before the
+    /// message number `before` when given; with their numbers (the search cursor).
+    pub async fn search_messages(
+        &self,
+        terms: &[String],
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<(i64, Message)>> {
+        let before = before.unwrap_or(i64::MAX);
+        let rows: Vec<MessageRow> = match self {
+            Db::Sqlite(d) => {
+                let sql = format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages_fts \
+                     JOIN messages ON messages.seq = messages_fts.rowid \
+                     WHERE messages_fts MATCH $1 AND messages_fts.rowid < $2 \
+                     ORDER BY messages_fts.rowid DESC LIMIT $3"
+                );
+                let rows: Vec<MessageRow> = sqlx::query_as(&sql)
+                    .bind(fts5_query(terms))
+                    .bind(before)
+                    .bind(limit)
+                    .fetch_all(&d.readers)
+                    .await?;
+                rows
+            }
+            Db::Postgres(d) => {
+                let sql = format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages \
+                     WHERE to_tsvector('simple', coalesce(search, '')) @@ to_tsquery('simple', $1) \
+                     AND seq < $2 ORDER BY seq DESC LIMIT $3"
+                );
+                let rows: Vec<MessageRow> = sqlx::query_as(&sql)
+                    .bind(tsquery(terms))
+                    .bind(before)
+                    .bind(limit)
+                    .fetch_all(&d.pool)
+                    .await?;
+                rows
+            }
+        };
+        rows.into_iter()
+            .map(|r| {
+                let m = message_of(r)?;
+                Ok((message_seq(&m.id).unwrap_or(0) as i64, m))
+            })
+            .collect()
+    }
+
+    /// Conversations whose customer's name (or Zalo id) has every term, latest activity first.
+    pub async fn search_customers(&self, terms: &[String], limit: i64) -> Result<Vec<String>> {
+        Ok(match self {
+            Db::Sqlite(d) => {
+                sqlx::query_scalar(
+                    "SELECT conversations.id FROM conversations_fts \
+                     JOIN conversations ON conversations.rowid = conversations_fts.rowid \
+                     WHERE conversations_fts MATCH $1 \
+                     ORDER BY conversations.last_activity_at DESC, conversations.id LIMIT $2",
+                )
+                .bind(fts5_query(terms))
+                .bind(limit)
+                .fetch_all(&d.readers)
+                .await?
+            }
+            Db::Postgres(d) => {
+                sqlx::query_scalar(
+                    "SELECT id FROM conversations WHERE \
+                     to_tsvector('simple', coalesce(customer_search, '')) @@ to_tsquery('simple', $1) \
+                     ORDER BY last_activity_at DESC, id LIMIT $2",
+                )
+                .bind(tsquery(terms))
+                .bind(limit)
+                .fetch_all(&d.pool)
+                .await?
+            }
+        })
+    }
+
+    /// Folds what was written before search existed (migration 3): messages and customers
+    /// whose search text is missing, a batch per transaction. Returns how many rows it filled.
+    pub async fn fill_search_text(&self) -> Result<u64> {
+        let mut filled = 0;
+        loop {
+            let rows: Vec<(i64, String)> = crate::on_engine!(self, pool => {
+                sqlx::query_as("SELECT seq, text FROM messages WHERE search IS NULL LIMIT 1000")
+                    .fetch_all(pool)
+                    .await?
+            });
+            if rows.is_empty() {
+                break;
+            }
+            filled += rows.len() as u64;
+            crate::in_transaction!(self, tx => {
+                for (seq, text) in &rows {
+                    sqlx::query("UPDATE messages SET search = $1 WHERE seq = $2")
+                        .bind(fold(text))
+                        .bind(seq)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            });
+        }
+        let rows: Vec<(String, String, String)> = crate::on_engine!(self, pool => {
+            sqlx::query_as(
+                "SELECT id, customer_name, customer_id FROM conversations \
+                 WHERE customer_search IS NULL",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        filled += rows.len() as u64;
+        for chunk in rows.chunks(1000) {
+            crate::in_transaction!(self, tx => {
+                for (id, name, user_id) in chunk {
+                    let customer = Customer {
+                        user_id: user_id.clone(),
+                        display_name: name.clone(),
+                        ..Default::default()
+                    };
+                    sqlx::query("UPDATE conversations SET customer_search = $1 WHERE id = $2")
+                        .bind(customer_text(&customer))
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            });
+        }
+        Ok(filled)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_folded_words_each_a_prefix() {
+        let t = terms("  Võ THỊ  dũng, đặt-lịch \"x\" * ");
+        assert_eq!(t, ["vo", "thi", "dung", "dat", "lich", "x"]);
+        assert_eq!(fts5_query(&t[..2]), "\"vo\"* \"thi\"*");
+        assert_eq!(tsquery(&t[..2]), "vo:* & thi:*");
+        assert!(terms(" -- \" * ").is_empty());
+    }
+}
