@@ -9,7 +9,7 @@ use super::data::{Data, Snapshot};
 use super::i18n::Lang;
 use super::keymap::{Action, Keymap};
 use super::msg::{ApiCall, Effect, Link, Msg, NetEvent};
-use super::popups::{help, palette, rule_editor, Modal};
+use super::popups::{help, palette, rule_editor, search, Modal};
 use super::tabs::{connections, connections::ConnectionsTab, inbox, inbox::InboxTab, rules};
 use super::tabs::{rules::RulesTab, Tab};
 use super::ui::{paste_into, Theme};
@@ -41,6 +41,7 @@ pub const HELP: &[Action] = &[
     Action::Open,
     Action::Back,
     Action::ToggleAvailability,
+    Action::Search,
 ];
 
 /// Every component's help entries, in the order the help popup lists them.
@@ -154,7 +155,8 @@ impl App {
                 older,
             } => {
                 self.inbox.messages_loaded(&conversation_id);
-                d.add_messages(conversation_id, items, next_cursor, older);
+                d.add_messages(conversation_id.clone(), items, next_cursor, older);
+                fx.extend(self.inbox.follow_anchor(d, &conversation_id));
             }
             NetEvent::MessagesFailed {
                 conversation_id,
@@ -179,6 +181,11 @@ impl App {
             } => {
                 if let Some(Modal::Transfer(t)) = &mut self.modal {
                     t.targets_loaded(&conversation_id, targets);
+                }
+            }
+            NetEvent::SearchResults { query, more, page } => {
+                if let Some(Modal::Search(s)) = &mut self.modal {
+                    s.results_arrived(&query, more, page);
                 }
             }
             NetEvent::Authorize(a) => {
@@ -236,6 +243,10 @@ impl App {
             PopupChange::Open(m) => self.modal = Some(m),
         }
         let mut fx = out.effects;
+        if let Some(jump) = out.jump {
+            self.tab = Tab::Inbox;
+            fx.extend(self.inbox.open_at(&mut self.data, jump));
+        }
         if let Some(a) = out.run {
             fx.extend(self.run_action(a).unwrap_or_default());
         }
@@ -255,6 +266,10 @@ impl App {
             }
             Palette => {
                 self.modal = Some(Modal::Palette(palette::Palette::default()));
+                vec![]
+            }
+            Search => {
+                self.modal = Some(Modal::Search(search::Search::default()));
                 vec![]
             }
             NextTab | PrevTab => {

@@ -5,6 +5,14 @@
 use super::keymap::Action;
 use super::msg::Effect;
 use super::popups::Modal;
+use crate::model::Conversation;
+
+/// Open this conversation's thread, at this message when given (a search result).
+#[derive(Debug)]
+pub struct Jump {
+    pub conversation: Conversation,
+    pub message: Option<String>,
+}
 
 /// What a component's key asks of the app.
 #[derive(Default)]
@@ -13,6 +21,7 @@ pub struct Out {
     pub popup: PopupChange,
     /// An action to run next, as if its key had been pressed (the command palette).
     pub run: Option<Action>,
+    pub jump: Option<Jump>,
 }
 
 #[derive(Default)]
@@ -56,7 +65,7 @@ impl Out {
         Out {
             effects,
             popup: PopupChange::Close,
-            run: None,
+            ..Out::default()
         }
     }
 }

@@ -3,7 +3,9 @@
 
 use super::data::{OutboxItem, Snapshot};
 use crate::model::*;
-use crate::wire::{AuthorizeResponse, Event, OutboundAttachment, RuleInput, TransferTarget};
+use crate::wire::{
+    AuthorizeResponse, Event, OutboundAttachment, Page, RuleInput, SearchHit, TransferTarget,
+};
 use crossterm::event::Event as TermEvent;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,6 +61,12 @@ pub enum NetEvent {
         conversation_id: ConversationId,
         targets: Vec<TransferTarget>,
     },
+    /// A page of `GET /search` for `query` (`more`: a next page of the same search).
+    SearchResults {
+        query: String,
+        more: bool,
+        page: Page<SearchHit>,
+    },
     Authorize(AuthorizeResponse),
     Failed(String),
     Info(String),
@@ -95,6 +103,10 @@ pub enum ApiCall {
     DeleteConnection(ConnectionId),
     LoadAttachment {
         path: String,
+    },
+    Search {
+        query: String,
+        cursor: Option<String>,
     },
 }
 

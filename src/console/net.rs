@@ -217,6 +217,22 @@ impl Api {
                 )
                 .await
             }
+            ApiCall::Search { query, cursor } => {
+                let mut path = String::from("/search?limit=30&q=");
+                path.extend(url::form_urlencoded::byte_serialize(query.as_bytes()));
+                if let Some(c) = &cursor {
+                    path.push_str("&cursor=");
+                    path.extend(url::form_urlencoded::byte_serialize(c.as_bytes()));
+                }
+                match self.call(Method::GET, &path, None).await {
+                    Ok(page) => send(NetEvent::SearchResults {
+                        query,
+                        more: cursor.is_some(),
+                        page,
+                    }),
+                    Err(e) => send(fail(e)),
+                }
+            }
             ApiCall::TransferTargets(id) => {
                 let path = format!("/conversations/{id}/transfer-targets");
                 match self.call(Method::GET, &path, None).await {

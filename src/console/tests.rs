@@ -1253,3 +1253,134 @@ fn the_editor_draft_is_private_and_removed_afterwards() {
     drop(draft);
     assert!(!path.exists() && !path.parent().unwrap().exists());
 }
+
+// ----- search -----
+
+fn hit(app: &App, conv: &str, message: Option<Message>) -> crate::wire::SearchHit {
+    crate::wire::SearchHit {
+        conversation: app.data.conversations.get(conv).unwrap().clone(),
+        message,
+    }
+}
+
+fn searches(fx: &[Effect]) -> Vec<(String, Option<String>)> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Api(ApiCall::Search { query, cursor }) => Some((query.clone(), cursor.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// An agent searching for a message in an old thread: results as she types (a late answer for
+/// text she has typed over is dropped), Enter opens the thread there, loading older pages until
+/// the message is in it, marked.
+#[test]
+fn search_shows_results_as_you_type_and_opens_the_thread_at_the_message() {
+    let mut app = agent_app();
+    app.update(ch('S'));
+    assert!(matches!(app.modal, Some(Modal::Search(_))));
+    let mut asked = vec![];
+    for c in "gia".chars() {
+        asked.extend(searches(&app.update(ch(c))));
+    }
+    let expected: Vec<(String, Option<String>)> =
+        ["g", "gi", "gia"].map(|q| (q.to_string(), None)).into();
+    assert_eq!(asked, expected, "one search per key typed");
+    let old = message(
+        "m0",
+        "c1",
+        Direction::Inbound,
+        "Cho em hỏi giá cũ",
+        None,
+        600,
+    );
+    let results = |query: &str, items| {
+        Msg::Net(NetEvent::SearchResults {
+            query: query.into(),
+            more: false,
+            page: crate::wire::Page {
+                items,
+                next_cursor: None,
+            },
+        })
+    };
+    // The answer for "gi" arrives after the one for "gia": it is not shown.
+    app.update(results("gia", vec![hit(&app, "c1", Some(old.clone()))]));
+    app.update(results("gi", vec![hit(&app, "c3", None)]));
+    let Some(Modal::Search(s)) = &app.modal else {
+        panic!("{:?}", app.modal)
+    };
+    assert_eq!(s.results.len(), 1);
+    assert_eq!(s.results[0].conversation.id, "c1");
+
+    app.tab = Tab::Rules;
+    let fx = app.update(key(KeyCode::Enter));
+    assert!(app.modal.is_none());
+    assert_eq!(app.tab, Tab::Inbox);
+    assert_eq!(app.inbox.open.as_deref(), Some("c1"));
+    assert_eq!(app.inbox.focus, Focus::Conversation);
+    assert_eq!(loads(&fx), ["c1"]);
+    // The newest page does not hold m0: the page before it is asked for, then no more.
+    app.data.messages.remove("c1");
+    let page = |items, next_cursor: Option<&str>, older| {
+        Msg::Net(NetEvent::Messages {
+            conversation_id: "c1".into(),
+            items,
+            next_cursor: next_cursor.map(str::to_string),
+            older,
+        })
+    };
+    let newest = message("m9", "c1", Direction::Inbound, "Mới nhất", None, 1);
+    let fx = app.update(page(vec![newest], Some("m9"), false));
+    assert!(fx.iter().any(|e| matches!(e,
+        Effect::Api(ApiCall::LoadMessages { id, before: Some(b) }) if id == "c1" && b == "m9")));
+    let fx = app.update(page(vec![old], Some("m0"), true));
+    assert!(loads(&fx).is_empty(), "found: no more pages");
+    let screen = render(&app, 80, 24);
+    assert!(
+        screen.contains("▶"),
+        "the message found is marked\n{screen}"
+    );
+    assert!(screen.contains("Cho em hỏi giá cũ"), "{screen}");
+    both_sizes("thread_at_search_result", &app);
+}
+
+#[test]
+fn snapshot_search() {
+    let mut app = agent_app();
+    app.update(ch('S'));
+    for c in "tien".chars() {
+        app.update(ch(c));
+    }
+    let items = vec![
+        hit(&app, "c2", None),
+        hit(
+            &app,
+            "c2",
+            Some(message("m8", "c2", Direction::Inbound, HOSTILE, None, 90)),
+        ),
+        hit(
+            &app,
+            "c1",
+            Some(message(
+                "m7",
+                "c1",
+                Direction::Inbound,
+                "Cho em hỏi tiền dịch vụ tư vấn hợp đồng lao động trọn gói là bao nhiêu ạ?",
+                None,
+                30,
+            )),
+        ),
+    ];
+    app.update(Msg::Net(NetEvent::SearchResults {
+        query: "tien".into(),
+        more: false,
+        page: crate::wire::Page {
+            items,
+            next_cursor: Some("m7".into()),
+        },
+    }));
+    app.update(key(KeyCode::Down));
+    both_sizes("search", &app);
+}

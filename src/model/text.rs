@@ -19,6 +19,17 @@ pub fn fold(s: &str) -> String {
         .collect()
 }
 
+/// The words of a search as the indexes hold them: folded, letters and digits only (what both
+/// databases' tokenizers keep), at most eight.
+pub fn search_terms(query: &str) -> Vec<String> {
+    fold(query)
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .take(8)
+        .map(str::to_string)
+        .collect()
+}
+
 /// Text safe inside HTML (element content and quoted attributes): the hub's and the simulator's
 /// pages show names that come from outside.
 pub fn html_escape(s: &str) -> String {

@@ -6,6 +6,7 @@ pub mod attach;
 pub mod help;
 pub mod palette;
 pub mod rule_editor;
+pub mod search;
 pub mod transfer;
 
 use super::component::Out;
@@ -23,6 +24,7 @@ pub enum Modal {
     /// Hand the conversation over.
     Transfer(transfer::Transfer),
     Attach(attach::Attach),
+    Search(search::Search),
     AddConnection(add_connection::AddStep),
     ConfirmRemoveConnection(crate::model::ConnectionId),
     RuleEditor(rule_editor::RuleEditor),
@@ -36,6 +38,7 @@ impl Modal {
             Modal::Palette(p) => p.on_key(d, k),
             Modal::Transfer(t) => t.on_key(d, k),
             Modal::Attach(a) => a.on_key(k),
+            Modal::Search(s) => s.on_key(k),
             Modal::AddConnection(step) => step.on_key(d, k),
             Modal::ConfirmRemoveConnection(id) => add_connection::confirm_remove_key(id, k),
             Modal::RuleEditor(ed) => ed.on_key(d, k),
@@ -49,6 +52,7 @@ impl Modal {
             Modal::Palette(p) => Some(&mut p.input),
             Modal::Transfer(t) => Some(&mut t.input),
             Modal::Attach(a) => Some(&mut a.input),
+            Modal::Search(s) => Some(&mut s.input),
             Modal::RuleEditor(ed) => Some(ed.text_field()),
             _ => None,
         }
@@ -60,6 +64,7 @@ impl Modal {
             Modal::Palette(p) => p.content(d, theme),
             Modal::Transfer(t) => t.content(d, theme),
             Modal::Attach(a) => a.content(d),
+            Modal::Search(s) => s.content(d, theme, area),
             Modal::AddConnection(step) => step.content(d, theme, area),
             Modal::ConfirmRemoveConnection(id) => add_connection::confirm_remove_content(d, id),
             Modal::RuleEditor(ed) => ed.content(d, theme, area),

@@ -1,7 +1,7 @@
 //! Tab 1, *Hộp thư*: the views (mine, unclaimed, all), the list with its `/` filter, the thread
 //! beside it and the composer.
 
-use crate::console::component::Out;
+use crate::console::component::{Jump, Out};
 use crate::console::data::Data;
 use crate::console::i18n::{describe, Strings};
 use crate::console::inbox::{is_unclaimed, view_order};
@@ -62,6 +62,17 @@ pub struct InboxTab {
     preview_loading: Option<ConversationId>,
     pub composer: Input,
     pub quote: Option<String>,
+    /// The message the thread was opened at (a search result): shown marked, the thread
+    /// scrolled to it; older pages are loaded until it is there.
+    pub anchor: Option<Anchor>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    pub conversation_id: ConversationId,
+    pub message_id: String,
+    /// Older pages still allowed to be loaded looking for it.
+    pub pages_left: u32,
 }
 
 /// What one inbox frame shows.
@@ -95,6 +106,7 @@ impl Default for InboxTab {
             preview_loading: None,
             composer: Input::default(),
             quote: None,
+            anchor: None,
         }
     }
 }
@@ -242,6 +254,58 @@ impl InboxTab {
         }
     }
 
+    /// The anchor's thread got a page: when the message is not in it yet, the page before.
+    pub fn follow_anchor(&mut self, d: &Data, conversation_id: &str) -> Vec<Effect> {
+        let Some(a) = &mut self.anchor else {
+            return vec![];
+        };
+        if a.conversation_id != conversation_id || a.pages_left == 0 {
+            return vec![];
+        }
+        let thread = d.messages.get(conversation_id);
+        if thread.is_some_and(|l| l.iter().any(|m| m.id == a.message_id)) {
+            return vec![];
+        }
+        let Some(before) = d.older_cursor.get(conversation_id).cloned().flatten() else {
+            return vec![];
+        };
+        a.pages_left -= 1;
+        vec![Effect::Api(ApiCall::LoadMessages {
+            id: conversation_id.to_string(),
+            before: Some(before),
+        })]
+    }
+
+    /// Opens a conversation found elsewhere (search), at a message when given; the list moves to
+    /// the view that holds it, if one does.
+    pub fn open_at(&mut self, d: &mut Data, jump: Jump) -> Vec<Effect> {
+        let id = jump.conversation.id.clone();
+        if d.conversations.get(&id).is_none() {
+            // The hub just said it is visible; this console had not heard of it yet.
+            d.conversations.insert(jump.conversation);
+        }
+        self.filter = None;
+        self.filter_typing = false;
+        if let Some(c) = d.conversations.get(&id) {
+            if let Some(view) = [View::Mine, View::Unclaimed, View::All]
+                .into_iter()
+                .find(|v| in_view(d, *v, c))
+            {
+                self.view = view;
+            }
+        }
+        if let Some(pos) = self.visible(d).iter().position(|c| c.id == id) {
+            self.selected = pos;
+        }
+        let fx = self.open(d, &id);
+        self.anchor = jump.message.map(|message_id| Anchor {
+            conversation_id: id,
+            message_id,
+            pages_left: 20,
+        });
+        fx
+    }
+
     pub fn messages_failed(&mut self, d: &mut Data, conversation_id: ConversationId) {
         if self.preview_loading.as_ref() == Some(&conversation_id) {
             self.preview_loading = None;
@@ -321,6 +385,10 @@ impl InboxTab {
                 vec![]
             }
             (Down, Focus::Conversation) => {
+                if self.scroll == 0 {
+                    // Below the message found: back to the newest.
+                    self.anchor = None;
+                }
                 self.scroll = self.scroll.saturating_sub(1);
                 vec![]
             }
@@ -344,6 +412,7 @@ impl InboxTab {
             }
             (Back, Focus::Conversation) => {
                 self.focus = Focus::List;
+                self.anchor = None;
                 vec![]
             }
             (Back, Focus::List) if self.filter.is_some() => {
@@ -431,20 +500,28 @@ impl InboxTab {
     }
 
     fn open_selected(&mut self, d: &Data) -> Vec<Effect> {
-        let Some(c) = self.selected_conversation(d) else {
+        let Some(id) = self.selected_conversation(d).map(|c| c.id.clone()) else {
             return vec![];
         };
-        let id = c.id.clone();
-        let unread = c.unread_for(d.me_id()) > 0;
-        self.open = Some(id.clone());
+        self.open(d, &id)
+    }
+
+    /// Opens a thread at its newest message: loads it and marks it read.
+    fn open(&mut self, d: &Data, id: &str) -> Vec<Effect> {
+        let unread = d
+            .conversations
+            .get(id)
+            .is_some_and(|c| c.unread_for(d.me_id()) > 0);
+        self.open = Some(id.to_string());
         self.focus = Focus::Conversation;
         self.scroll = 0;
+        self.anchor = None;
         let mut fx = vec![Effect::Api(ApiCall::LoadMessages {
-            id: id.clone(),
+            id: id.to_string(),
             before: None,
         })];
         if unread {
-            fx.push(Effect::Api(ApiCall::Read(id)));
+            fx.push(Effect::Api(ApiCall::Read(id.to_string())));
         }
         fx
     }
@@ -672,7 +749,15 @@ impl InboxTab {
                 theme.dim(),
             )));
         }
+        let mut anchor_line = None;
         for m in list {
+            let anchored = self
+                .anchor
+                .as_ref()
+                .is_some_and(|a| a.conversation_id == c.id && a.message_id == m.id);
+            if anchored {
+                anchor_line = Some(lines.len());
+            }
             let sender = match m.direction {
                 Direction::Inbound => clean(if m.sender_name.is_empty() {
                     name
@@ -694,6 +779,10 @@ impl InboxTab {
                 Span::raw(" "),
                 Span::styled(sender, head_style),
             ];
+            if anchored {
+                // Marked in text, not only by style: the message the search found.
+                head.insert(0, Span::styled("▶ ", theme.selected()));
+            }
             let mark = delivery_mark(s, m);
             if !mark.is_empty() {
                 let st = if matches!(m.delivery, Some(Delivery::Failed | Delivery::Unknown)) {
@@ -760,9 +849,12 @@ impl InboxTab {
             )));
         }
         let h = area.height as usize;
-        let end = lines
-            .len()
-            .saturating_sub(self.scroll.min(lines.len().saturating_sub(h)));
+        // The newest lines at the bottom; with an anchor, its message one line from the top.
+        let bottom = match anchor_line {
+            Some(l) => (l.saturating_sub(1) + h).min(lines.len()),
+            None => lines.len(),
+        };
+        let end = bottom.saturating_sub(self.scroll.min(bottom.saturating_sub(h)));
         let start = end.saturating_sub(h);
         f.render_widget(Paragraph::new(Text::from(lines[start..end].to_vec())), area);
     }

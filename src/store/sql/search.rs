@@ -9,18 +9,7 @@ use crate::model::text::fold;
 use crate::model::{message_seq, Customer, Message};
 use anyhow::Result;
 
-/// At most this many words of a query count (the rest are ignored).
-pub const MAX_TERMS: usize = 8;
-
-/// A query's words, folded, letters and digits only (what both engines' tokenizers keep).
-pub fn terms(query: &str) -> Vec<String> {
-    fold(query)
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| !w.is_empty())
-        .take(MAX_TERMS)
-        .map(str::to_string)
-        .collect()
-}
+pub use crate::model::text::search_terms as terms;
 
 /// What a customer is found by: the name and the Zalo user id.
 pub fn customer_text(c: &Customer) -> String {
