@@ -2,6 +2,7 @@
 //! process, a `sop zalo-sim` process, websocket clients), each next to the physical limit measured
 //! in the same run on the same machine, and prints a table. `--smoke` runs it small (CI).
 
+mod search;
 mod sql;
 
 use crate::console::{self, data::Snapshot};
@@ -32,13 +33,15 @@ pub struct Sizes {
     pub replies: usize,
     /// Conversations in the hub while reads are timed (`reads`).
     pub read_conversations: usize,
+    /// Messages in the store searched (`search`).
+    pub search_messages: usize,
     /// Sections to run (`--only`); empty runs them all.
     pub only: Vec<String>,
 }
 
 /// The sections of a run, as `--only` names them.
-pub const SECTIONS: [&str; 9] = [
-    "intake", "latency", "fanout", "claims", "replies", "reads", "hubs", "console", "sql",
+pub const SECTIONS: [&str; 10] = [
+    "intake", "latency", "fanout", "claims", "replies", "reads", "hubs", "console", "sql", "search",
 ];
 
 impl Sizes {
@@ -55,6 +58,7 @@ impl Sizes {
             console_conversations: 100_000,
             replies: 2_000,
             read_conversations: 100_000,
+            search_messages: 1_000_000,
             only: vec![],
         }
     }
@@ -68,6 +72,7 @@ impl Sizes {
             console_conversations: 2_000,
             replies: 30,
             read_conversations: 500,
+            search_messages: 5_000,
             only: vec![],
         }
     }
@@ -476,7 +481,12 @@ pub async fn run(sizes: Sizes) -> Result<Vec<Row>> {
         rows.extend(sql::run(&dir.join("sql"), sizes.webhooks).await?);
     }
 
-    // 9. The console with a big cache, in its own processes (memory is per process): a console
+    // 9. Search over many messages (issue 11), in this process.
+    if sizes.wants("search") {
+        rows.extend(search::run(&dir.join("search"), sizes.search_messages).await?);
+    }
+
+    // 10. The console with a big cache, in its own processes (memory is per process): a console
     //    runs on an agent's machine, not beside a loaded hub.
     if sizes.wants("console") {
         rows.extend(console(&ctx).await?);
@@ -1480,7 +1490,7 @@ pub fn console_measure(dir: &Path) -> Result<()> {
 /// Keeps the sizes honest in the table header.
 pub fn describe(sizes: &Sizes) -> String {
     format!(
-        "{} webhooks, {} latency samples, {} consoles × {} rounds, {} claim rounds, {} replies, {} cached conversations",
-        sizes.webhooks, sizes.latency_samples, sizes.fanout_clients, sizes.fanout_rounds, sizes.claim_rounds, sizes.replies, sizes.console_conversations
+        "{} webhooks, {} latency samples, {} consoles × {} rounds, {} claim rounds, {} replies, {} cached conversations, {} messages searched",
+        sizes.webhooks, sizes.latency_samples, sizes.fanout_clients, sizes.fanout_rounds, sizes.claim_rounds, sizes.replies, sizes.console_conversations, sizes.search_messages
     )
 }
