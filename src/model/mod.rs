@@ -334,6 +334,8 @@ pub enum MessageKind {
     Location,
     BusinessCard,
     Other,
+    /// A private note of the staff in a thread ("Ghi chú nội bộ"): never sent to Zalo.
+    Note,
 }
 
 impl MessageKind {
@@ -366,6 +368,7 @@ impl MessageKind {
             MessageKind::Location => "location",
             MessageKind::BusinessCard => "business_card",
             MessageKind::Other => "other",
+            MessageKind::Note => "note",
         }
     }
 }

@@ -19,6 +19,31 @@ pub fn fold(s: &str) -> String {
         .collect()
 }
 
+/// The colleagues a note mentions: `@` then a username's letters (letters, digits, `.`, `_`,
+/// `-`), lowercased, each once, in order. "@HuongNT256 xem giúp" mentions "huongnt256".
+pub fn mentioned_handles(text: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for (i, _) in text.match_indices('@') {
+        // An @ inside a word (an email address) is not a mention.
+        if text[..i]
+            .chars()
+            .next_back()
+            .is_some_and(|c| c.is_alphanumeric())
+        {
+            continue;
+        }
+        let handle: String = text[i + 1..]
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || matches!(c, '.' | '_' | '-'))
+            .collect();
+        let handle = handle.trim_end_matches(['.', '-']).to_lowercase();
+        if !handle.is_empty() && !out.contains(&handle) {
+            out.push(handle);
+        }
+    }
+    out
+}
+
 /// The words of a search as the indexes hold them: folded, letters and digits only (what both
 /// databases' tokenizers keep), at most eight.
 pub fn search_terms(query: &str) -> Vec<String> {
@@ -97,6 +122,16 @@ pub fn is_bidi_control(c: char) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn notes_mention_usernames_after_an_at_sign() {
+        assert_eq!(
+            mentioned_handles("@HuongNT256 xem giúp, cc @que.ct3. Cảm ơn @HuongNT256!"),
+            ["huongnt256", "que.ct3"]
+        );
+        assert!(mentioned_handles("mail huong@sop.vn, @ alone, @.").is_empty());
+        assert_eq!(mentioned_handles("(@Tri_LM-22)"), ["tri_lm-22"]);
+    }
 
     #[test]
     fn nfd_vietnamese_becomes_nfc() {

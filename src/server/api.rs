@@ -33,6 +33,9 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/webhooks/dead", get(dead_webhooks))
         .route("/search", get(search))
+        .route("/mentions", get(mentions))
+        .route("/conversations/{id}/notes", post(add_note))
+        .route("/conversations/{id}/colleagues", get(colleagues))
         .route("/conversations", get(list_conversations))
         .route("/conversations/counts", get(counts))
         .route("/conversations/{id}", get(get_conversation))
@@ -273,6 +276,47 @@ async fn search(
             .search(&caller.0, &q.q, q.cursor.as_deref(), q.limit.unwrap_or(20))
             .await?,
     ))
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    cursor: Option<String>,
+    limit: Option<usize>,
+}
+
+async fn mentions(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> ApiResult<Json<crate::wire::Page<crate::wire::SearchHit>>> {
+    Ok(Json(
+        app.hub
+            .mentions(&caller.0, q.cursor.as_deref(), q.limit.unwrap_or(20))
+            .await?,
+    ))
+}
+
+async fn add_note(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<crate::wire::NoteInput>,
+) -> ApiResult<impl IntoResponse> {
+    let (note, created) = app.hub.add_note(&caller.0, &id, body).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(note)))
+}
+
+async fn colleagues(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<crate::wire::TransferTarget>>> {
+    Ok(Json(app.hub.colleagues(&caller.0, &id).await?))
 }
 
 async fn list_messages(

@@ -158,6 +158,16 @@ pub struct ReplyInput {
     pub attachment: Option<OutboundAttachment>,
 }
 
+/// A private note in a thread (`POST /conversations/{id}/notes`); `@username` mentions a
+/// colleague who may see the conversation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoteInput {
+    /// The client's idempotency key: the same key twice adds one note.
+    pub client_key: String,
+    pub text: String,
+}
+
 /// A file to send, inlined as base64 (the hub uploads it to Zalo).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -687,7 +687,11 @@ fn not_found(conv_id: &str) -> HubError {
 }
 
 /// A conversation the account may see; others do not exist for it.
-fn visible_conversation(st: &State, who: &Account, conv_id: &str) -> HubResult<Conversation> {
+pub(super) fn visible_conversation(
+    st: &State,
+    who: &Account,
+    conv_id: &str,
+) -> HubResult<Conversation> {
     match st.conversations.get(conv_id) {
         Some(c) if st.may_see_conversation(who, c) => Ok(c.clone()),
         _ => Err(not_found(conv_id)),

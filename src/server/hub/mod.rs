@@ -23,6 +23,7 @@ mod conversations;
 mod health;
 mod import;
 mod metrics;
+mod notes;
 mod search;
 mod webhooks;
 
@@ -311,6 +312,8 @@ pub struct Tx {
     jobs: BTreeMap<MessageId, Option<OutboundJob>>,
     /// Sends whose outcome is unknown: start (`true`) or stop (`false`) waiting for the echo.
     unknown: BTreeMap<MessageId, (Message, bool)>,
+    /// Colleagues mentioned in notes: (account, note).
+    mentions: Vec<(AccountId, MessageId)>,
     deleted_rules: Vec<RuleId>,
     deleted_connections: Vec<ConnectionId>,
     raw: Vec<(i64, Ms, String)>,
@@ -335,6 +338,7 @@ impl Tx {
             zalo_ids: Default::default(),
             jobs: Default::default(),
             unknown: Default::default(),
+            mentions: Default::default(),
             deleted_rules: Default::default(),
             deleted_connections: Default::default(),
             raw: Default::default(),
@@ -401,6 +405,10 @@ impl Tx {
         }
         for (msg, waiting) in self.unknown.values() {
             db.set_unknown_send(msg, *waiting).await?;
+        }
+        for (account, message) in &self.mentions {
+            let conv = &self.messages[message].1.conversation_id;
+            db.save_mention(account, message, conv).await?;
         }
         for id in &self.deleted_rules {
             db.delete_rule(id).await?;

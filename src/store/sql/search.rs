@@ -83,6 +83,40 @@ impl Db {
             .collect()
     }
 
+    /// The notes that mention `account`, newest first, before the message number `before`.
+    pub async fn mentions_of(
+        &self,
+        account: &str,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<(i64, Message)>> {
+        // Both tables have conversation_id: the message's columns by their table.
+        let columns: Vec<String> = MESSAGE_COLUMNS
+            .split(',')
+            .map(|c| format!("messages.{}", c.trim()))
+            .collect();
+        let columns = columns.join(", ");
+        let sql = format!(
+            "SELECT {columns} FROM mentions JOIN messages ON messages.id = mentions.message_id \
+             WHERE mentions.account_id = $1 AND mentions.message_seq < $2 \
+             ORDER BY mentions.message_seq DESC LIMIT $3"
+        );
+        let rows: Vec<MessageRow> = crate::on_engine!(readers self, pool => {
+            sqlx::query_as(&sql)
+                .bind(account)
+                .bind(before.unwrap_or(i64::MAX))
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        });
+        rows.into_iter()
+            .map(|r| {
+                let m = message_of(r)?;
+                Ok((message_seq(&m.id).unwrap_or(0) as i64, m))
+            })
+            .collect()
+    }
+
     /// Conversations whose customer's name (or Zalo id) has every term, latest activity first.
     pub async fn search_customers(&self, terms: &[String], limit: i64) -> Result<Vec<String>> {
         Ok(match self {

@@ -755,6 +755,22 @@ impl WriteTx {
             .await?))
     }
 
+    /// A colleague mentioned in a note (the note is saved in the same transaction, before).
+    pub async fn save_mention(&mut self, account: &str, message: &str, conv: &str) -> Result<()> {
+        execute!(
+            self,
+            sqlx::query(
+                "INSERT INTO mentions (account_id, message_seq, message_id, conversation_id) \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING"
+            )
+            .bind(account)
+            .bind(message_seq(message).unwrap_or(0) as i64)
+            .bind(message)
+            .bind(conv)
+        );
+        Ok(())
+    }
+
     /// A send whose outcome is unknown waits for Zalo's echo (`None` removes it).
     pub async fn set_unknown_send(&mut self, msg: &Message, waiting: bool) -> Result<()> {
         on_tx!(self, conn => {
