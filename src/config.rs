@@ -107,8 +107,16 @@ pub struct ConsoleConfig {
     pub token: Option<String>,
     /// "vi" (default) or "en".
     pub language: String,
-    /// Ring the terminal bell on new unclaimed conversations and new messages in mine.
+    /// Ring the terminal bell on news (below).
     pub bell: bool,
+    /// Also show news as a desktop notification (OSC 9 and OSC 777, passed through tmux).
+    pub desktop_notifications: bool,
+    /// The news: a conversation newly waiting on a page of my rules,
+    pub notify_unclaimed: bool,
+    /// a customer message in a conversation of mine,
+    pub notify_mine: bool,
+    /// a colleague's note that mentions me. None for the conversation being read.
+    pub notify_mention: bool,
     pub mouse: bool,
 }
 
@@ -119,6 +127,10 @@ impl Default for ConsoleConfig {
             token: None,
             language: "vi".into(),
             bell: true,
+            desktop_notifications: true,
+            notify_unclaimed: true,
+            notify_mine: true,
+            notify_mention: true,
             mouse: false,
         }
     }
@@ -291,7 +303,11 @@ mod tests {
                 | "zalo.retry_base_ms"
                 | "zalo.webhook_max_age_secs"
                 | "zalo.webhook_max_future_secs" => "42",
-                "console.bell" => "false",
+                "console.bell"
+                | "console.desktop_notifications"
+                | "console.notify_unclaimed"
+                | "console.notify_mine"
+                | "console.notify_mention" => "false",
                 "console.mouse" => "true",
                 _ => "x-test",
             };

@@ -289,7 +289,11 @@ pub async fn run(opts: DemoOptions) -> Result<()> {
         token,
         lang: console::i18n::Lang::parse(&opts.lang),
         keymap: console::keymap::Keymap::default_map(),
-        bell: true,
+        alert: console::Alert {
+            bell: true,
+            desktop: true,
+        },
+        notify: Default::default(),
         mouse: false,
         color: std::env::var_os("NO_COLOR").is_none(),
         cache_root: Some(demo.data_dir.join("console")),
@@ -326,8 +330,8 @@ struct DemoSide {
 }
 
 impl console::Side for DemoSide {
-    fn bell(&mut self) {
-        self.inner.bell()
+    fn notify(&mut self, n: &console::msg::Notification, alert: console::Alert) {
+        self.inner.notify(n, alert)
     }
     fn copy(&mut self, text: &str) {
         self.inner.copy(text);

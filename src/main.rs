@@ -519,7 +519,15 @@ fn console(
             &lang.unwrap_or(config.console.language.clone()),
         ),
         keymap,
-        bell: config.console.bell,
+        alert: sop_console::console::Alert {
+            bell: config.console.bell,
+            desktop: config.console.desktop_notifications,
+        },
+        notify: sop_console::console::data::Notify {
+            unclaimed: config.console.notify_unclaimed,
+            mine: config.console.notify_mine,
+            mention: config.console.notify_mention,
+        },
         mouse: config.console.mouse,
         color: std::env::var_os("NO_COLOR").is_none(),
         cache_root: dirs.map(|d| d.cache_dir().to_path_buf()),

@@ -89,7 +89,7 @@ impl Backend for SharedScreen {
 
 struct Recorder;
 impl Side for Recorder {
-    fn bell(&mut self) {}
+    fn notify(&mut self, _: &console::msg::Notification, _: console::Alert) {}
     fn copy(&mut self, _: &str) {}
     fn edit(&mut self, _: &str) -> Option<String> {
         None
@@ -177,7 +177,11 @@ async fn console_live_claim_reply_restart_and_offline_outbox() {
         token: agent_token.clone(),
         lang: console::i18n::Lang::Vi,
         keymap: console::keymap::Keymap::default_map(),
-        bell: true,
+        alert: console::Alert {
+            bell: true,
+            desktop: true,
+        },
+        notify: Default::default(),
         mouse: false,
         color: false,
         cache_root: Some(dir.join("console-cache")),

@@ -1426,7 +1426,11 @@ pub fn console_measure(dir: &Path) -> Result<()> {
     let mut app = console::app::App::new(
         console::i18n::Lang::Vi,
         console::keymap::Keymap::default_map(),
-        false,
+        console::data::Notify {
+            unclaimed: false,
+            mine: false,
+            mention: false,
+        },
         now_ms(),
     );
     let (snapshot, _) = cache.load();
@@ -1473,7 +1477,11 @@ pub fn console_measure(dir: &Path) -> Result<()> {
     let empty_app = console::app::App::new(
         console::i18n::Lang::Vi,
         console::keymap::Keymap::default_map(),
-        false,
+        console::data::Notify {
+            unclaimed: false,
+            mine: false,
+            mention: false,
+        },
         now_ms(),
     );
     let t = Instant::now();

@@ -5,13 +5,13 @@
 
 use super::bars;
 use super::component::{Out, PopupChange};
-use super::data::{Data, Snapshot};
+use super::data::{Data, Notify, Snapshot};
 use super::i18n::Lang;
 use super::keymap::{Action, Keymap};
 use super::msg::{ApiCall, Effect, Link, Msg, NetEvent};
 use super::popups::{help, palette, rule_editor, search, Modal};
 use super::tabs::{connections, connections::ConnectionsTab, inbox, inbox::InboxTab, rules};
-use super::tabs::{rules::RulesTab, Tab};
+use super::tabs::{inbox::Focus, rules::RulesTab, Tab};
 use super::ui::{paste_into, Theme};
 use crate::model::{Availability, Ms};
 use crate::wire::{Event, EventBody};
@@ -42,6 +42,7 @@ pub const HELP: &[Action] = &[
     Action::Back,
     Action::ToggleAvailability,
     Action::Search,
+    Action::Mentions,
 ];
 
 /// Every component's help entries, in the order the help popup lists them.
@@ -69,9 +70,9 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(lang: Lang, keymap: Keymap, bell: bool, now: Ms) -> App {
+    pub fn new(lang: Lang, keymap: Keymap, notify: Notify, now: Ms) -> App {
         App {
-            data: Data::new(lang, keymap, bell, now),
+            data: Data::new(lang, keymap, notify, now),
             tab: Tab::Inbox,
             inbox: InboxTab::default(),
             connections: ConnectionsTab::default(),
@@ -185,9 +186,22 @@ impl App {
             }
             NetEvent::SearchResults { query, more, page } => {
                 if let Some(Modal::Search(s)) = &mut self.modal {
-                    s.results_arrived(&query, more, page);
+                    s.results_arrived(Some(&query), more, page);
                 }
             }
+            NetEvent::Mentions { more, page } => {
+                if let Some(Modal::Search(s)) = &mut self.modal {
+                    s.results_arrived(None, more, page);
+                }
+            }
+            NetEvent::NoteAdded(note) => {
+                self.inbox.note_added(&note);
+                d.note_added(*note);
+            }
+            NetEvent::Colleagues {
+                conversation_id,
+                list,
+            } => self.inbox.colleagues_loaded(conversation_id, list),
             NetEvent::Authorize(a) => {
                 if let Some(Modal::AddConnection(step)) = &mut self.modal {
                     fx.extend(step.authorized(d, a));
@@ -212,7 +226,15 @@ impl App {
         {
             step.connected(&mut self.data, connection, by);
         }
-        self.data.apply_event(ev)
+        let mut fx = self.data.apply_event(ev);
+        // No notification for the thread being read.
+        let reading = (self.tab == Tab::Inbox && self.inbox.focus != Focus::List)
+            .then_some(self.inbox.open.as_deref())
+            .flatten();
+        fx.retain(
+            |e| !matches!(e, Effect::Notify(n) if Some(n.conversation_id.as_str()) == reading),
+        );
+        fx
     }
 
     // ----- keys -----
@@ -271,6 +293,11 @@ impl App {
             Search => {
                 self.modal = Some(Modal::Search(search::Search::default()));
                 vec![]
+            }
+            Mentions => {
+                let (popup, fx) = search::Search::mentions();
+                self.modal = Some(Modal::Search(popup));
+                fx
             }
             NextTab | PrevTab => {
                 let order = [Tab::Inbox, Tab::Connections, Tab::Rules];

@@ -5,7 +5,8 @@
 use super::i18n::{strings, Lang, Strings};
 use super::inbox::Inbox;
 use super::keymap::Keymap;
-use super::msg::{ApiCall, Effect, Link};
+use super::msg::{ApiCall, Effect, Link, NewsKind, Notification};
+use crate::model::text::mentioned_handles;
 use crate::model::*;
 use crate::wire::{ConnectionView, Event, EventBody, OutboundAttachment, View};
 use serde::{Deserialize, Serialize};
@@ -50,19 +51,47 @@ pub struct Snapshot {
     pub dead_webhooks: usize,
 }
 
+/// Which news notifies (the config's `notify_*`): all of it unless switched off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Notify {
+    pub unclaimed: bool,
+    pub mine: bool,
+    pub mention: bool,
+}
+
+impl Default for Notify {
+    fn default() -> Self {
+        Notify {
+            unclaimed: true,
+            mine: true,
+            mention: true,
+        }
+    }
+}
+
+impl Notify {
+    pub fn wants(&self, kind: NewsKind) -> bool {
+        match kind {
+            NewsKind::Unclaimed => self.unclaimed,
+            NewsKind::Mine => self.mine,
+            NewsKind::Mention => self.mention,
+        }
+    }
+}
+
 /// A link down this long is "offline", not a blip being reconnected.
 pub const OFFLINE_AFTER_MS: Ms = 30_000;
 
 pub struct Data {
     pub lang: Lang,
     pub keymap: Keymap,
-    pub bell: bool,
+    pub notify: Notify,
     pub me: Option<Account>,
     pub link: Link,
     /// When the live link last went down; None until it has been up once. A link that never came
     /// up, or has been down for `OFFLINE_AFTER_MS`, is shown as offline with cached data.
     pub link_lost_at: Option<Ms>,
-    /// Events are being replayed after a reconnect: no bells for old news.
+    /// Events are being replayed after a reconnect: no notifications for old news.
     pub live: bool,
     pub cache_note: Option<String>,
     pub conversations: Inbox,
@@ -81,11 +110,11 @@ pub struct Data {
 }
 
 impl Data {
-    pub fn new(lang: Lang, keymap: Keymap, bell: bool, now: Ms) -> Data {
+    pub fn new(lang: Lang, keymap: Keymap, notify: Notify, now: Ms) -> Data {
         Data {
             lang,
             keymap,
-            bell,
+            notify,
             me: None,
             link: Link::Connecting,
             link_lost_at: None,
@@ -305,6 +334,15 @@ impl Data {
         upsert_message(list, message);
     }
 
+    /// The hub took a note: it joins its thread (the live event may come before or after).
+    pub fn note_added(&mut self, note: Message) {
+        let list = self
+            .messages
+            .entry(note.conversation_id.clone())
+            .or_default();
+        upsert_message(list, note);
+    }
+
     pub fn reply_deferred(&mut self, client_key: &str, error: &str) {
         let now = self.now;
         if let Some(item) = self.outbox.iter_mut().find(|o| o.client_key == client_key) {
@@ -355,9 +393,9 @@ impl Data {
             .collect()
     }
 
-    /// Applies one event of the hub's stream; returns a bell when it is news for me.
+    /// Applies one event of the hub's stream; returns a notification when it is news for me.
     pub fn apply_event(&mut self, ev: Event) -> Vec<Effect> {
-        let mut fx = vec![];
+        let mut news = vec![];
         if ev.seq > self.last_seq {
             self.last_seq = ev.seq;
         }
@@ -370,8 +408,13 @@ impl Data {
                 let mine_by_rule = self
                     .rule_of_connection(&c.connection_id)
                     .is_some_and(|r| r.members.contains(&me));
-                if self.live && self.bell && newly_unclaimed && (mine_by_rule || self.is_admin()) {
-                    fx.push(Effect::Bell);
+                if newly_unclaimed && (mine_by_rule || self.is_admin()) {
+                    news.push(Notification {
+                        kind: NewsKind::Unclaimed,
+                        conversation_id: c.id.clone(),
+                        title: self.s().new_unclaimed.into(),
+                        body: format!("{}: {}", customer_name(&c), c.preview),
+                    });
                 }
                 if self.may_see(&c) {
                     self.conversations.insert(c);
@@ -384,21 +427,13 @@ impl Data {
             EventBody::Message { message } => {
                 self.outbox
                     .retain(|o| Some(&o.client_key) != message.client_key.as_ref());
-                let mine = self
-                    .conversations
-                    .get(&message.conversation_id)
-                    .is_some_and(|c| c.assignee.as_deref() == Some(me.as_str()));
+                let conv = self.conversations.get(&message.conversation_id);
                 let is_new = self
                     .messages
                     .get(&message.conversation_id)
                     .is_none_or(|l| !l.iter().any(|m| m.id == message.id));
-                if self.live
-                    && self.bell
-                    && mine
-                    && is_new
-                    && message.direction == Direction::Inbound
-                {
-                    fx.push(Effect::Bell);
+                if let (Some(c), true) = (conv, is_new) {
+                    news.extend(self.news_of(c, &message));
                 }
                 if let Some(list) = self.messages.get_mut(&message.conversation_id) {
                     upsert_message(list, message);
@@ -424,7 +459,48 @@ impl Data {
                 self.accounts.insert(account.id.clone(), account);
             }
         }
-        fx
+        if !self.live {
+            return vec![];
+        }
+        news.into_iter()
+            .filter(|n| self.notify.wants(n.kind))
+            .map(Effect::Notify)
+            .collect()
+    }
+
+    /// A new message is news for me when a customer writes in a conversation of mine, or a
+    /// colleague's note mentions me.
+    fn news_of(&self, c: &Conversation, m: &Message) -> Option<Notification> {
+        let me = self.me.as_ref()?;
+        let mine = c.assignee.as_deref() == Some(me.id.as_str());
+        if m.kind == MessageKind::Note {
+            let mentioned = mentioned_handles(&m.text).contains(&me.username.to_lowercase());
+            return (mentioned && m.sender != me.id).then(|| Notification {
+                kind: NewsKind::Mention,
+                conversation_id: c.id.clone(),
+                title: format!("{} {}", m.sender_name, self.s().mentioned_you),
+                body: m.text.clone(),
+            });
+        }
+        (mine && m.direction == Direction::Inbound).then(|| Notification {
+            kind: NewsKind::Mine,
+            conversation_id: c.id.clone(),
+            title: customer_name(c).to_string(),
+            body: if m.text.is_empty() {
+                format!("[{}]", m.kind.as_str())
+            } else {
+                m.text.clone()
+            },
+        })
+    }
+}
+
+/// The name a customer is shown by: their Zalo name, else their Zalo id.
+pub fn customer_name(c: &Conversation) -> &str {
+    if c.customer.display_name.is_empty() {
+        &c.customer.user_id
+    } else {
+        &c.customer.display_name
     }
 }
 

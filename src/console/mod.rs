@@ -30,16 +30,60 @@ pub struct Options {
     pub token: String,
     pub lang: i18n::Lang,
     pub keymap: keymap::Keymap,
-    pub bell: bool,
+    pub alert: Alert,
+    pub notify: data::Notify,
     pub mouse: bool,
     pub color: bool,
     /// Root of the per-server, per-account caches; `None` runs without one.
     pub cache_root: Option<PathBuf>,
 }
 
+/// How news reaches the agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Alert {
+    /// The terminal bell (BEL).
+    pub bell: bool,
+    /// A desktop notification: OSC 9 (iTerm2, Windows Terminal, kitty, foot, …) and OSC 777
+    /// (urxvt, VTE terminals); a terminal that knows neither ignores both.
+    pub desktop: bool,
+}
+
+/// The bytes that tell the terminal about `n`: BEL and the two notification sequences, each
+/// wrapped for tmux (`ESC P tmux; … ESC \`, inner ESCs doubled) when inside it. Text from outside
+/// is stripped of control characters and of `;` (OSC 777's separator), and kept short.
+pub fn alert_bytes(n: &msg::Notification, alert: Alert, in_tmux: bool) -> Vec<u8> {
+    let plain = |s: &str, max: usize| -> String {
+        crate::model::text::sanitize_for_terminal(s, false)
+            .chars()
+            .filter(|c| !c.is_control() && *c != ';')
+            .take(max)
+            .collect()
+    };
+    let (title, body) = (plain(&n.title, 80), plain(&n.body, 200));
+    let mut out = Vec::new();
+    if alert.bell {
+        out.push(0x07);
+    }
+    if alert.desktop {
+        for seq in [
+            format!("\x1b]9;{title}: {body}\x07"),
+            format!("\x1b]777;notify;{title};{body}\x07"),
+        ] {
+            if in_tmux {
+                out.extend_from_slice(b"\x1bPtmux;");
+                out.extend_from_slice(seq.replace('\x1b', "\x1b\x1b").as_bytes());
+                out.extend_from_slice(b"\x1b\\");
+            } else {
+                out.extend_from_slice(seq.as_bytes());
+            }
+        }
+    }
+    out
+}
+
 /// What the loop does to the world outside the screen; tests record it instead.
 pub trait Side: Send {
-    fn bell(&mut self);
+    fn notify(&mut self, n: &msg::Notification, alert: Alert);
     fn copy(&mut self, text: &str);
     /// Runs `$EDITOR` on the text; `None` when it could not.
     fn edit(&mut self, text: &str) -> Option<String>;
@@ -49,8 +93,9 @@ pub trait Side: Send {
 pub struct TerminalSide;
 
 impl Side for TerminalSide {
-    fn bell(&mut self) {
-        let _ = std::io::stdout().write_all(b"\x07");
+    fn notify(&mut self, n: &msg::Notification, alert: Alert) {
+        let in_tmux = std::env::var_os("TMUX").is_some();
+        let _ = std::io::stdout().write_all(&alert_bytes(n, alert, in_tmux));
         let _ = std::io::stdout().flush();
     }
     fn copy(&mut self, text: &str) {
@@ -117,7 +162,7 @@ impl Draft {
 
 /// Builds the state, loading the cache when there is one (so the first frame shows cached data).
 pub fn prepare(opts: &Options, now: crate::model::Ms) -> (App, Option<cache::Cache>) {
-    let mut app = App::new(opts.lang, opts.keymap.clone(), opts.bell, now);
+    let mut app = App::new(opts.lang, opts.keymap.clone(), opts.notify, now);
     let mut cache = None;
     if let Some(root) = &opts.cache_root {
         let dir = cache::cache_dir(root, &opts.server, &opts.token);
@@ -149,6 +194,7 @@ pub struct Session {
     pub api: net::Api,
     pub tx: mpsc::UnboundedSender<Msg>,
     pub rx: mpsc::UnboundedReceiver<Msg>,
+    pub alert: Alert,
 }
 
 impl Session {
@@ -161,6 +207,7 @@ impl Session {
             api: net::Api::new(&opts.server, &opts.token),
             tx,
             rx,
+            alert: opts.alert,
         }
     }
 }
@@ -181,6 +228,7 @@ where
         api,
         tx,
         mut rx,
+        alert,
     } = session;
     let since = (app.data.last_seq > 0).then_some(app.data.last_seq);
     let stream = tokio::spawn(net::run_stream(api.clone(), since, tx.clone()));
@@ -211,7 +259,7 @@ where
                     let (api, tx) = (api.clone(), tx.clone());
                     tokio::spawn(async move { api.execute(call, tx).await });
                 }
-                Effect::Bell => side.bell(),
+                Effect::Notify(n) => side.notify(&n, alert),
                 Effect::Copy(text) => side.copy(&text),
                 Effect::OpenEditor(text) => {
                     if let Some(edited) = side.edit(&text) {

@@ -61,6 +61,17 @@ pub enum NetEvent {
         conversation_id: ConversationId,
         targets: Vec<TransferTarget>,
     },
+    NoteAdded(Box<Message>),
+    /// Who may see a conversation (whom a note there can mention).
+    Colleagues {
+        conversation_id: ConversationId,
+        list: Vec<TransferTarget>,
+    },
+    /// A page of `GET /mentions` (`more`: a next page).
+    Mentions {
+        more: bool,
+        page: Page<SearchHit>,
+    },
     /// A page of `GET /search` for `query` (`more`: a next page of the same search).
     SearchResults {
         query: String,
@@ -108,12 +119,41 @@ pub enum ApiCall {
         query: String,
         cursor: Option<String>,
     },
+    Note {
+        conversation_id: ConversationId,
+        client_key: String,
+        text: String,
+    },
+    Colleagues(ConversationId),
+    Mentions {
+        cursor: Option<String>,
+    },
+}
+
+/// What a notification is about; each kind can be switched off in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NewsKind {
+    /// A conversation newly waiting to be claimed on a page of my rules (admins: any page).
+    Unclaimed,
+    /// A customer message in a conversation of mine.
+    Mine,
+    /// A colleague's note that mentions me.
+    Mention,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub kind: NewsKind,
+    pub conversation_id: ConversationId,
+    pub title: String,
+    pub body: String,
 }
 
 #[derive(Debug, Clone)]
 pub enum Effect {
     Api(ApiCall),
-    Bell,
+    /// The bell and a desktop notification, as the config says.
+    Notify(Notification),
     Copy(String),
     OpenEditor(String),
     Quit,

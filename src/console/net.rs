@@ -217,6 +217,42 @@ impl Api {
                 )
                 .await
             }
+            ApiCall::Note {
+                conversation_id,
+                client_key,
+                text,
+            } => {
+                let path = format!("/conversations/{conversation_id}/notes");
+                let body = json!({"client_key": client_key, "text": text});
+                match self.call(Method::POST, &path, Some(body)).await {
+                    Ok(note) => send(NetEvent::NoteAdded(Box::new(note))),
+                    Err(e) => send(fail(e)),
+                }
+            }
+            ApiCall::Colleagues(id) => {
+                let path = format!("/conversations/{id}/colleagues");
+                match self.call(Method::GET, &path, None).await {
+                    Ok(list) => send(NetEvent::Colleagues {
+                        conversation_id: id,
+                        list,
+                    }),
+                    Err(e) => send(fail(e)),
+                }
+            }
+            ApiCall::Mentions { cursor } => {
+                let mut path = String::from("/mentions?limit=30");
+                if let Some(c) = &cursor {
+                    path.push_str("&cursor=");
+                    path.extend(url::form_urlencoded::byte_serialize(c.as_bytes()));
+                }
+                match self.call(Method::GET, &path, None).await {
+                    Ok(page) => send(NetEvent::Mentions {
+                        more: cursor.is_some(),
+                        page,
+                    }),
+                    Err(e) => send(fail(e)),
+                }
+            }
             ApiCall::Search { query, cursor } => {
                 let mut path = String::from("/search?limit=30&q=");
                 path.extend(url::form_urlencoded::byte_serialize(query.as_bytes()));

@@ -140,7 +140,7 @@ fn connection(
 
 /// An agent (HuongNT256) in a rule with a few conversations, one of them hostile.
 fn agent_app() -> App {
-    let mut app = App::new(Lang::Vi, Keymap::default_map(), true, NOW);
+    let mut app = App::new(Lang::Vi, Keymap::default_map(), Notify::default(), NOW);
     app.load_snapshot(Snapshot {
         me: Some(account("a2", "HuongNT256", Role::Agent)),
         conversations: vec![
@@ -452,33 +452,147 @@ fn urgent_jumps_to_the_unclaimed_waiting_longest() {
         .any(|e| matches!(e, Effect::Api(ApiCall::LoadMessages { id, .. }) if id == "c2")));
 }
 
+fn news(fx: &[Effect]) -> Vec<(NewsKind, &str)> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Notify(n) => Some((n.kind, n.conversation_id.as_str())),
+            _ => None,
+        })
+        .collect()
+}
+
+fn event(seq: u64, body: EventBody) -> Msg {
+    Msg::Net(NetEvent::Event(Box::new(Event { seq, at: NOW, body })))
+}
+
 #[test]
-fn bell_on_new_unclaimed_in_my_rules_and_new_messages_in_mine_but_not_during_replay() {
+fn notify_on_new_unclaimed_in_my_rules_and_new_messages_in_mine_but_not_during_replay() {
     let mut app = agent_app();
     let new = conv("c9", "Khách mới", ConvState::Unclaimed, None, 0, "Alo");
-    let ev = |seq, body| Msg::Net(NetEvent::Event(Box::new(Event { seq, at: NOW, body })));
-    let fx = app.update(ev(
+    let fx = app.update(event(
         11,
         EventBody::Conversation {
             conversation: new.clone(),
         },
     ));
-    assert!(fx.iter().any(|e| matches!(e, Effect::Bell)));
-    let fx = app.update(ev(
+    assert_eq!(news(&fx), [(NewsKind::Unclaimed, "c9")]);
+    let fx = app.update(event(
         12,
         EventBody::Message {
             message: message("m10", "c1", Direction::Inbound, "Alo", None, 0),
         },
     ));
-    assert!(fx.iter().any(|e| matches!(e, Effect::Bell)));
+    assert_eq!(news(&fx), [(NewsKind::Mine, "c1")]);
     app.data.live = false;
-    let fx = app.update(ev(
+    let fx = app.update(event(
         13,
         EventBody::Conversation {
             conversation: conv("c10", "X", ConvState::Unclaimed, None, 0, ""),
         },
     ));
     assert!(fx.is_empty());
+}
+
+/// A colleague's note that mentions me notifies, mine does not; nothing notifies for the thread
+/// I am reading; each kind can be switched off.
+#[test]
+fn a_mention_notifies_except_in_the_thread_being_read_and_each_kind_can_be_switched_off() {
+    let note = |id: &str, conv: &str, sender: &str, text: &str| Message {
+        kind: MessageKind::Note,
+        sender: sender.into(),
+        sender_name: sender.into(),
+        ..message(id, conv, Direction::Outbound, text, None, 0)
+    };
+    let mut app = agent_app();
+    let fx = app.update(event(
+        11,
+        EventBody::Message {
+            message: note("n1", "c3", "a3", "@huongnt256 xem giúp khách này"),
+        },
+    ));
+    let got: Vec<&Notification> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Notify(n) => Some(n),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got.len(), 1, "{fx:?}");
+    assert_eq!(got[0].kind, NewsKind::Mention);
+    assert_eq!(got[0].conversation_id, "c3");
+    assert!(
+        got[0].title.contains("a3") && got[0].body.contains("xem giúp"),
+        "{got:?}"
+    );
+    // My own note, and a note for someone else: nothing.
+    for (seq, n) in [
+        (12, note("n2", "c3", "a2", "@HuongNT256 tự nhắc")),
+        (13, note("n3", "c3", "a3", "@QueCT3 xem giúp")),
+    ] {
+        let fx = app.update(event(seq, EventBody::Message { message: n }));
+        assert!(news(&fx).is_empty(), "{fx:?}");
+    }
+    // Reading c1: its news is not news; c3's still is.
+    app.update(key(KeyCode::Enter));
+    assert_eq!(app.inbox.open.as_deref(), Some("c1"));
+    let fx = app.update(event(
+        14,
+        EventBody::Message {
+            message: message("m11", "c1", Direction::Inbound, "Alo", None, 0),
+        },
+    ));
+    assert!(news(&fx).is_empty(), "{fx:?}");
+    let fx = app.update(event(
+        15,
+        EventBody::Message {
+            message: note("n4", "c3", "a3", "@HuongNT256 ơi"),
+        },
+    ));
+    assert_eq!(news(&fx), [(NewsKind::Mention, "c3")]);
+    // Switched off in the config.
+    app.data.notify.mention = false;
+    let fx = app.update(event(
+        16,
+        EventBody::Message {
+            message: note("n5", "c3", "a3", "@HuongNT256 ơi"),
+        },
+    ));
+    assert!(news(&fx).is_empty());
+}
+
+#[test]
+fn notifications_reach_the_terminal_and_tmux_without_control_characters() {
+    let n = Notification {
+        kind: NewsKind::Mention,
+        conversation_id: "c1".into(),
+        title: "QueCT3 nhắc đến bạn".into(),
+        body: "xem; giúp\u{1b}]52;c;ZXZpbA==\u{7} nhé".into(),
+    };
+    let both = super::Alert {
+        bell: true,
+        desktop: true,
+    };
+    let plain = String::from_utf8(super::alert_bytes(&n, both, false)).unwrap();
+    assert_eq!(
+        plain,
+        "\u{7}\u{1b}]9;QueCT3 nhắc đến bạn: xem giúp␛]52cZXZpbA==� nhé\u{7}\
+         \u{1b}]777;notify;QueCT3 nhắc đến bạn;xem giúp␛]52cZXZpbA==� nhé\u{7}"
+    );
+    let tmux = String::from_utf8(super::alert_bytes(&n, both, true)).unwrap();
+    assert!(
+        tmux.starts_with("\u{7}\u{1b}Ptmux;\u{1b}\u{1b}]9;QueCT3"),
+        "{tmux:?}"
+    );
+    assert_eq!(
+        tmux.matches("\u{1b}\\").count(),
+        2,
+        "two passthroughs: {tmux:?}"
+    );
+    let quiet = super::Alert {
+        bell: false,
+        desktop: false,
+    };
+    assert!(super::alert_bytes(&n, quiet, false).is_empty());
 }
 
 #[test]
@@ -1383,4 +1497,113 @@ fn snapshot_search() {
     }));
     app.update(key(KeyCode::Down));
     both_sizes("search", &app);
+}
+
+// ----- notes -----
+
+/// `N` writes a private note: `@` + letters completes a colleague with Tab, Enter sends it, and
+/// the text stays until the hub has it (a refusal keeps it for another try).
+#[test]
+fn a_note_completes_mentions_and_keeps_its_text_until_the_hub_has_it() {
+    let mut app = agent_app();
+    let fx = app.update(ch('N'));
+    assert_eq!(app.inbox.focus, Focus::Composer);
+    assert!(fx
+        .iter()
+        .any(|e| matches!(e, Effect::Api(ApiCall::Colleagues(id)) if id == "c1")));
+    app.update(Msg::Net(NetEvent::Colleagues {
+        conversation_id: "c1".into(),
+        list: vec![
+            target("a1", "CuongLM", "Cường", Availability::Available),
+            target("a3", "QueCT3", "Quế", Availability::Away),
+        ],
+    }));
+    typed(&mut app, "@qu");
+    app.update(key(KeyCode::Tab));
+    assert_eq!(app.inbox.composer.value(), "@QueCT3 ");
+    typed(&mut app, "xem giúp khách này");
+    let fx = app.update(key(KeyCode::Enter));
+    let sent: Vec<(&str, &str)> =
+        fx.iter()
+            .filter_map(|e| match e {
+                Effect::Api(ApiCall::Note {
+                    conversation_id,
+                    client_key,
+                    text,
+                }) => Some((conversation_id.as_str(), text.as_str()))
+                    .filter(|_| !client_key.is_empty()),
+                _ => None,
+            })
+            .collect();
+    assert_eq!(sent, [("c1", "@QueCT3 xem giúp khách này")]);
+    assert!(app.data.outbox.is_empty(), "a note is not a reply");
+    // Refused: the text is still there.
+    app.update(Msg::Net(NetEvent::Failed("@quect3 cannot see".into())));
+    assert_eq!(app.inbox.composer.value(), "@QueCT3 xem giúp khách này");
+    // Sent again and taken.
+    let fx = app.update(key(KeyCode::Enter));
+    let Some(Effect::Api(ApiCall::Note { client_key, .. })) = fx.first() else {
+        panic!("{fx:?}")
+    };
+    let note = Message {
+        kind: MessageKind::Note,
+        client_key: Some(client_key.clone()),
+        ..message(
+            "m20",
+            "c1",
+            Direction::Outbound,
+            "@QueCT3 xem giúp khách này",
+            None,
+            0,
+        )
+    };
+    app.update(Msg::Net(NetEvent::NoteAdded(Box::new(note))));
+    assert_eq!(app.inbox.composer.value(), "");
+    assert_eq!(app.inbox.focus, Focus::Conversation);
+    let screen = render(&app, 80, 24);
+    assert!(screen.contains("✎ Ghi chú nội bộ · HuongNT256"), "{screen}");
+    assert!(screen.contains("┃ @QueCT3 xem giúp"), "{screen}");
+    both_sizes("thread_with_a_note", &app);
+}
+
+#[test]
+fn snapshot_note_composer_and_mentions() {
+    let mut app = agent_app();
+    app.update(ch('N'));
+    app.update(Msg::Net(NetEvent::Colleagues {
+        conversation_id: "c1".into(),
+        list: vec![
+            target("a1", "CuongLM", "Cường", Availability::Available),
+            target("a3", "QueCT3", "Quế", Availability::Away),
+        ],
+    }));
+    typed(&mut app, "Khách hỏi giá sỉ, @");
+    both_sizes("note_composer", &app);
+
+    let mut app = agent_app();
+    let fx = app.update(ch('@'));
+    assert!(fx
+        .iter()
+        .any(|e| matches!(e, Effect::Api(ApiCall::Mentions { cursor: None }))));
+    let note = Message {
+        kind: MessageKind::Note,
+        sender: "a3".into(),
+        sender_name: "QueCT3".into(),
+        ..message(
+            "m21",
+            "c2",
+            Direction::Outbound,
+            "@HuongNT256 khách này cần gấp",
+            None,
+            5,
+        )
+    };
+    app.update(Msg::Net(NetEvent::Mentions {
+        more: false,
+        page: crate::wire::Page {
+            items: vec![hit(&app, "c2", Some(note))],
+            next_cursor: None,
+        },
+    }));
+    both_sizes("mentions", &app);
 }

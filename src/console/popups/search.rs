@@ -1,5 +1,5 @@
 //! *Tìm kiếm*: the hub's search over customers and messages, results as you type; Enter opens
-//! the thread at the message found.
+//! the thread at the message found. The same list shows *Nhắc đến tôi*, the notes that mention me.
 
 use crate::console::component::{Jump, Out, PopupChange};
 use crate::console::data::Data;
@@ -16,8 +16,19 @@ use ratatui::text::{Line, Span};
 use tui_input::Input;
 use unicode_width::UnicodeWidthStr;
 
+/// What the list shows.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// What the hub finds for the text typed.
+    #[default]
+    Search,
+    /// The notes that mention me, newest first.
+    Mentions,
+}
+
 #[derive(Debug, Default)]
 pub struct Search {
+    pub source: Source,
     pub input: Input,
     pub results: Vec<SearchHit>,
     pub next_cursor: Option<String>,
@@ -27,10 +38,24 @@ pub struct Search {
 }
 
 impl Search {
-    /// A page of results arrived; one for text typed before the current one is dropped (answers
-    /// can overtake each other).
-    pub fn results_arrived(&mut self, query: &str, more: bool, page: Page<SearchHit>) {
-        if query != self.input.value() {
+    /// The list of my mentions, and the call that fills it.
+    pub fn mentions() -> (Search, Vec<Effect>) {
+        let mut popup = Search {
+            source: Source::Mentions,
+            ..Search::default()
+        };
+        let fx = popup.search(None);
+        (popup, fx)
+    }
+
+    /// A page arrived: of a search for `query`, or (`None`) of my mentions. A page for text typed
+    /// before the current one is dropped (answers can overtake each other).
+    pub fn results_arrived(&mut self, query: Option<&str>, more: bool, page: Page<SearchHit>) {
+        let current = match query {
+            Some(q) => self.source == Source::Search && q == self.input.value(),
+            None => self.source == Source::Mentions,
+        };
+        if !current {
             return;
         }
         if more {
@@ -45,10 +70,14 @@ impl Search {
 
     fn search(&mut self, cursor: Option<String>) -> Vec<Effect> {
         self.waiting = true;
-        vec![Effect::Api(ApiCall::Search {
-            query: self.input.value().to_string(),
-            cursor,
-        })]
+        let call = match self.source {
+            Source::Search => ApiCall::Search {
+                query: self.input.value().to_string(),
+                cursor,
+            },
+            Source::Mentions => ApiCall::Mentions { cursor },
+        };
+        vec![Effect::Api(call)]
     }
 
     pub fn on_key(&mut self, k: KeyEvent) -> Out {
@@ -80,6 +109,7 @@ impl Search {
                 },
                 None => Out::none(),
             },
+            _ if self.source == Source::Mentions => Out::none(),
             _ => {
                 let before = self.input.value().to_string();
                 edit_input(&mut self.input, &k);
@@ -101,9 +131,14 @@ impl Search {
         let s = d.s();
         let width = area.width.min(100);
         let inner = width.saturating_sub(2) as usize;
-        let mut lines = vec![input_line(&self.input)];
-        let status = if self.input.value().trim().is_empty() {
+        let mut lines = vec![];
+        if self.source == Source::Search {
+            lines.push(input_line(&self.input));
+        }
+        let status = if self.source == Source::Search && self.input.value().trim().is_empty() {
             s.search_hint.to_string()
+        } else if self.results.is_empty() && self.source == Source::Mentions && !self.waiting {
+            s.nothing_here.to_string()
         } else if self.results.is_empty() {
             (if self.waiting {
                 s.searching
@@ -128,12 +163,12 @@ impl Search {
             let more = if self.waiting { s.searching } else { "↓ …" };
             lines.push(Line::from(Span::styled(more, theme.dim())));
         }
+        let action = match self.source {
+            Source::Search => Action::Search,
+            Source::Mentions => Action::Mentions,
+        };
         PopupContent {
-            title: format!(
-                "{} ({})",
-                describe(Action::Search, d.lang),
-                d.keymap.hint(Action::Search)
-            ),
+            title: format!("{} ({})", describe(action, d.lang), d.keymap.hint(action)),
             lines,
             width,
             height: area.height,
@@ -173,7 +208,11 @@ fn hit_lines(
     let body = match &hit.message {
         Some(m) => {
             let first = m.text.lines().next().unwrap_or_default();
-            format!("  {}", clean(first))
+            if m.kind == crate::model::MessageKind::Note {
+                format!("  ✎ {}: {}", clean(&m.sender_name), clean(first))
+            } else {
+                format!("  {}", clean(first))
+            }
         }
         None => format!("  ◉ {} · {}", d.s().customer, clean(&c.customer.user_id)),
     };

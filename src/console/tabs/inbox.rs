@@ -2,7 +2,7 @@
 //! beside it and the composer.
 
 use crate::console::component::{Jump, Out};
-use crate::console::data::Data;
+use crate::console::data::{customer_name, Data};
 use crate::console::i18n::{describe, Strings};
 use crate::console::inbox::{is_unclaimed, view_order};
 use crate::console::keymap::Action;
@@ -11,7 +11,7 @@ use crate::console::popups::{attach, transfer, Modal};
 use crate::console::ui::*;
 use crate::model::text::{char_count, fold, nfc, sanitize_for_terminal};
 use crate::model::*;
-use crate::wire::{OutboundAttachment, View};
+use crate::wire::{OutboundAttachment, TransferTarget, View};
 use crossterm::event::{KeyCode, KeyEvent};
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -31,6 +31,7 @@ pub const HELP: &[Action] = &[
     Action::Claim,
     Action::Reply,
     Action::QuoteReply,
+    Action::Note,
     Action::Send,
     Action::Attach,
     Action::Editor,
@@ -47,6 +48,14 @@ pub enum Focus {
     Composer,
 }
 
+/// What the composer writes: a reply to the customer, or a private note for the staff.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compose {
+    #[default]
+    Reply,
+    Note,
+}
+
 pub struct InboxTab {
     pub view: View,
     pub focus: Focus,
@@ -61,7 +70,12 @@ pub struct InboxTab {
     /// a long list does not queue a load per row).
     preview_loading: Option<ConversationId>,
     pub composer: Input,
+    pub compose: Compose,
     pub quote: Option<String>,
+    /// Who may see the open conversation (whom a note can mention), from the hub.
+    pub colleagues: Option<(ConversationId, Vec<TransferTarget>)>,
+    /// The client key of the note on its way to the hub.
+    pending_note: Option<String>,
     /// The message the thread was opened at (a search result): shown marked, the thread
     /// scrolled to it; older pages are loaded until it is there.
     pub anchor: Option<Anchor>,
@@ -105,7 +119,10 @@ impl Default for InboxTab {
             filter_typing: false,
             preview_loading: None,
             composer: Input::default(),
+            compose: Compose::Reply,
             quote: None,
+            colleagues: None,
+            pending_note: None,
             anchor: None,
         }
     }
@@ -346,9 +363,15 @@ impl InboxTab {
                 KeyCode::Esc => {
                     self.focus = Focus::Conversation;
                     self.quote = None;
+                    self.compose = Compose::Reply;
                     Out::none()
                 }
+                KeyCode::Enter if self.compose == Compose::Note => Out::effects(self.send_note(d)),
                 KeyCode::Enter => Out::effects(self.send_composer(d)),
+                KeyCode::Tab if self.compose == Compose::Note => {
+                    self.complete_mention();
+                    Out::none()
+                }
                 _ => {
                     edit_input(&mut self.composer, &k);
                     Out::none()
@@ -450,6 +473,21 @@ impl InboxTab {
                 self.focus = Focus::Composer;
                 vec![]
             }
+            (Note, _) => {
+                if self.open.is_none() || self.focus == Focus::List {
+                    self.open_selected(d);
+                }
+                let id = self.open.clone()?;
+                self.quote = None;
+                self.compose = Compose::Note;
+                self.focus = Focus::Composer;
+                let known = self.colleagues.as_ref().is_some_and(|(c, _)| *c == id);
+                if known {
+                    vec![]
+                } else {
+                    vec![Effect::Api(ApiCall::Colleagues(id))]
+                }
+            }
             (Attach, Focus::Conversation) => {
                 return Some(Out::open(Modal::Attach(attach::Attach::default())))
             }
@@ -544,6 +582,87 @@ impl InboxTab {
         }
         self.focus = Focus::List;
         self.open_selected(d)
+    }
+
+    /// The hub took a note: when it is the one being sent from here, the composer is done.
+    pub fn note_added(&mut self, note: &Message) {
+        if note.client_key.is_some() && note.client_key == self.pending_note {
+            self.pending_note = None;
+            self.composer = Input::default();
+            self.compose = Compose::Reply;
+            self.focus = Focus::Conversation;
+        }
+    }
+
+    pub fn colleagues_loaded(
+        &mut self,
+        conversation_id: ConversationId,
+        list: Vec<TransferTarget>,
+    ) {
+        self.colleagues = Some((conversation_id, list));
+    }
+
+    /// The `@name` being typed at the end of a note, if any (without the `@`).
+    fn mention_prefix(&self) -> Option<&str> {
+        let text = self.composer.value();
+        let at = text.rfind('@')?;
+        let prefix = &text[at + 1..];
+        let starts_word = text[..at]
+            .chars()
+            .next_back()
+            .is_none_or(|c| !c.is_alphanumeric());
+        (starts_word && !prefix.contains(char::is_whitespace)).then_some(prefix)
+    }
+
+    /// The colleagues whose username starts with the `@name` being typed (accents, case ignored).
+    pub fn mention_candidates(&self) -> Vec<&TransferTarget> {
+        let (Some(prefix), Some((conv, list))) = (self.mention_prefix(), &self.colleagues) else {
+            return vec![];
+        };
+        if self.open.as_ref() != Some(conv) {
+            return vec![];
+        }
+        let needle = fold(prefix);
+        list.iter()
+            .filter(|t| fold(&t.username).starts_with(&needle))
+            .collect()
+    }
+
+    /// Tab in a note: the `@name` being typed becomes the first candidate's username.
+    fn complete_mention(&mut self) {
+        let Some(first) = self
+            .mention_candidates()
+            .first()
+            .map(|t| t.username.clone())
+        else {
+            return;
+        };
+        let text = self.composer.value();
+        let at = text.rfind('@').unwrap_or(text.len());
+        self.composer = Input::new(format!("{}@{first} ", &text[..at]));
+    }
+
+    fn send_note(&mut self, d: &mut Data) -> Vec<Effect> {
+        let text = nfc(self.composer.value().trim());
+        let Some(conv) = self.open.clone() else {
+            return vec![];
+        };
+        if text.is_empty() {
+            return vec![];
+        }
+        if d.link != Link::Connected {
+            // Notes are not kept for later like replies: say so rather than lose it silently.
+            d.notice(d.s().link_offline);
+            return vec![];
+        }
+        // The text stays in the composer until the hub has the note (a refusal leaves it there).
+        let client_key = format!("{}-{}-{}", d.me_id(), d.now, rand::random::<u32>());
+        self.pending_note = Some(client_key.clone());
+        vec![Effect::Api(ApiCall::Note {
+            conversation_id: conv,
+            client_key,
+            text,
+        })]
     }
 
     fn send_composer(&mut self, d: &mut Data) -> Vec<Effect> {
@@ -712,7 +831,7 @@ impl InboxTab {
         f.render_widget(Paragraph::new(thread_header(d, theme, c)), header);
         self.draw_messages(f, d, theme, msgs, c);
         if self.focus == Focus::Composer {
-            self.draw_composer(f, theme, composer);
+            self.draw_composer(f, d, theme, composer);
         } else {
             let k = &d.keymap;
             let hint = [
@@ -770,7 +889,15 @@ impl InboxTab {
                 }
                 Direction::Outbound => format!("→ {}", clean(&m.sender_name)),
             };
+            let note = m.kind == MessageKind::Note;
+            let sender = if note {
+                // Said in words, not only in colour: staff only, never sent to the customer.
+                format!("✎ {} · {}", s.note, clean(&m.sender_name))
+            } else {
+                sender
+            };
             let head_style = match m.direction {
+                _ if note => theme.fg(Color::Yellow).add_modifier(Modifier::BOLD),
                 Direction::Inbound => theme.bold(),
                 Direction::Outbound => theme.fg(Color::Cyan).add_modifier(Modifier::BOLD),
             };
@@ -800,11 +927,12 @@ impl InboxTab {
                 )));
             }
             if !m.text.is_empty() {
+                let bar = if note { "┃ " } else { "  " };
                 for l in sanitize_for_terminal(&m.text, true).lines() {
                     lines.extend(
                         wrap(l, width.saturating_sub(2))
                             .into_iter()
-                            .map(|w| Line::from(format!("  {w}"))),
+                            .map(|w| Line::from(format!("{bar}{w}"))),
                     );
                 }
             }
@@ -859,14 +987,32 @@ impl InboxTab {
         f.render_widget(Paragraph::new(Text::from(lines[start..end].to_vec())), area);
     }
 
-    fn draw_composer(&self, f: &mut Frame, theme: &Theme, area: Rect) {
+    fn draw_composer(&self, f: &mut Frame, d: &Data, theme: &Theme, area: Rect) {
         let count = char_count(&nfc(self.composer.value()));
         let quote = if self.quote.is_some() { "↪ " } else { "" };
-        let title = format!("{quote}{}/{}", count, MAX_TEXT_CHARS);
+        let title = match self.compose {
+            Compose::Reply => format!("{quote}{}/{}", count, MAX_TEXT_CHARS),
+            Compose::Note => {
+                let names: Vec<String> = self
+                    .mention_candidates()
+                    .iter()
+                    .take(4)
+                    .map(|t| format!("@{}", clean(&t.username)))
+                    .collect();
+                let hint = if names.is_empty() {
+                    "@ Tab".to_string()
+                } else {
+                    format!("{} (Tab)", names.join(" "))
+                };
+                format!("✎ {} · {hint}", d.s().note)
+            }
+        };
         let block = Block::default().borders(Borders::TOP).title(Span::styled(
             title,
-            if count > MAX_TEXT_CHARS {
+            if count > MAX_TEXT_CHARS && self.compose == Compose::Reply {
                 theme.fg(Color::Red).add_modifier(Modifier::BOLD)
+            } else if self.compose == Compose::Note {
+                theme.fg(Color::Yellow).add_modifier(Modifier::BOLD)
             } else {
                 theme.dim()
             },
@@ -892,14 +1038,6 @@ pub fn step_selection(cur: usize, a: Action, len: usize) -> usize {
         _ => 10,
     };
     (cur as isize + step).clamp(0, len.saturating_sub(1) as isize) as usize
-}
-
-fn customer_name(c: &Conversation) -> &str {
-    if c.customer.display_name.is_empty() {
-        &c.customer.user_id
-    } else {
-        &c.customer.display_name
-    }
 }
 
 /// The thread's two header lines: who, which page, who has it, and the reply window.
