@@ -115,12 +115,12 @@ async fn a_database_from_the_first_migration_reaches_the_latest() {
         assert_eq!(count(&db, unsent).await, 1, "not marked as being sent");
         // What was stored before search existed is found by it (migration 3 and the fill).
         let terms = sop_console::store::sql::search::terms("da em chao");
-        let found = db.search_messages(&terms, None, 10).await.unwrap();
+        let found = db.search_messages(&terms, None, 10, None).await.unwrap();
         assert_eq!(found.len(), 1, "{url}: the old message is found");
         assert_eq!(found[0].1.id, "m1");
         let terms = sop_console::store::sql::search::terms("vo thi");
         assert_eq!(
-            db.search_customers(&terms, 10).await.unwrap(),
+            db.search_customers(&terms, 10, None).await.unwrap(),
             ["c1"],
             "{url}"
         );

@@ -13,6 +13,9 @@ const BATCH: i64 = 200;
 const SCAN_BUDGET: usize = 2_000;
 /// Customers listed at the top of the first page.
 const CUSTOMERS: usize = 10;
+/// Up to this many conversations visible to the caller, the database is asked for theirs only;
+/// beyond, it is asked for all and the policy keeps the caller's.
+const WITHIN: usize = 5_000;
 
 impl Hub {
     pub async fn search(
@@ -30,11 +33,30 @@ impl Hub {
         }
         let limit = limit.clamp(1, 100);
         let mut before = cursor.map(parse_search_cursor).transpose()?;
+        // An agent sees a part of the conversations: the database looks only there.
+        let within: Option<Vec<String>> = if who.is_admin() {
+            None
+        } else {
+            self.read(|st| {
+                let mut ids = Vec::new();
+                for c in st.conversations.values() {
+                    if st.may_see_conversation(who, c) {
+                        if ids.len() == WITHIN {
+                            return None;
+                        }
+                        ids.push(c.id.clone());
+                    }
+                }
+                Some(ids)
+            })
+            .await
+        };
+        let within = within.as_deref();
         let mut items = Vec::new();
         if before.is_none() {
             let ids = self
                 .db
-                .search_customers(&terms, (CUSTOMERS * 5) as i64)
+                .search_customers(&terms, (CUSTOMERS * 5) as i64, within)
                 .await
                 .map_err(store_error)?;
             let found = self
@@ -56,7 +78,7 @@ impl Hub {
         loop {
             let batch = self
                 .db
-                .search_messages(&terms, before, BATCH)
+                .search_messages(&terms, before, BATCH, within)
                 .await
                 .map_err(store_error)?;
             let exhausted = (batch.len() as i64) < BATCH;

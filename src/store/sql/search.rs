@@ -8,6 +8,7 @@ use super::Db;
 use crate::model::text::fold;
 use crate::model::{message_seq, Customer, Message};
 use anyhow::Result;
+use sqlx::QueryBuilder;
 
 pub use crate::model::text::search_terms as terms;
 
@@ -34,45 +35,65 @@ fn tsquery(terms: &[String]) -> String {
         .join(" & ")
 }
 
+/// `AND column IN (…)` when the search is limited to some conversations.
+fn push_within<'a, DB: sqlx::Database>(
+    q: &mut QueryBuilder<'a, DB>,
+    column: &str,
+    within: Option<&'a [String]>,
+) where
+    &'a str: sqlx::Encode<'a, DB> + sqlx::Type<DB>,
+{
+    if let Some(ids) = within {
+        q.push(format!(" AND {column} IN ("));
+        let mut list = q.separated(", ");
+        for id in ids {
+            list.push_bind(id.as_str());
+        }
+        q.push(")");
+    }
+}
+
 impl Db {
     /// Messages whose text has every term (as word prefixes), newest first, before the
-    /// message number `before` when given; with their numbers (the search cursor).
+    /// message number `before` when given, in the conversations `within` when given; with their
+    /// numbers (the search cursor).
     pub async fn search_messages(
         &self,
         terms: &[String],
         before: Option<i64>,
         limit: i64,
+        within: Option<&[String]>,
     ) -> Result<Vec<(i64, Message)>> {
+        if within.is_some_and(|w| w.is_empty()) {
+            return Ok(Vec::new());
+        }
         let before = before.unwrap_or(i64::MAX);
         let rows: Vec<MessageRow> = match self {
             Db::Sqlite(d) => {
-                let sql = format!(
+                let mut q = QueryBuilder::new(format!(
                     "SELECT {MESSAGE_COLUMNS} FROM messages_fts \
                      JOIN messages ON messages.seq = messages_fts.rowid \
-                     WHERE messages_fts MATCH $1 AND messages_fts.rowid < $2 \
-                     ORDER BY messages_fts.rowid DESC LIMIT $3"
-                );
-                let rows: Vec<MessageRow> = sqlx::query_as(&sql)
-                    .bind(fts5_query(terms))
-                    .bind(before)
-                    .bind(limit)
-                    .fetch_all(&d.readers)
-                    .await?;
-                rows
+                     WHERE messages_fts MATCH "
+                ));
+                q.push_bind(fts5_query(terms))
+                    .push(" AND messages_fts.rowid < ")
+                    .push_bind(before);
+                push_within(&mut q, "messages.conversation_id", within);
+                q.push(" ORDER BY messages_fts.rowid DESC LIMIT ")
+                    .push_bind(limit);
+                q.build_query_as().fetch_all(&d.readers).await?
             }
             Db::Postgres(d) => {
-                let sql = format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages \
-                     WHERE to_tsvector('simple', coalesce(search, '')) @@ to_tsquery('simple', $1) \
-                     AND seq < $2 ORDER BY seq DESC LIMIT $3"
-                );
-                let rows: Vec<MessageRow> = sqlx::query_as(&sql)
-                    .bind(tsquery(terms))
-                    .bind(before)
-                    .bind(limit)
-                    .fetch_all(&d.pool)
-                    .await?;
-                rows
+                let mut q = QueryBuilder::new(format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE \
+                     to_tsvector('simple', coalesce(search, '')) @@ to_tsquery('simple', "
+                ));
+                q.push_bind(tsquery(terms))
+                    .push(") AND seq < ")
+                    .push_bind(before);
+                push_within(&mut q, "conversation_id", within);
+                q.push(" ORDER BY seq DESC LIMIT ").push_bind(limit);
+                q.build_query_as().fetch_all(&d.pool).await?
             }
         };
         rows.into_iter()
@@ -117,31 +138,40 @@ impl Db {
             .collect()
     }
 
-    /// Conversations whose customer's name (or Zalo id) has every term, latest activity first.
-    pub async fn search_customers(&self, terms: &[String], limit: i64) -> Result<Vec<String>> {
+    /// Conversations whose customer's name (or Zalo id) has every term, latest activity first,
+    /// among `within` when given.
+    pub async fn search_customers(
+        &self,
+        terms: &[String],
+        limit: i64,
+        within: Option<&[String]>,
+    ) -> Result<Vec<String>> {
+        if within.is_some_and(|w| w.is_empty()) {
+            return Ok(Vec::new());
+        }
         Ok(match self {
             Db::Sqlite(d) => {
-                sqlx::query_scalar(
+                let mut q = QueryBuilder::new(
                     "SELECT conversations.id FROM conversations_fts \
                      JOIN conversations ON conversations.rowid = conversations_fts.rowid \
-                     WHERE conversations_fts MATCH $1 \
-                     ORDER BY conversations.last_activity_at DESC, conversations.id LIMIT $2",
-                )
-                .bind(fts5_query(terms))
-                .bind(limit)
-                .fetch_all(&d.readers)
-                .await?
+                     WHERE conversations_fts MATCH ",
+                );
+                q.push_bind(fts5_query(terms));
+                push_within(&mut q, "conversations.id", within);
+                q.push(" ORDER BY conversations.last_activity_at DESC, conversations.id LIMIT ")
+                    .push_bind(limit);
+                q.build_query_scalar().fetch_all(&d.readers).await?
             }
             Db::Postgres(d) => {
-                sqlx::query_scalar(
-                    "SELECT id FROM conversations WHERE \
-                     to_tsvector('simple', coalesce(customer_search, '')) @@ to_tsquery('simple', $1) \
-                     ORDER BY last_activity_at DESC, id LIMIT $2",
-                )
-                .bind(tsquery(terms))
-                .bind(limit)
-                .fetch_all(&d.pool)
-                .await?
+                let mut q = QueryBuilder::new(
+                    "SELECT id FROM conversations WHERE to_tsvector('simple', \
+                     coalesce(customer_search, '')) @@ to_tsquery('simple', ",
+                );
+                q.push_bind(tsquery(terms)).push(")");
+                push_within(&mut q, "id", within);
+                q.push(" ORDER BY last_activity_at DESC, id LIMIT ")
+                    .push_bind(limit);
+                q.build_query_scalar().fetch_all(&d.pool).await?
             }
         })
     }
