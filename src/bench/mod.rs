@@ -1402,6 +1402,7 @@ pub fn console_prepare(dir: &Path, n: usize) -> Result<()> {
         accounts: vec![],
         head: 1,
         dead_webhooks: 0,
+        quick_replies: vec![],
     };
     match console::cache::Cache::open(dir)? {
         console::cache::Opened::Ready(c) => c.save_snapshot(&snapshot),

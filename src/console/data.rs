@@ -49,6 +49,9 @@ pub struct Snapshot {
     /// Webhooks the hub set aside (admins only; `GET /webhooks/dead`).
     #[serde(default)]
     pub dead_webhooks: usize,
+    /// The shared quick replies and mine.
+    #[serde(default)]
+    pub quick_replies: Vec<QuickReply>,
 }
 
 /// Which news notifies (the config's `notify_*`): all of it unless switched off.
@@ -100,6 +103,8 @@ pub struct Data {
     pub connections: BTreeMap<ConnectionId, ConnectionView>,
     pub rules: BTreeMap<RuleId, Rule>,
     pub accounts: BTreeMap<AccountId, Account>,
+    /// The shared quick replies and mine, by id.
+    pub quick_replies: BTreeMap<String, QuickReply>,
     pub last_seq: u64,
     /// Webhooks the hub could not apply and set aside (shown to admins on Connections).
     pub dead_webhooks: usize,
@@ -126,6 +131,7 @@ impl Data {
             connections: BTreeMap::new(),
             rules: BTreeMap::new(),
             accounts: BTreeMap::new(),
+            quick_replies: BTreeMap::new(),
             last_seq: 0,
             dead_webhooks: 0,
             outbox: Vec::new(),
@@ -171,6 +177,7 @@ impl Data {
             accounts: self.accounts.values().cloned().collect(),
             head: self.last_seq,
             dead_webhooks: self.dead_webhooks,
+            quick_replies: self.quick_replies.values().cloned().collect(),
         }
     }
 
@@ -193,6 +200,11 @@ impl Data {
         }
         self.last_seq = s.head;
         self.dead_webhooks = s.dead_webhooks;
+        self.quick_replies = s
+            .quick_replies
+            .into_iter()
+            .map(|q| (q.id.clone(), q))
+            .collect();
     }
 
     /// How many conversations a view holds for me.
@@ -451,6 +463,13 @@ impl Data {
             }
             EventBody::RuleRemoved { id } => {
                 self.rules.remove(&id);
+            }
+            EventBody::QuickReply { quick_reply } => {
+                self.quick_replies
+                    .insert(quick_reply.id.clone(), quick_reply);
+            }
+            EventBody::QuickReplyRemoved { id } => {
+                self.quick_replies.remove(&id);
             }
             EventBody::Account { account } => {
                 if account.id == me {

@@ -155,6 +155,7 @@ impl Api {
         } else {
             0
         };
+        let quick_replies = self.call(Method::GET, "/quick-replies", None).await?;
         Ok(Snapshot {
             me: Some(me),
             conversations,
@@ -163,6 +164,7 @@ impl Api {
             accounts,
             head,
             dead_webhooks,
+            quick_replies,
         })
     }
 

@@ -184,6 +184,7 @@ fn agent_app() -> App {
         accounts: vec![],
         head: 10,
         dead_webhooks: 0,
+        quick_replies: vec![],
     });
     app.data.link = Link::Connected;
     app.data.live = true;

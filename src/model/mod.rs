@@ -133,6 +133,32 @@ pub enum OldConversations {
     All,
 }
 
+/// A quick reply ("Tin nhắn mẫu"): text an agent inserts by its shortcut, with variables
+/// (`QUICK_REPLY_VARIABLES`) filled for the conversation. Shared by an admin (`owner` None) or
+/// an agent's own.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuickReply {
+    pub id: String,
+    pub owner: Option<AccountId>,
+    pub shortcut: String,
+    pub title: String,
+    pub text: String,
+    pub updated_at: Ms,
+}
+
+/// The variables a quick reply may use: the customer's name, the agent's, the page's.
+pub const QUICK_REPLY_VARIABLES: [&str; 3] = ["{ten_khach}", "{ten_nhan_vien}", "{ten_trang}"];
+
+impl QuickReply {
+    /// The text with its variables filled.
+    pub fn filled(&self, customer: &str, agent: &str, page: &str) -> String {
+        self.text
+            .replace("{ten_khach}", customer)
+            .replace("{ten_nhan_vien}", agent)
+            .replace("{ten_trang}", page)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Rule {
     pub id: RuleId,

@@ -34,6 +34,14 @@ pub fn routes() -> Router<AppState> {
         .route("/webhooks/dead", get(dead_webhooks))
         .route("/search", get(search))
         .route("/mentions", get(mentions))
+        .route(
+            "/quick-replies",
+            get(list_quick_replies).post(create_quick_reply),
+        )
+        .route(
+            "/quick-replies/{id}",
+            put(update_quick_reply).delete(delete_quick_reply),
+        )
         .route("/conversations/{id}/notes", post(add_note))
         .route("/conversations/{id}/colleagues", get(colleagues))
         .route("/conversations", get(list_conversations))
@@ -294,6 +302,42 @@ async fn mentions(
             .mentions(&caller.0, q.cursor.as_deref(), q.limit.unwrap_or(20))
             .await?,
     ))
+}
+
+async fn list_quick_replies(
+    State(app): State<AppState>,
+    caller: Caller,
+) -> ApiResult<Json<Vec<crate::model::QuickReply>>> {
+    Ok(Json(app.hub.quick_replies(&caller.0).await?))
+}
+
+async fn create_quick_reply(
+    State(app): State<AppState>,
+    caller: Caller,
+    ApiJson(body): ApiJson<crate::wire::QuickReplyInput>,
+) -> ApiResult<impl IntoResponse> {
+    let q = app.hub.create_quick_reply(&caller.0, body).await?;
+    Ok((StatusCode::CREATED, Json(q)))
+}
+
+async fn update_quick_reply(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<crate::wire::QuickReplyInput>,
+) -> ApiResult<Json<crate::model::QuickReply>> {
+    Ok(Json(
+        app.hub.update_quick_reply(&caller.0, &id, body).await?,
+    ))
+}
+
+async fn delete_quick_reply(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    app.hub.delete_quick_reply(&caller.0, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn add_note(

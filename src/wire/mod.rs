@@ -78,6 +78,12 @@ pub enum EventBody {
     RuleRemoved {
         id: RuleId,
     },
+    QuickReply {
+        quick_reply: crate::model::QuickReply,
+    },
+    QuickReplyRemoved {
+        id: String,
+    },
     Account {
         account: Account,
     },
@@ -156,6 +162,18 @@ pub struct ReplyInput {
     pub quote_msg_id: Option<String>,
     #[serde(default)]
     pub attachment: Option<OutboundAttachment>,
+}
+
+/// A quick reply to create or replace (`POST /quick-replies`, `PUT /quick-replies/{id}`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuickReplyInput {
+    pub shortcut: String,
+    pub title: String,
+    pub text: String,
+    /// For everyone (admins only); else the caller's own.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 /// A private note in a thread (`POST /conversations/{id}/notes`); `@username` mentions a

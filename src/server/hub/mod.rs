@@ -24,6 +24,7 @@ mod health;
 mod import;
 mod metrics;
 mod notes;
+mod quick_replies;
 mod search;
 mod webhooks;
 
@@ -281,6 +282,8 @@ impl State {
             EventBody::Account { account } => {
                 self.accounts.insert(account.id.clone(), account.clone());
             }
+            // Read from the database when asked for, not kept here.
+            EventBody::QuickReply { .. } | EventBody::QuickReplyRemoved { .. } => {}
         }
         self.applied = self.applied.max(event.seq);
     }

@@ -6,8 +6,10 @@ use super::*;
 use crate::store::sql::search::terms;
 use crate::wire::{self, SearchHit};
 
-/// Candidates read per query to the database.
-const BATCH: i64 = 200;
+/// Candidates read per query to the database, at most: a query asks for what is still missing
+/// (the database's work grows with the rows it produces), and for more each time the policy
+/// dropped some.
+const MAX_BATCH: usize = 1_000;
 /// Candidates one request looks at, at most, before answering with what it found and a cursor:
 /// an agent who may see few of many matches gets pages, not a request that scans everything.
 const SCAN_BUDGET: usize = 2_000;
@@ -75,13 +77,16 @@ impl Hub {
             items.extend(found);
         }
         let mut scanned = 0;
+        let mut asked = 0;
         loop {
+            let missing = limit.saturating_sub(items.len()).max(1);
+            asked = (missing + 1).max(asked * 4).min(MAX_BATCH);
             let batch = self
                 .db
-                .search_messages(&terms, before, BATCH, within)
+                .search_messages(&terms, before, asked as i64, within)
                 .await
                 .map_err(store_error)?;
-            let exhausted = (batch.len() as i64) < BATCH;
+            let exhausted = batch.len() < asked;
             scanned += batch.len();
             let (hits, last) = self
                 .read(|st| {

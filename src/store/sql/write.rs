@@ -194,6 +194,20 @@ pub fn message_of(r: MessageRow) -> Result<Message> {
     })
 }
 
+/// A quick reply's row, in `QuickReply`'s field order.
+pub type QuickReplyRow = (String, Option<String>, String, String, String, i64);
+
+pub fn quick_reply_of(r: QuickReplyRow) -> QuickReply {
+    QuickReply {
+        id: r.0,
+        owner: r.1,
+        shortcut: r.2,
+        title: r.3,
+        text: r.4,
+        updated_at: r.5,
+    }
+}
+
 /// A reply job's row: (message id, conversation, attempts, next attempt, attachment JSON).
 pub type JobRow = (String, String, i32, i64, Option<String>);
 
@@ -753,6 +767,45 @@ impl WriteTx {
             .bind(page)
             .fetch_all(&mut *conn)
             .await?))
+    }
+
+    /// Creates or replaces a quick reply.
+    pub async fn save_quick_reply(&mut self, q: &QuickReply) -> Result<()> {
+        execute!(
+            self,
+            sqlx::query(
+                "INSERT INTO quick_replies (id, owner, shortcut, title, text, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET \
+                 owner = excluded.owner, shortcut = excluded.shortcut, title = excluded.title, \
+                 text = excluded.text, updated_at = excluded.updated_at"
+            )
+            .bind(&q.id)
+            .bind(q.owner.as_deref())
+            .bind(&q.shortcut)
+            .bind(&q.title)
+            .bind(&q.text)
+            .bind(q.updated_at)
+        );
+        Ok(())
+    }
+
+    pub async fn delete_quick_reply(&mut self, id: &str) -> Result<()> {
+        execute!(
+            self,
+            sqlx::query("DELETE FROM quick_replies WHERE id = $1").bind(id)
+        );
+        Ok(())
+    }
+
+    /// A quick reply as this transaction sees it.
+    pub async fn quick_reply(&mut self, id: &str) -> Result<Option<QuickReply>> {
+        let sql = "SELECT id, owner, shortcut, title, text, updated_at FROM quick_replies \
+                   WHERE id = $1";
+        let row: Option<QuickReplyRow> = on_tx!(self, conn => sqlx::query_as(sql)
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?);
+        Ok(row.map(quick_reply_of))
     }
 
     /// A colleague mentioned in a note (the note is saved in the same transaction, before).

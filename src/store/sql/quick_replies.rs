@@ -1,0 +1,18 @@
+//! Quick replies as an account may use them: the shared ones and their own.
+
+use super::write::{quick_reply_of, QuickReplyRow};
+use super::Db;
+use crate::model::QuickReply;
+use anyhow::Result;
+
+impl Db {
+    /// The shared quick replies and `account`'s own, by shortcut.
+    pub async fn quick_replies_for(&self, account: &str) -> Result<Vec<QuickReply>> {
+        let sql = "SELECT id, owner, shortcut, title, text, updated_at FROM quick_replies \
+                   WHERE owner IS NULL OR owner = $1 ORDER BY shortcut, id";
+        let rows: Vec<QuickReplyRow> = crate::on_engine!(readers self, pool => {
+            sqlx::query_as(sql).bind(account).fetch_all(pool).await?
+        });
+        Ok(rows.into_iter().map(quick_reply_of).collect())
+    }
+}
