@@ -1608,3 +1608,98 @@ fn snapshot_note_composer_and_mentions() {
     }));
     both_sizes("mentions", &app);
 }
+
+// ----- quick replies -----
+
+fn quick(id: &str, shortcut: &str, title: &str, text: &str, owner: Option<&str>) -> QuickReply {
+    QuickReply {
+        id: id.into(),
+        owner: owner.map(str::to_string),
+        shortcut: shortcut.into(),
+        title: title.into(),
+        text: text.into(),
+        updated_at: NOW,
+    }
+}
+
+fn with_quick_replies(app: &mut App) {
+    for q in [
+        quick(
+            "q1",
+            "gia",
+            "Báo giá dịch vụ",
+            "Chào {ten_khach}, em là {ten_nhan_vien} của {ten_trang}. Giá tư vấn là 500.000đ ạ.",
+            None,
+        ),
+        quick(
+            "q2",
+            "chao",
+            "Chào khách",
+            "Dạ em chào {ten_khach} ạ",
+            Some("a2"),
+        ),
+        quick(
+            "q3",
+            "diachi",
+            "Địa chỉ văn phòng",
+            "Văn phòng ở 12 Hàng Bài ạ",
+            None,
+        ),
+    ] {
+        app.data.quick_replies.insert(q.id.clone(), q);
+    }
+}
+
+/// In a reply, `/` + letters lists the matching quick replies (accents ignored, letters in
+/// order); ↑↓ picks and Tab puts its text in, variables filled for this conversation.
+#[test]
+fn slash_letters_offer_quick_replies_and_tab_inserts_one_filled() {
+    let mut app = agent_app();
+    with_quick_replies(&mut app);
+    app.data.me.as_mut().unwrap().name = "Hương".into();
+    app.update(ch('r'));
+    typed(&mut app, "Dạ /d");
+    let shortcuts = |app: &App| -> Vec<String> {
+        app.inbox
+            .quick_candidates(&app.data)
+            .iter()
+            .map(|q| q.shortcut.clone())
+            .collect()
+    };
+    // "diachi" by its shortcut first, then "gia" ("dịch vụ" in its title).
+    assert_eq!(shortcuts(&app), ["diachi", "gia"]);
+    app.update(key(KeyCode::Backspace));
+    typed(&mut app, "gv");
+    assert_eq!(shortcuts(&app), ["gia"], "g…v in order: gia's title");
+    app.update(key(KeyCode::Backspace));
+    app.update(key(KeyCode::Backspace));
+    typed(&mut app, "c");
+    assert_eq!(shortcuts(&app), ["chao", "diachi", "gia"]);
+    app.update(key(KeyCode::Down));
+    app.update(key(KeyCode::Down));
+    app.update(key(KeyCode::Tab));
+    assert_eq!(
+        app.inbox.composer.value(),
+        "Dạ Chào Trần Văn An, em là Hương của Công ty Luật TNHH Thành Đồng. Giá tư vấn là 500.000đ ạ."
+    );
+    assert!(
+        app.inbox.quick_candidates(&app.data).is_empty(),
+        "the list closes"
+    );
+    let fx = app.update(key(KeyCode::Enter));
+    assert!(fx.iter().any(|e| matches!(e,
+        Effect::Api(ApiCall::Reply(o)) if o.text.starts_with("Dạ Chào Trần Văn An"))));
+    // A shared one removed elsewhere leaves the list.
+    app.update(event(11, EventBody::QuickReplyRemoved { id: "q1".into() }));
+    assert!(!app.data.quick_replies.contains_key("q1"));
+}
+
+#[test]
+fn snapshot_quick_replies() {
+    let mut app = agent_app();
+    with_quick_replies(&mut app);
+    app.update(ch('r'));
+    typed(&mut app, "/");
+    app.update(key(KeyCode::Down));
+    both_sizes("quick_replies", &app);
+}

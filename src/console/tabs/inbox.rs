@@ -10,6 +10,7 @@ use crate::console::msg::{ApiCall, Effect, Link};
 use crate::console::popups::{attach, transfer, Modal};
 use crate::console::ui::*;
 use crate::model::text::{char_count, fold, nfc, sanitize_for_terminal};
+use crate::model::QuickReply;
 use crate::model::*;
 use crate::wire::{OutboundAttachment, TransferTarget, View};
 use crossterm::event::{KeyCode, KeyEvent};
@@ -76,6 +77,8 @@ pub struct InboxTab {
     pub colleagues: Option<(ConversationId, Vec<TransferTarget>)>,
     /// The client key of the note on its way to the hub.
     pending_note: Option<String>,
+    /// The quick reply picked in the list `/` + letters opens in the composer.
+    pub quick_selected: usize,
     /// The message the thread was opened at (a search result): shown marked, the thread
     /// scrolled to it; older pages are loaded until it is there.
     pub anchor: Option<Anchor>,
@@ -123,6 +126,7 @@ impl Default for InboxTab {
             quote: None,
             colleagues: None,
             pending_note: None,
+            quick_selected: 0,
             anchor: None,
         }
     }
@@ -372,8 +376,21 @@ impl InboxTab {
                     self.complete_mention();
                     Out::none()
                 }
+                KeyCode::Tab => {
+                    self.insert_quick_reply(d);
+                    Out::none()
+                }
+                KeyCode::Up | KeyCode::Down if !self.quick_candidates(d).is_empty() => {
+                    let n = self.quick_candidates(d).len();
+                    self.quick_selected = match k.code {
+                        KeyCode::Up => self.quick_selected.saturating_sub(1),
+                        _ => (self.quick_selected + 1).min(n - 1),
+                    };
+                    Out::none()
+                }
                 _ => {
                     edit_input(&mut self.composer, &k);
+                    self.quick_selected = 0;
                     Out::none()
                 }
             };
@@ -582,6 +599,69 @@ impl InboxTab {
         }
         self.focus = Focus::List;
         self.open_selected(d)
+    }
+
+    /// The `/letters` being typed in a reply (the last word, starting with `/`), without the `/`.
+    fn quick_prefix(&self) -> Option<&str> {
+        if self.compose != Compose::Reply {
+            return None;
+        }
+        let text = self.composer.value();
+        let word = text.rsplit(char::is_whitespace).next()?;
+        word.strip_prefix('/')
+    }
+
+    /// The quick replies matching the `/letters` typed, best first (by shortcut, then title;
+    /// accents and case ignored, letters in order).
+    pub fn quick_candidates<'a>(&self, d: &'a Data) -> Vec<&'a QuickReply> {
+        let Some(prefix) = self.quick_prefix() else {
+            return vec![];
+        };
+        let needle = fold(prefix);
+        let mut ranked: Vec<(usize, &QuickReply)> = d
+            .quick_replies
+            .values()
+            .filter_map(|q| {
+                let by_shortcut = fuzzy_rank(&needle, &fold(&q.shortcut));
+                let by_title = fuzzy_rank(&needle, &fold(&q.title)).map(|r| r + 1_000);
+                let rank = match (by_shortcut, by_title) {
+                    (Some(a), Some(b)) => a.min(b),
+                    (a, b) => a.or(b)?,
+                };
+                Some((rank, q))
+            })
+            .collect();
+        ranked.sort_by(|a, b| (a.0, &a.1.shortcut).cmp(&(b.0, &b.1.shortcut)));
+        ranked.into_iter().map(|(_, q)| q).take(6).collect()
+    }
+
+    /// Tab on `/letters`: the picked quick reply's text, its variables filled for the open
+    /// conversation, in place of the `/letters`.
+    fn insert_quick_reply(&mut self, d: &Data) {
+        let Some(q) = self
+            .quick_candidates(d)
+            .get(self.quick_selected)
+            .copied()
+            .cloned()
+        else {
+            return;
+        };
+        let Some(conv) = self.open_conversation(d) else {
+            return;
+        };
+        let agent = d.me.as_ref().map(|m| m.name.as_str()).unwrap_or_default();
+        let filled = q.filled(
+            customer_name(conv),
+            agent,
+            &d.connection_name(&conv.connection_id),
+        );
+        let text = self.composer.value();
+        let word_start = text
+            .rfind(char::is_whitespace)
+            .map(|i| i + text[i..].chars().next().map_or(1, char::len_utf8))
+            .unwrap_or(0);
+        self.composer = Input::new(format!("{}{filled}", &text[..word_start]));
+        self.quick_selected = 0;
     }
 
     /// The hub took a note: when it is the one being sent from here, the composer is done.
@@ -831,6 +911,9 @@ impl InboxTab {
         f.render_widget(Paragraph::new(thread_header(d, theme, c)), header);
         self.draw_messages(f, d, theme, msgs, c);
         if self.focus == Focus::Composer {
+            self.draw_quick_replies(f, d, theme, msgs);
+        }
+        if self.focus == Focus::Composer {
             self.draw_composer(f, d, theme, composer);
         } else {
             let k = &d.keymap;
@@ -987,6 +1070,47 @@ impl InboxTab {
         f.render_widget(Paragraph::new(Text::from(lines[start..end].to_vec())), area);
     }
 
+    /// The quick replies for the `/letters` typed, over the bottom of the thread.
+    fn draw_quick_replies(&self, f: &mut Frame, d: &Data, theme: &Theme, area: Rect) {
+        let list = self.quick_candidates(d);
+        if list.is_empty() || area.height < 4 {
+            return;
+        }
+        let height = (list.len() as u16 + 2).min(area.height);
+        let rect = Rect {
+            y: area.y + area.height - height,
+            height,
+            ..area
+        };
+        let width = rect.width.saturating_sub(2) as usize;
+        let lines: Vec<Line> = list
+            .iter()
+            .enumerate()
+            .map(|(i, q)| {
+                let head = format!("/{} · {} — ", clean(&q.shortcut), clean(&q.title));
+                let text = truncate(
+                    &format!("{head}{}", clean(&q.text)),
+                    width.saturating_sub(2),
+                );
+                let marker = if i == self.quick_selected {
+                    "▸ "
+                } else {
+                    "  "
+                };
+                Line::from(Span::styled(
+                    format!("{marker}{text}"),
+                    theme.row(i == self.quick_selected),
+                ))
+            })
+            .collect();
+        f.render_widget(ratatui::widgets::Clear, rect);
+        let block = Block::default().borders(Borders::ALL).title(Span::styled(
+            format!(" {} · ↑↓ Tab ", d.s().quick_replies),
+            theme.bold(),
+        ));
+        f.render_widget(Paragraph::new(lines).block(block), rect);
+    }
+
     fn draw_composer(&self, f: &mut Frame, d: &Data, theme: &Theme, area: Rect) {
         let count = char_count(&nfc(self.composer.value()));
         let quote = if self.quote.is_some() { "↪ " } else { "" };
@@ -1093,6 +1217,26 @@ fn delivery_mark(s: &Strings, m: &Message) -> String {
         Some(Delivery::Failed) => format!("✗ {}", reason(s.delivery_failed)),
         None => String::new(),
     }
+}
+
+/// How well `needle` matches `hay` (both folded), lower is better: a prefix, else a substring
+/// (by where), else its letters in order (by how spread out); `None` when it does not match.
+fn fuzzy_rank(needle: &str, hay: &str) -> Option<usize> {
+    if hay.starts_with(needle) {
+        return Some(0);
+    }
+    if let Some(at) = hay.find(needle) {
+        return Some(1 + at);
+    }
+    let mut chars = hay.char_indices();
+    let mut first = None;
+    let mut last = 0;
+    for n in needle.chars() {
+        let (i, _) = chars.find(|(_, h)| *h == n)?;
+        first.get_or_insert(i);
+        last = i;
+    }
+    Some(100 + last - first.unwrap_or(0))
 }
 
 /// Accent- and case-insensitive: agents type "vo" for "Võ", "d" for "Đ".
