@@ -166,7 +166,7 @@ pub async fn start(opts: &DemoOptions) -> Result<(Demo, Arc<Sim>, Arc<Hub>)> {
     // Accounts: the admin and the seed's three agents. Agents start "away" (nobody is at their
     // desk yet), so round robin queues new chats for the on-call admin until one toggles `a`.
     let mut tokens = vec![];
-    let (_, admin_token) = ensure_account(
+    let (admin, admin_token) = ensure_account(
         &hub,
         "CuongLM",
         "Lê Mạnh Cường",
@@ -175,6 +175,7 @@ pub async fn start(opts: &DemoOptions) -> Result<(Demo, Arc<Sim>, Arc<Hub>)> {
     )
     .await?;
     tokens.push(("CuongLM".to_string(), admin_token));
+    seed_quick_replies(&hub, &admin).await?;
     let mut agents = vec![];
     for (u, n, e) in AGENTS {
         let (a, t) = ensure_account(&hub, u, n, e, Role::Agent).await?;
@@ -223,6 +224,42 @@ async fn ensure_account(
         }
     };
     r.map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+/// The shop's shared quick replies ("Tin nhắn mẫu"), once.
+async fn seed_quick_replies(hub: &Hub, admin: &Account) -> Result<()> {
+    let existing = hub.quick_replies(admin).await;
+    if !existing.map_err(|e| anyhow::anyhow!("{e}"))?.is_empty() {
+        return Ok(());
+    }
+    for (shortcut, title, text) in [
+        (
+            "chao",
+            "Chào khách",
+            "Dạ {ten_trang} xin chào {ten_khach}, em là {ten_nhan_vien}. Em có thể giúp gì ạ?",
+        ),
+        (
+            "gia",
+            "Báo giá tư vấn",
+            "Dạ phí tư vấn hợp đồng là 500.000đ/giờ ạ. {ten_khach} muốn đặt lịch hẹn không ạ?",
+        ),
+        (
+            "diachi",
+            "Địa chỉ văn phòng",
+            "Văn phòng {ten_trang}: 12 Hàng Bài, Hoàn Kiếm, Hà Nội (8:00–17:30, thứ Hai–thứ Bảy).",
+        ),
+    ] {
+        let input = crate::wire::QuickReplyInput {
+            shortcut: shortcut.into(),
+            title: title.into(),
+            text: text.into(),
+            shared: true,
+        };
+        hub.create_quick_reply(admin, input)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(())
 }
 
 /// Simulated customers: once the OA is connected, one writes every few seconds.

@@ -234,6 +234,10 @@ impl App {
         fx.retain(
             |e| !matches!(e, Effect::Notify(n) if Some(n.conversation_id.as_str()) == reading),
         );
+        // Also on screen, for whoever missed the bell.
+        if let Some(Effect::Notify(n)) = fx.iter().rev().find(|e| matches!(e, Effect::Notify(_))) {
+            self.data.notice = Some(format!("✉ {}: {}", n.title, n.body));
+        }
         fx
     }
 

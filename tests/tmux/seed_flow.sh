@@ -2,8 +2,10 @@
 # Walks the seed flow in `sop demo` from the keyboard, in tmux at 80×24, and asserts on the screen:
 # add connection → share → new round-robin rule with the three agents → a customer message arrives
 # → claim → reply → delivered → a reply composed in $EDITOR (which gets every keystroke) → a synced
-# history thread reads in time order (found by typing its name without accents) → a second console
-# as the agent HuongNT256 hands a conversation over to QueCT3 from the transfer dialog.
+# history thread reads in time order (found by typing its name without accents) → a quick reply
+# (`/cha` Tab) goes out with its variables filled → search without accents opens the thread at the
+# message found → a second console as the agent HuongNT256 writes a note mentioning CuongLM, whose
+# own second console shows the notification, and hands the conversation over to QueCT3.
 # Usage: tests/tmux/seed_flow.sh [path/to/sop]
 set -euo pipefail
 SOP=$(realpath "${1:-target/debug/sop}")
@@ -12,6 +14,7 @@ DIR=$(mktemp -d)
 cleanup() {
   tmux kill-session -t "$S" 2>/dev/null || true
   tmux kill-session -t "$S-agent" 2>/dev/null || true
+  tmux kill-session -t "$S-admin" 2>/dev/null || true
   pkill -f "demo --data-dir $DIR" 2>/dev/null || true
   rm -rf "$DIR"
 }
@@ -64,6 +67,13 @@ keys c; wait_for "Phụ trách: CuongLM"; step "claimed"
 keys r; keys -l "Dạ, em chào anh chị ạ"; keys Enter
 wait_for "→ Lê Mạnh Cường ✓✓" 15; step "reply delivered (✓✓)"
 
+keys -l "/cha"; wait_for "Tin nhắn mẫu.*Tab"; wait_for "/chao · Chào khách"
+keys Tab; keys Enter
+wait_for "Em có thể giúp gì ạ\?" 15
+if screen | grep -qF "{ten_"; then echo "FAIL: a variable left unfilled"; screen; exit 1; fi
+screen | grep -qF "em là Lê Mạnh Cường" || { echo "FAIL: the agent's name not filled in"; screen; exit 1; }
+step "quick reply /chao inserted with its variables filled and sent"
+
 keys Escape; wait_for "r Trả lời"
 keys E; wait_for "EDITOR>"
 keys -l "Soạn trong trình soạn thảo, đủ từng chữ"; keys Enter
@@ -80,6 +90,12 @@ second=$(line_of "Dạ, văn phòng xin nghe ạ.")
 [ -n "$first" ] && [ "$first" -lt "$second" ] || { echo "FAIL: history out of order ($first, $second)"; screen; exit 1; }
 step "synced history reads in time order, found without accents, shown as the cursor rests"
 screen
+keys Escape Escape
+keys S; wait_for "Tìm kiếm \(S\)"
+keys -l "van phong xin"; wait_for "^│  Dạ, văn phòng xin nghe ạ\." 10
+keys Enter; wait_for "▶ [0-9:]+ → " 10
+screen | grep -A1 "▶" | grep -qF "Dạ, văn phòng xin nghe ạ." || { echo "FAIL: not at the message found"; screen; exit 1; }
+step "search without accents opens the thread at the message found (▶)"
 keys Escape; sleep 0.5; keys q
 wait_for "Attach another console" 10; step "demo prints how to attach a second console"
 
@@ -92,7 +108,22 @@ wait_for "HuongNT256 \(agent\).*Vắng mặt.*Đã kết nối" 20; step "agent 
 keys a; wait_for "HuongNT256 \(agent\).*Sẵn sàng" 10
 keys m; wait_for "Của tôi \([1-9]" 20; step "available: the queue is handed to her"
 mine_before=$(screen | grep -oE "Của tôi \([0-9]+\)" | grep -oE "[0-9]+")
-keys Enter; keys t; wait_for "Chuyển cho"
+# CuongLM opens a console again, then Huong mentions him in a private note: his console says so.
+admin_attach=$(tmux capture-pane -p -J -t "$S" | grep -F "# CuongLM" | grep -oE "sop console --server [^ ]+ --token [^ ]+" | head -1 || true)
+[ -n "$admin_attach" ] || { echo "FAIL: no attach line for CuongLM"; T="$S"; screen; exit 1; }
+tmux new-session -d -s "$S-admin" -x 80 -y 24 "$SOP ${admin_attach#sop } ; sleep 60"
+T="$S-admin"; wait_for "CuongLM \(admin\).*Đã kết nối" 20
+T="$S-agent"
+keys Enter; keys N; wait_for "Ghi chú nội bộ · @ Tab"
+keys -l "@cu"; wait_for "@CuongLM \(Tab\)"; keys Tab
+keys -l "xem giúp khách này"; keys Enter
+wait_for "✎ Ghi chú nội bộ · " 10; wait_for "┃ @CuongLM xem giúp khách này" 10
+step "a private note mentioning CuongLM (completed with Tab) is in the thread"
+T="$S-admin"; wait_for "✉ .*nhắc đến bạn" 10
+step "CuongLM's second console shows the mention"
+keys q
+T="$S-agent"
+keys Escape Enter; keys t; wait_for "Chuyển cho"
 wait_for "QueCT3 · Cao Thị Quế · Vắng mặt" 10; step "transfer dialog lists her colleagues with availability"
 keys -l "que"; keys Tab Enter
 wait_for "Của tôi \($((mine_before - 1))\)" 10; step "handed over to QueCT3 (no longer hers)"

@@ -1,7 +1,8 @@
 //! Search over message text and customer names, as Vietnamese agents type: accents and case
 //! ignored (`text::fold`, also at write time), every word a prefix, newest first. SQLite reads its
-//! FTS5 tables (`messages_fts`, `conversations_fts`, kept by triggers), PostgreSQL its `simple`
-//! tsvector GIN indexes: the same terms, the same answers.
+//! FTS5 tables (`messages_fts`, `conversations_fts`, kept by triggers), PostgreSQL its stored
+//! `simple` tsvectors (`search_words`, `customer_words`) by their GIN indexes: the same terms, the
+//! same answers.
 
 use super::write::{message_of, MessageRow, MESSAGE_COLUMNS};
 use super::Db;
@@ -86,7 +87,7 @@ impl Db {
             Db::Postgres(d) => {
                 let mut q = QueryBuilder::new(format!(
                     "SELECT {MESSAGE_COLUMNS} FROM messages WHERE \
-                     to_tsvector('simple', coalesce(search, '')) @@ to_tsquery('simple', "
+                     search_words @@ to_tsquery('simple', "
                 ));
                 q.push_bind(tsquery(terms))
                     .push(") AND seq < ")
@@ -164,8 +165,7 @@ impl Db {
             }
             Db::Postgres(d) => {
                 let mut q = QueryBuilder::new(
-                    "SELECT id FROM conversations WHERE to_tsvector('simple', \
-                     coalesce(customer_search, '')) @@ to_tsquery('simple', ",
+                    "SELECT id FROM conversations WHERE customer_words @@ to_tsquery('simple', ",
                 );
                 q.push_bind(tsquery(terms)).push(")");
                 push_within(&mut q, "id", within);
