@@ -24,7 +24,10 @@ async fn a_new_database_reaches_the_latest_schema_on_both_engines() {
         db.close().await;
         // Opening again migrates nothing and finds the store sound.
         let again = Db::open(&url).await.unwrap();
-        assert_eq!(again.applied_migrations().await.unwrap(), vec![1, 2, 3, 4, 5]);
+        assert_eq!(
+            again.applied_migrations().await.unwrap(),
+            vec![1, 2, 3, 4, 5]
+        );
         again.close().await;
     }
 }
@@ -525,4 +528,88 @@ async fn a_webhook_delivered_through_every_hub_is_stored_once() {
         };
         assert_eq!(stored, WEBHOOKS as i64, "{engine}: stored once");
     }
+}
+
+/// Search newest first across the two ways PostgreSQL finds messages (walking back through the
+/// newest `search_recent`, then the GIN index for the older ones): a rare word only old
+/// messages have, a common word whose hits straddle the edge, and a page before a cursor. The
+/// same answers on SQLite (FTS5).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_finds_old_and_new_messages_newest_first_on_both_engines() {
+    use sop_console::store::sql::search::terms;
+    for url in databases().await {
+        let mut db = Db::open(&url).await.unwrap();
+        if let Db::Postgres(pg) = &mut db {
+            pg.search_recent = 3;
+        }
+        let rows = [
+            "INSERT INTO accounts (id, email, username, email_key, username_key, name, role, availability, created_at) \
+             VALUES ('a1', 'chu@sop.vn', 'Chu', 'chu@sop.vn', 'chu', 'Chủ', 'admin', 'available', 1)",
+            "INSERT INTO connections (id, oa_id, name, connector, connected_at, last_connected_at, chat_mode, status) \
+             VALUES ('p1', '4321', 'Trang', 'a1', 1, 1, 'shared', 'connected')",
+            "INSERT INTO conversations (id, connection_id, customer_id, customer_name, assignee, state, status, origin, \
+             last_activity_at, waiting_at, created_at, customer_search) \
+             VALUES ('c1', 'p1', 'u1', 'Võ Thị Dung', 'a1', 'assigned', 'open', 'live', 2, 2, 2, 'vo thi dung u1')",
+        ];
+        let texts: Vec<String> = (1..=10)
+            .map(|i| match i {
+                2 => "Tin hiếm có".to_string(),
+                _ => format!("Tin số {i}"),
+            })
+            .collect();
+        insert_thread(&db, &rows, &texts).await.unwrap();
+        let ids = |found: Vec<(i64, sop_console::model::Message)>| -> Vec<String> {
+            found.into_iter().map(|(_, m)| m.id).collect()
+        };
+        let found = db
+            .search_messages(&terms("hiem"), None, 5, None)
+            .await
+            .unwrap();
+        assert_eq!(ids(found), ["m2"], "{url}: a rare word in an old message");
+        let found = db
+            .search_messages(&terms("tin"), None, 5, None)
+            .await
+            .unwrap();
+        assert_eq!(
+            ids(found),
+            ["m10", "m9", "m8", "m7", "m6"],
+            "{url}: across the edge"
+        );
+        let found = db
+            .search_messages(&terms("tin"), Some(4), 5, None)
+            .await
+            .unwrap();
+        assert_eq!(ids(found), ["m3", "m2", "m1"], "{url}: before a cursor");
+        let within = ["c9".to_string()];
+        let found = db
+            .search_messages(&terms("tin"), None, 5, Some(&within))
+            .await
+            .unwrap();
+        assert!(found.is_empty(), "{url}: only the conversations asked for");
+        db.close().await;
+    }
+}
+
+/// The rows, then `texts` as messages m1, m2, … of conversation c1 (search text folded).
+async fn insert_thread(db: &Db, rows: &[&str], texts: &[String]) -> anyhow::Result<()> {
+    sop_console::in_transaction!(db, tx => {
+        for sql in rows {
+            sqlx::query(sql).execute(&mut *tx).await?;
+        }
+        for (i, text) in texts.iter().enumerate() {
+            let n = i as i64 + 1;
+            sqlx::query(
+                "INSERT INTO messages (id, seq, conversation_id, connection_id, direction, sender, \
+                 sender_name, kind, text, created_at, search) \
+                 VALUES ($1, $2, 'c1', 'p1', 'inbound', 'u1', '', 'text', $3, $2, $4)",
+            )
+            .bind(format!("m{n}"))
+            .bind(n)
+            .bind(text)
+            .bind(sop_console::model::text::fold(text))
+            .execute(&mut *tx)
+            .await?;
+        }
+    });
+    Ok(())
 }

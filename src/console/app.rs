@@ -45,7 +45,7 @@ pub const HELP: &[Action] = &[
     Action::Mentions,
 ];
 
-/// Every component's help entries, in the order the help popup lists them.
+/// Every component's help entries.
 pub fn help_entries() -> Vec<Action> {
     [
         HELP,
@@ -55,6 +55,16 @@ pub fn help_entries() -> Vec<Action> {
         rule_editor::HELP,
     ]
     .concat()
+}
+
+/// What the help popup lists on a tab: the app's keys and that tab's (with its popups').
+pub fn help_for(tab: Tab) -> Vec<Action> {
+    let tab_keys: &[&[Action]] = match tab {
+        Tab::Inbox => &[inbox::HELP],
+        Tab::Connections => &[connections::HELP],
+        Tab::Rules => &[rules::HELP, rule_editor::HELP],
+    };
+    [&[HELP][..], tab_keys].concat().concat()
 }
 
 pub struct App {
@@ -194,6 +204,14 @@ impl App {
                     s.results_arrived(None, more, page);
                 }
             }
+            NetEvent::CustomerPanel {
+                conversation_id,
+                panel,
+            } => {
+                if let Some(Modal::Customer(c)) = &mut self.modal {
+                    c.loaded(&conversation_id, panel);
+                }
+            }
             NetEvent::NoteAdded(note) => {
                 self.inbox.note_added(&note);
                 d.note_added(*note);
@@ -286,7 +304,7 @@ impl App {
             Quit => vec![Effect::Quit],
             Help => {
                 self.modal = Some(Modal::Help(help::Help {
-                    entries: help_entries(),
+                    entries: help_for(self.tab),
                 }));
                 vec![]
             }

@@ -514,13 +514,9 @@ impl Data {
     }
 }
 
-/// The name a customer is shown by: their Zalo name, else their Zalo id.
+/// The name a conversation's customer is shown by.
 pub fn customer_name(c: &Conversation) -> &str {
-    if c.customer.display_name.is_empty() {
-        &c.customer.user_id
-    } else {
-        &c.customer.display_name
-    }
+    c.customer.name_or_id()
 }
 
 /// Adds or replaces a message, keeping the thread in time order (live events can arrive out of it).

@@ -4,7 +4,8 @@
 use super::data::{OutboxItem, Snapshot};
 use crate::model::*;
 use crate::wire::{
-    AuthorizeResponse, Event, OutboundAttachment, Page, RuleInput, SearchHit, TransferTarget,
+    AuthorizeResponse, CustomerPanel, Event, OutboundAttachment, Page, RuleInput, SearchHit,
+    TransferTarget,
 };
 use crossterm::event::Event as TermEvent;
 
@@ -62,6 +63,10 @@ pub enum NetEvent {
         targets: Vec<TransferTarget>,
     },
     NoteAdded(Box<Message>),
+    CustomerPanel {
+        conversation_id: ConversationId,
+        panel: Box<CustomerPanel>,
+    },
     /// Who may see a conversation (whom a note there can mention).
     Colleagues {
         conversation_id: ConversationId,
@@ -125,6 +130,7 @@ pub enum ApiCall {
         text: String,
     },
     Colleagues(ConversationId),
+    CustomerPanel(ConversationId),
     Mentions {
         cursor: Option<String>,
     },

@@ -231,6 +231,16 @@ impl Api {
                     Err(e) => send(fail(e)),
                 }
             }
+            ApiCall::CustomerPanel(id) => {
+                let path = format!("/conversations/{id}/customer");
+                match self.call(Method::GET, &path, None).await {
+                    Ok(panel) => send(NetEvent::CustomerPanel {
+                        conversation_id: id,
+                        panel: Box::new(panel),
+                    }),
+                    Err(e) => send(fail(e)),
+                }
+            }
             ApiCall::Colleagues(id) => {
                 let path = format!("/conversations/{id}/colleagues");
                 match self.call(Method::GET, &path, None).await {

@@ -1703,3 +1703,60 @@ fn snapshot_quick_replies() {
     app.update(key(KeyCode::Down));
     both_sizes("quick_replies", &app);
 }
+
+// ----- customer panel -----
+
+#[test]
+fn the_customer_panel_opens_from_a_thread_and_enter_opens_a_conversation() {
+    let mut app = agent_app();
+    app.update(key(KeyCode::Enter));
+    let fx = app.update(ch('p'));
+    assert!(fx
+        .iter()
+        .any(|e| matches!(e, Effect::Api(ApiCall::CustomerPanel(id)) if id == "c1")));
+    both_sizes("customer_panel_loading", &app);
+    let c1 = app.data.conversations.get("c1").unwrap().clone();
+    let older = Conversation {
+        id: "c7".into(),
+        connection_id: "p9".into(),
+        status: ConvStatus::Done,
+        ..c1.clone()
+    };
+    let note = Message {
+        kind: MessageKind::Note,
+        sender_name: "QueCT3".into(),
+        ..message(
+            "m30",
+            "c1",
+            Direction::Outbound,
+            "Khách quen, ưu tiên trả lời sớm",
+            None,
+            60,
+        )
+    };
+    let panel = crate::wire::CustomerPanel {
+        customer: Customer {
+            avatar: "https://s120-ava-talk.zadn.vn/a/b/c/an.jpg".into(),
+            ..c1.customer.clone()
+        },
+        shared_info: vec![crate::wire::SharedInfo {
+            at: NOW - 3_600_000,
+            fields: vec![
+                ("address".into(), "12 Hàng Bài, Hoàn Kiếm".into()),
+                ("name".into(), HOSTILE.into()),
+                ("phone".into(), "0912345678".into()),
+            ],
+        }],
+        notes: vec![note],
+        conversations: vec![c1, older],
+    };
+    app.update(Msg::Net(NetEvent::CustomerPanel {
+        conversation_id: "c1".into(),
+        panel: Box::new(panel),
+    }));
+    both_sizes("customer_panel", &app);
+    app.update(key(KeyCode::Down));
+    app.update(key(KeyCode::Enter));
+    assert!(app.modal.is_none());
+    assert_eq!(app.inbox.open.as_deref(), Some("c7"));
+}

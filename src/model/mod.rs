@@ -229,6 +229,17 @@ pub struct Customer {
     pub fetched_at: Ms,
 }
 
+impl Customer {
+    /// The name the customer is shown by: their Zalo name, else their Zalo id.
+    pub fn name_or_id(&self) -> &str {
+        if self.display_name.is_empty() {
+            &self.user_id
+        } else {
+            &self.display_name
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Conversation {
     pub id: ConversationId,

@@ -44,6 +44,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/conversations/{id}/notes", post(add_note))
         .route("/conversations/{id}/colleagues", get(colleagues))
+        .route("/conversations/{id}/customer", get(customer_panel))
         .route("/conversations", get(list_conversations))
         .route("/conversations/counts", get(counts))
         .route("/conversations/{id}", get(get_conversation))
@@ -353,6 +354,14 @@ async fn add_note(
         StatusCode::OK
     };
     Ok((status, Json(note)))
+}
+
+async fn customer_panel(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<crate::wire::CustomerPanel>> {
+    Ok(Json(app.hub.customer_panel(&caller.0, &id).await?))
 }
 
 async fn colleagues(

@@ -164,6 +164,25 @@ pub struct ReplyInput {
     pub attachment: Option<OutboundAttachment>,
 }
 
+/// What the console's customer panel shows (`GET /conversations/{id}/customer`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CustomerPanel {
+    pub customer: crate::model::Customer,
+    /// What the customer shared with `user_submit_info` (name, phone, address, …), newest first.
+    pub shared_info: Vec<SharedInfo>,
+    /// The staff's private notes in the customer's conversations, newest first.
+    pub notes: Vec<crate::model::Message>,
+    /// The customer's conversations (the same Zalo user id) the caller may see, latest first.
+    pub conversations: Vec<crate::model::Conversation>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SharedInfo {
+    pub at: crate::model::Ms,
+    /// The fields as Zalo sent them (`name`, `phone`, `address`, `city`, …), by name.
+    pub fields: Vec<(String, String)>,
+}
+
 /// A quick reply to create or replace (`POST /quick-replies`, `PUT /quick-replies/{id}`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -3,6 +3,7 @@
 
 pub mod add_connection;
 pub mod attach;
+pub mod customer;
 pub mod help;
 pub mod palette;
 pub mod rule_editor;
@@ -25,6 +26,7 @@ pub enum Modal {
     Transfer(transfer::Transfer),
     Attach(attach::Attach),
     Search(search::Search),
+    Customer(customer::CustomerCard),
     AddConnection(add_connection::AddStep),
     ConfirmRemoveConnection(crate::model::ConnectionId),
     RuleEditor(rule_editor::RuleEditor),
@@ -39,6 +41,7 @@ impl Modal {
             Modal::Transfer(t) => t.on_key(d, k),
             Modal::Attach(a) => a.on_key(k),
             Modal::Search(s) => s.on_key(k),
+            Modal::Customer(c) => c.on_key(k),
             Modal::AddConnection(step) => step.on_key(d, k),
             Modal::ConfirmRemoveConnection(id) => add_connection::confirm_remove_key(id, k),
             Modal::RuleEditor(ed) => ed.on_key(d, k),
@@ -65,6 +68,7 @@ impl Modal {
             Modal::Transfer(t) => t.content(d, theme),
             Modal::Attach(a) => a.content(d),
             Modal::Search(s) => s.content(d, theme, area),
+            Modal::Customer(c) => c.content(d, theme, area),
             Modal::AddConnection(step) => step.content(d, theme, area),
             Modal::ConfirmRemoveConnection(id) => add_connection::confirm_remove_content(d, id),
             Modal::RuleEditor(ed) => ed.content(d, theme, area),

@@ -185,11 +185,7 @@ fn hit_lines(
     width: usize,
 ) -> Vec<Line<'static>> {
     let c = &hit.conversation;
-    let name = if c.customer.display_name.is_empty() {
-        &c.customer.user_id
-    } else {
-        &c.customer.display_name
-    };
+    let name = c.customer.name_or_id();
     let at = hit
         .message
         .as_ref()

@@ -7,7 +7,7 @@ use crate::console::i18n::{describe, Strings};
 use crate::console::inbox::{is_unclaimed, view_order};
 use crate::console::keymap::Action;
 use crate::console::msg::{ApiCall, Effect, Link};
-use crate::console::popups::{attach, transfer, Modal};
+use crate::console::popups::{attach, customer, transfer, Modal};
 use crate::console::ui::*;
 use crate::model::text::{char_count, fold, nfc, sanitize_for_terminal};
 use crate::model::QuickReply;
@@ -33,6 +33,7 @@ pub const HELP: &[Action] = &[
     Action::Reply,
     Action::QuoteReply,
     Action::Note,
+    Action::Customer,
     Action::Send,
     Action::Attach,
     Action::Editor,
@@ -505,6 +506,14 @@ impl InboxTab {
                     vec![Effect::Api(ApiCall::Colleagues(id))]
                 }
             }
+            (Customer, _) => {
+                let id = self.current_conversation(d)?.id.clone();
+                let (card, fx) = customer::CustomerCard::open(id);
+                return Some(Out {
+                    effects: fx,
+                    ..Out::open(Modal::Customer(card))
+                });
+            }
             (Attach, Focus::Conversation) => {
                 return Some(Out::open(Modal::Attach(attach::Attach::default())))
             }
@@ -832,11 +841,7 @@ impl InboxTab {
         {
             let unread = c.unread_for(me);
             let marker = if unread > 0 { "●" } else { " " };
-            let name = if c.customer.display_name.is_empty() {
-                c.customer.user_id.clone()
-            } else {
-                c.customer.display_name.clone()
-            };
+            let name = customer_name(c);
             let when = match self.view {
                 View::Unclaimed => fmt_duration(d.now - c.waiting_at()),
                 _ => fmt_time(theme, c.last_activity_at, false),
@@ -847,7 +852,7 @@ impl InboxTab {
                 String::new()
             };
             let right = format!("{when}{badge}");
-            let name = truncate(&clean(&name), w.saturating_sub(right.width() + 3));
+            let name = truncate(&clean(name), w.saturating_sub(right.width() + 3));
             let pad = w.saturating_sub(2 + name.width() + right.width());
             let mut style = if unread > 0 {
                 theme.bold()

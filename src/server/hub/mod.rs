@@ -20,6 +20,7 @@ mod admin;
 pub mod batch;
 pub use admin::{OaInfo, PendingConsent};
 mod conversations;
+mod customers;
 mod health;
 mod import;
 mod metrics;

@@ -113,6 +113,9 @@ pub struct SqliteDb {
 
 pub struct PgDb {
     pub pool: PgPool,
+    /// How many of the newest messages a search walks through before it uses the GIN index
+    /// (`search::search_messages`); tests make it small to reach the index.
+    pub search_recent: i64,
 }
 
 pub enum Db {
@@ -219,7 +222,10 @@ impl Db {
                     .context(
                         "cannot connect to PostgreSQL (is the URL right and the server up?)",
                     )?;
-                Ok(Db::Postgres(PgDb { pool }))
+                Ok(Db::Postgres(PgDb {
+                    pool,
+                    search_recent: search::RECENT,
+                }))
             }
         }
     }

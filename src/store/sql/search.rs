@@ -13,6 +13,10 @@ use sqlx::QueryBuilder;
 
 pub use crate::model::text::search_terms as terms;
 
+/// On PostgreSQL, the newest messages a search walks through before using the index (the
+/// default of `PgDb::search_recent`).
+pub const RECENT: i64 = 20_000;
+
 /// What a customer is found by: the name and the Zalo user id.
 pub fn customer_text(c: &Customer) -> String {
     format!("{} {}", fold(&c.display_name), c.user_id)
@@ -85,16 +89,41 @@ impl Db {
                 q.build_query_as().fetch_all(&d.readers).await?
             }
             Db::Postgres(d) => {
-                let mut q = QueryBuilder::new(format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE \
-                     search_words @@ to_tsquery('simple', "
-                ));
-                q.push_bind(tsquery(terms))
-                    .push(") AND seq < ")
-                    .push_bind(before);
-                push_within(&mut q, "conversation_id", within);
-                q.push(" ORDER BY seq DESC LIMIT ").push_bind(limit);
-                q.build_query_as().fetch_all(&d.pool).await?
+                // A GIN index cannot give rows newest first, and PostgreSQL cannot tell a rare
+                // prefix from a common one: walking back by `seq` is fast for a common word and
+                // reads the whole table for a rare one, the GIN index the other way round. So:
+                // the newest RECENT messages by walking back, then, if that was not enough,
+                // the older ones through the index (only a rarer word gets that far).
+                let query = tsquery(terms);
+                let mut rows: Vec<MessageRow> = Vec::new();
+                for older in [false, true] {
+                    let mut q = QueryBuilder::new(format!(
+                        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE \
+                         search_words @@ to_tsquery('simple', "
+                    ));
+                    q.push_bind(query.clone())
+                        .push(") AND seq < ")
+                        .push_bind(before);
+                    let edge = "(SELECT LEAST(MAX(seq) + 1, ";
+                    q.push(if older { " AND seq < " } else { " AND seq >= " })
+                        .push(edge)
+                        .push_bind(before)
+                        .push(format!(") - {} FROM messages)", d.search_recent));
+                    push_within(&mut q, "conversation_id", within);
+                    // `seq + 0`: sorted after the index lookup, not walked in index order.
+                    q.push(if older {
+                        " ORDER BY seq + 0 DESC LIMIT "
+                    } else {
+                        " ORDER BY seq DESC LIMIT "
+                    })
+                    .push_bind(limit - rows.len() as i64);
+                    let found: Vec<MessageRow> = q.build_query_as().fetch_all(&d.pool).await?;
+                    rows.extend(found);
+                    if rows.len() as i64 >= limit {
+                        break;
+                    }
+                }
+                rows
             }
         };
         rows.into_iter()
@@ -137,6 +166,30 @@ impl Db {
                 Ok((message_seq(&m.id).unwrap_or(0) as i64, m))
             })
             .collect()
+    }
+
+    /// The notes and shared-info messages of some conversations, newest first.
+    pub async fn customer_messages(
+        &self,
+        conversations: &[String],
+        limit: i64,
+    ) -> Result<Vec<Message>> {
+        if conversations.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<MessageRow> = crate::on_engine!(readers self, pool => {
+            let mut q = QueryBuilder::new(format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE (kind = 'note' OR \
+                 (kind = 'other' AND raw LIKE '%user_submit_info%')) AND conversation_id IN ("
+            ));
+            let mut ids = q.separated(", ");
+            for id in conversations {
+                ids.push_bind(id.as_str());
+            }
+            q.push(") ORDER BY seq DESC LIMIT ").push_bind(limit);
+            q.build_query_as().fetch_all(pool).await?
+        });
+        rows.into_iter().map(message_of).collect()
     }
 
     /// Conversations whose customer's name (or Zalo id) has every term, latest activity first,
