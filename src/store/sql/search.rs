@@ -97,9 +97,17 @@ impl Db {
                 let query = tsquery(terms);
                 let mut rows: Vec<MessageRow> = Vec::new();
                 for older in [false, true] {
+                    // `coalesce(…)` keeps the recent pass off the GIN index: left to itself,
+                    // PostgreSQL ANDs the index with the range (234 ms for four common words,
+                    // 3 ms walking back).
+                    let words = if older {
+                        "search_words"
+                    } else {
+                        "coalesce(search_words, '')"
+                    };
                     let mut q = QueryBuilder::new(format!(
                         "SELECT {MESSAGE_COLUMNS} FROM messages WHERE \
-                         search_words @@ to_tsquery('simple', "
+                         {words} @@ to_tsquery('simple', "
                     ));
                     q.push_bind(query.clone())
                         .push(") AND seq < ")
