@@ -109,14 +109,21 @@ impl Db {
                         "SELECT {MESSAGE_COLUMNS} FROM messages WHERE \
                          {words} @@ to_tsquery('simple', "
                     ));
+                    // `seq + 0` in the older pass: not walked through the `seq` index either (a
+                    // rare phone number read 980,000 rows that way: 514 ms; 0.1 ms by GIN).
+                    let seq = if older { "seq + 0" } else { "seq" };
                     q.push_bind(query.clone())
-                        .push(") AND seq < ")
+                        .push(format!(") AND {seq} < "))
                         .push_bind(before);
                     let edge = "(SELECT LEAST(MAX(seq) + 1, ";
-                    q.push(if older { " AND seq < " } else { " AND seq >= " })
-                        .push(edge)
-                        .push_bind(before)
-                        .push(format!(") - {} FROM messages)", d.search_recent));
+                    q.push(if older {
+                        " AND seq + 0 < "
+                    } else {
+                        " AND seq >= "
+                    })
+                    .push(edge)
+                    .push_bind(before)
+                    .push(format!(") - {} FROM messages)", d.search_recent));
                     push_within(&mut q, "conversation_id", within);
                     // `seq + 0`: sorted after the index lookup, not walked in index order.
                     q.push(if older {
