@@ -1698,6 +1698,8 @@ fn slash_letters_offer_quick_replies_and_tab_inserts_one_filled() {
 fn snapshot_quick_replies() {
     let mut app = agent_app();
     with_quick_replies(&mut app);
+    let hostile = quick("q4", "zz", HOSTILE, HOSTILE, None);
+    app.data.quick_replies.insert(hostile.id.clone(), hostile);
     app.update(ch('r'));
     typed(&mut app, "/");
     app.update(key(KeyCode::Down));
