@@ -230,14 +230,9 @@ impl Hub {
     ) -> HubResult<Vec<wire::TransferTarget>> {
         self.read(|st| {
             let conv = conversation_for_action(st, who, conv_id)?;
-            let mut targets: Vec<wire::TransferTarget> = st
-                .accounts
-                .values()
-                .filter(|a| conv.assignee.as_ref() != Some(&a.id) && st.may_take(&conv, a))
-                .map(wire::TransferTarget::from)
-                .collect();
-            targets.sort_by_key(|a| a.username.to_lowercase());
-            Ok(targets)
+            Ok(colleagues_where(st, |a| {
+                conv.assignee.as_ref() != Some(&a.id) && st.may_take(&conv, a)
+            }))
         })
         .await
     }
@@ -871,6 +866,21 @@ async fn reply(
     conv.unread.remove(&who.id);
     st.put_conversation(tx, conv, before);
     Ok((msg, true))
+}
+
+/// The accounts `keep` keeps, as a colleague is shown to another (no email), by username.
+pub(super) fn colleagues_where(
+    st: &State,
+    keep: impl Fn(&Account) -> bool,
+) -> Vec<wire::TransferTarget> {
+    let mut out: Vec<wire::TransferTarget> = st
+        .accounts
+        .values()
+        .filter(|a| keep(a))
+        .map(wire::TransferTarget::from)
+        .collect();
+    out.sort_by_key(|a| a.username.to_lowercase());
+    out
 }
 
 pub(crate) fn preview_of(m: &Message) -> String {

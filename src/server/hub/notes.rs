@@ -2,7 +2,7 @@
 //! no path sends to Zalo. `@username` mentions a colleague who may see the conversation; their
 //! mentions are listed newest first ("Nhắc đến tôi").
 
-use super::conversations::{load_message, put_message, visible_conversation};
+use super::conversations::{colleagues_where, load_message, put_message, visible_conversation};
 use super::*;
 use crate::model::text::{char_count, mentioned_handles, nfc};
 use crate::wire::{self, NoteInput, SearchHit};
@@ -31,14 +31,9 @@ impl Hub {
     ) -> HubResult<Vec<wire::TransferTarget>> {
         self.read(|st| {
             let conv = visible_conversation(st, who, conv_id)?;
-            let mut out: Vec<wire::TransferTarget> = st
-                .accounts
-                .values()
-                .filter(|a| a.id != who.id && st.may_see_conversation(a, &conv))
-                .map(wire::TransferTarget::from)
-                .collect();
-            out.sort_by_key(|a| a.username.to_lowercase());
-            Ok(out)
+            Ok(colleagues_where(st, |a| {
+                a.id != who.id && st.may_see_conversation(a, &conv)
+            }))
         })
         .await
     }
