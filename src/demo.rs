@@ -119,6 +119,7 @@ fn seed_oa() -> Oa {
         admins: vec![ADMIN_ZALO_USER.into()],
         customers,
         threads,
+        tags: Default::default(),
     }
 }
 

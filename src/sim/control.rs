@@ -21,6 +21,8 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/oas/{oa}/customers/{user}/follow", post(follow))
         .route("/oas/{oa}/customers/{user}/unfollow", post(unfollow))
         .route("/oas/{oa}/customers/{user}/submit-info", post(submit_info))
+        .route("/oas/{oa}/customers/{user}/tags", post(tag_in_oa_manager))
+        .route("/oas/{oa}/tags", get(oa_tags))
         .route("/oas/{oa}/customers/{user}/history", post(history))
         .route("/oas/{oa}/customers/{user}/staff-reply", post(staff_reply))
         .route("/oas/{oa}/expire-tokens", post(expire_tokens))
@@ -89,6 +91,7 @@ async fn create_oa(State(sim): State<Arc<Sim>>, Json(n): Json<NewOa>) -> Respons
             .map(|c| (c.user_id.clone(), c))
             .collect(),
         threads: BTreeMap::new(),
+        tags: BTreeMap::new(),
     };
     (StatusCode::CREATED, Json(sim.put_oa(oa))).into_response()
 }
@@ -231,6 +234,45 @@ async fn unfollow(
     Path((oa, user)): Path<(String, String)>,
 ) -> Response {
     set_follow(&sim, &oa, &user, false).await
+}
+
+#[derive(Deserialize)]
+struct TagName {
+    name: String,
+}
+
+/// A staff member tags a follower in OA Manager: the tag is on the follower, and Zalo tells the
+/// app with `add_user_to_tag`.
+async fn tag_in_oa_manager(
+    State(sim): State<Arc<Sim>>,
+    Path((oa, user)): Path<(String, String)>,
+    Json(tag): Json<TagName>,
+) -> Response {
+    {
+        let mut st = sim.state.lock();
+        let Some(o) = st.oas.get_mut(&oa) else {
+            return not_found("OA");
+        };
+        o.tags
+            .entry(tag.name.clone())
+            .or_default()
+            .insert(user.clone());
+    }
+    sim.save();
+    sim.emit(
+        json!({"event_name": "add_user_to_tag", "oa_id": oa, "user_id_by_app": user,
+                    "tag": {"user_ids": [user], "name": tag.name}}),
+    );
+    StatusCode::NO_CONTENT.into_response()
+}
+
+/// The OA's tags with their followers, as the tests read them back.
+async fn oa_tags(State(sim): State<Arc<Sim>>, Path(oa): Path<String>) -> Response {
+    let st = sim.state.lock();
+    match st.oas.get(&oa) {
+        Some(o) => Json(json!(o.tags)).into_response(),
+        None => not_found("OA"),
+    }
 }
 
 async fn submit_info(

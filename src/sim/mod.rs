@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use axum::Router;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -100,6 +100,9 @@ pub struct Oa {
     /// Messages per customer, oldest first.
     #[serde(default)]
     pub threads: BTreeMap<String, Vec<ThreadMessage>>,
+    /// The OA's tags ("Nhãn" in OA Manager), each with the followers it is on.
+    #[serde(default)]
+    pub tags: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// A message the OA sent to a customer (what tests read back).

@@ -19,6 +19,10 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/v2.0/oa/listrecentchat", get(list_recent_chat))
         .route("/v2.0/oa/conversation", get(conversation))
         .route("/v3.0/oa/message/cs", post(send_cs))
+        .route("/v2.0/oa/tag/gettagsofoa", get(tags_of_oa))
+        .route("/v2.0/oa/tag/tagfollower", post(tag_follower))
+        .route("/v2.0/oa/tag/rmfollowerfromtag", post(untag_follower))
+        .route("/v2.0/oa/tag/rmtag", post(remove_tag))
         // Zalo answers an oversized upload with -210, so the body limit sits above its largest
         // accepted file (5 MB) and the handler decides.
         .route(
@@ -119,13 +123,111 @@ async fn user_detail(
     let date = chrono::DateTime::from_timestamp_millis(c.last_interaction)
         .map(|d| d.format("%d/%m/%Y").to_string())
         .unwrap_or_default();
+    let tag_names: Vec<&String> = st.oas[&oa_id]
+        .tags
+        .iter()
+        .filter(|(_, users)| users.contains(&user_id))
+        .map(|(name, _)| name)
+        .collect();
     ok(
         json!({"user_id": c.user_id, "user_id_by_app": c.user_id, "display_name": c.name, "user_alias": c.name,
                "is_sensitive": false, "user_last_interaction_date": date, "user_is_follower": c.follows,
                "avatar": c.avatar, "avatars": {"120": c.avatar, "240": c.avatar},
-               "tags_and_notes_info": {"notes": [], "tag_names": []}, "shared_info": {}}),
+               "tags_and_notes_info": {"notes": [], "tag_names": tag_names}, "shared_info": {}}),
         remain,
     )
+}
+
+/// `tag/gettagsofoa`: the OA's tag names (§4.7).
+async fn tags_of_oa(
+    State(sim): State<Arc<Sim>>,
+    Authorized { oa_id, remain }: Authorized,
+) -> Response {
+    let st = sim.state.lock();
+    let names: Vec<&String> = st.oas[&oa_id].tags.keys().collect();
+    ok(json!(names), remain)
+}
+
+/// A tag request's body: `{"user_id", "tag_name"}` (ids as strings or numbers), or `{"tag_name"}`.
+fn tag_body(body: &[u8]) -> Result<(Option<String>, String), Response> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|_| zalo_error(-201, "body is invalid!"))?;
+    let name = v["tag_name"]
+        .as_str()
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    if name.is_empty() {
+        return Err(zalo_error(-201, "tag_name is invalid!"));
+    }
+    Ok((crate::zalo::events::id_str(&v["user_id"]), name))
+}
+
+/// `tag/tagfollower`: puts the tag on a follower, creating it when missing.
+async fn tag_follower(
+    State(sim): State<Arc<Sim>>,
+    Authorized { oa_id, remain }: Authorized,
+    body: axum::body::Bytes,
+) -> Response {
+    let (user, name) = match tag_body(&body) {
+        Ok((Some(user), name)) => (user, name),
+        Ok((None, _)) => return zalo_error(-201, "user_id is invalid!"),
+        Err(r) => return r,
+    };
+    {
+        let mut st = sim.state.lock();
+        let oa = st.oas.get_mut(&oa_id).expect("authorized");
+        if !oa.customers.get(&user).is_some_and(|c| c.follows) {
+            return zalo_error(-213, "User has not followed OA");
+        }
+        oa.tags.entry(name).or_default().insert(user);
+    }
+    sim.save();
+    ok(json!({}), remain)
+}
+
+/// `tag/rmfollowerfromtag`: takes the tag off a follower (the tag stays).
+async fn untag_follower(
+    State(sim): State<Arc<Sim>>,
+    Authorized { oa_id, remain }: Authorized,
+    body: axum::body::Bytes,
+) -> Response {
+    let (user, name) = match tag_body(&body) {
+        Ok((Some(user), name)) => (user, name),
+        Ok((None, _)) => return zalo_error(-201, "user_id is invalid!"),
+        Err(r) => return r,
+    };
+    {
+        let mut st = sim.state.lock();
+        let oa = st.oas.get_mut(&oa_id).expect("authorized");
+        match oa.tags.get_mut(&name) {
+            Some(users) => users.remove(&user),
+            None => return zalo_error(-201, "tag_name is invalid!"),
+        };
+    }
+    sim.save();
+    ok(json!({}), remain)
+}
+
+/// `tag/rmtag`: deletes the tag from the OA (and so from every follower).
+async fn remove_tag(
+    State(sim): State<Arc<Sim>>,
+    Authorized { oa_id, remain }: Authorized,
+    body: axum::body::Bytes,
+) -> Response {
+    let name = match tag_body(&body) {
+        Ok((_, name)) => name,
+        Err(r) => return r,
+    };
+    {
+        let mut st = sim.state.lock();
+        let oa = st.oas.get_mut(&oa_id).expect("authorized");
+        if oa.tags.remove(&name).is_none() {
+            return zalo_error(-201, "tag_name is invalid!");
+        }
+    }
+    sim.save();
+    ok(json!({}), remain)
 }
 
 async fn user_list(
