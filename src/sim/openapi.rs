@@ -163,15 +163,22 @@ fn tag_body(body: &[u8]) -> Result<(Option<String>, String), Response> {
     Ok((crate::zalo::events::id_str(&v["user_id"]), name))
 }
 
+/// A follower's tag request: both `user_id` and `tag_name`.
+fn follower_tag_body(body: &[u8]) -> Result<(String, String), Response> {
+    match tag_body(body)? {
+        (Some(user), name) => Ok((user, name)),
+        (None, _) => Err(zalo_error(-201, "user_id is invalid!")),
+    }
+}
+
 /// `tag/tagfollower`: puts the tag on a follower, creating it when missing.
 async fn tag_follower(
     State(sim): State<Arc<Sim>>,
     Authorized { oa_id, remain }: Authorized,
     body: axum::body::Bytes,
 ) -> Response {
-    let (user, name) = match tag_body(&body) {
-        Ok((Some(user), name)) => (user, name),
-        Ok((None, _)) => return zalo_error(-201, "user_id is invalid!"),
+    let (user, name) = match follower_tag_body(&body) {
+        Ok(found) => found,
         Err(r) => return r,
     };
     {
@@ -192,9 +199,8 @@ async fn untag_follower(
     Authorized { oa_id, remain }: Authorized,
     body: axum::body::Bytes,
 ) -> Response {
-    let (user, name) = match tag_body(&body) {
-        Ok((Some(user), name)) => (user, name),
-        Ok((None, _)) => return zalo_error(-201, "user_id is invalid!"),
+    let (user, name) = match follower_tag_body(&body) {
+        Ok(found) => found,
         Err(r) => return r,
     };
     {
