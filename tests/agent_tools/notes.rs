@@ -2,9 +2,7 @@
 //! thread that never become a reply to Zalo; `@username` mentions a colleague who may see the
 //! conversation, who gets it live and in their mentions.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 use serde_json::json;
 use sop_console::wire::{EventBody, Frame};

@@ -2,9 +2,7 @@
 //! picks: the profile, what the customer shared with `user_submit_info`, the staff's notes, their
 //! conversations — only for someone who may see the conversation.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 use serde_json::json;
 

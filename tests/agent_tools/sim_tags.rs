@@ -3,9 +3,7 @@
 //! who does not follow, rate-limited on demand; a tag added in "OA Manager" (the control API)
 //! reaches the hub as an `add_user_to_tag` webhook.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 

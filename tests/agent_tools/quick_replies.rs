@@ -1,9 +1,7 @@
 //! Quick replies ("Tin nhắn mẫu") through the API, on the engine `SOP_TEST_ENGINE` picks: shared
 //! ones written by admins, personal ones by anyone, each pushed live to those who may use it.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sop_console::wire::{EventBody, Frame};

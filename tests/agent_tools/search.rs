@@ -2,9 +2,7 @@
 //! type finds what customers wrote (accents, case and `đ` ignored, words as prefixes), newest
 //! first, in pages; and nobody finds anything of a conversation they may not see.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use reqwest::StatusCode;
 use serde_json::json;
 use sop_console::model::{Connection, Conversation, Customer};
