@@ -19,14 +19,14 @@ async fn a_new_database_reaches_the_latest_schema_on_both_engines() {
     for url in databases().await {
         let db = Db::open(&url).await.unwrap();
         let applied = db.applied_migrations().await.unwrap();
-        assert_eq!(applied, vec![1, 2, 3, 4, 5], "{}", db.engine_name());
+        assert_eq!(applied, vec![1, 2, 3, 4, 5, 6], "{}", db.engine_name());
         assert_eq!(db.event_head().await.unwrap(), 0);
         db.close().await;
         // Opening again migrates nothing and finds the store sound.
         let again = Db::open(&url).await.unwrap();
         assert_eq!(
             again.applied_migrations().await.unwrap(),
-            vec![1, 2, 3, 4, 5]
+            vec![1, 2, 3, 4, 5, 6]
         );
         again.close().await;
     }
@@ -44,7 +44,10 @@ async fn three_hubs_starting_together_on_an_empty_database_migrate_it_once() {
         hubs.push(open.await.unwrap().expect("every hub starts"));
     }
     for db in &hubs {
-        assert_eq!(db.applied_migrations().await.unwrap(), vec![1, 2, 3, 4, 5]);
+        assert_eq!(
+            db.applied_migrations().await.unwrap(),
+            vec![1, 2, 3, 4, 5, 6]
+        );
     }
 }
 
@@ -101,7 +104,7 @@ async fn a_database_from_the_first_migration_reaches_the_latest() {
         let db = Arc::new(Db::open(&url).await.unwrap());
         assert_eq!(
             db.applied_migrations().await.unwrap(),
-            vec![1, 2, 3, 4, 5],
+            vec![1, 2, 3, 4, 5, 6],
             "{url}"
         );
         let hub = Hub::open(db.clone(), &temp_dir("upgraded"), 1_000)
@@ -467,6 +470,60 @@ async fn a_job_whose_taker_died_comes_back_marked_orphaned() {
         assert_eq!((retried[0].attempts, retried[0].orphaned_lease), (3, 0));
         db.finish_job(&msg.id).await.unwrap();
         assert!(db.take_jobs(t + 10_000, 50, 8).await.unwrap().is_empty());
+    }
+}
+
+/// Label changes go to Zalo in the order they were made, one at a time per page (a tag and then
+/// its removal must not cross), under a lease like replies; other pages are not held up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tag_jobs_are_taken_in_order_one_at_a_time_per_page() {
+    use sop_console::store::sql::labels::TagOp;
+    for url in databases().await {
+        let (hub, owner) = scene(&url, TokenPair::default(), 2).await;
+        let other = OaInfo {
+            oa_id: "8765".into(),
+            ..Default::default()
+        };
+        hub.upsert_connection(other, &owner.id, TokenPair::default())
+            .await
+            .unwrap();
+        hub.attach_label(&owner, "c1", "VIP").await.unwrap();
+        hub.detach_label(&owner, "c1", "VIP").await.unwrap();
+        hub.attach_label(&owner, "c2", "Sỉ").await.unwrap();
+        hub.remove_page_label(&owner, "p2", "Cũ").await.unwrap();
+        let db = hub.db();
+        let t = now_ms() + 1_000;
+        let first = db.take_tag_jobs(t, 50, 8).await.unwrap();
+        let taken: Vec<(&str, TagOp, &str)> = first
+            .iter()
+            .map(|j| (j.connection_id.as_str(), j.op(), j.name.as_str()))
+            .collect();
+        assert_eq!(
+            taken,
+            [("p1", TagOp::Tag, "VIP"), ("p2", TagOp::Remove, "Cũ")],
+            "{}",
+            db.engine_name()
+        );
+        assert!(
+            db.take_tag_jobs(t + 10, 50, 8).await.unwrap().is_empty(),
+            "leased"
+        );
+        // Zalo asked to wait: the same job again, later, before the page's next.
+        db.retry_tag_job_at(first[0].n, t + 100).await.unwrap();
+        db.finish_tag_job(first[1].n).await.unwrap();
+        assert!(db.take_tag_jobs(t + 50, 50, 8).await.unwrap().is_empty());
+        let again = db.take_tag_jobs(t + 100, 50, 8).await.unwrap();
+        assert_eq!((again[0].n, again[0].attempts), (first[0].n, 1));
+        db.finish_tag_job(again[0].n).await.unwrap();
+        let next = db.take_tag_jobs(t + 200, 50, 8).await.unwrap();
+        assert_eq!((next[0].op(), next[0].name.as_str()), (TagOp::Untag, "VIP"));
+        assert_eq!(next[0].user_id, "u0");
+        db.finish_tag_job(next[0].n).await.unwrap();
+        let last = db.take_tag_jobs(t + 300, 50, 8).await.unwrap();
+        assert_eq!(
+            (last[0].user_id.as_str(), last[0].name.as_str()),
+            ("u1", "Sỉ")
+        );
     }
 }
 

@@ -1367,6 +1367,7 @@ pub fn console_prepare(dir: &Path, n: usize) -> Result<()> {
                 display_name: format!("Khách hàng số {i}"),
                 avatar: String::new(),
                 fetched_at: now,
+                labels: vec![],
             },
             assignee: (i % 3 == 0).then(|| "a1".to_string()),
             state: if i % 3 == 0 {

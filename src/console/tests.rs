@@ -54,6 +54,7 @@ fn conv(
             display_name: name.into(),
             avatar: String::new(),
             fetched_at: NOW,
+            labels: vec![],
         },
         assignee: assignee.map(str::to_string),
         state,

@@ -227,6 +227,9 @@ pub struct Customer {
     /// When the profile was last read from Zalo's user/detail (0 = never).
     #[serde(default)]
     pub fetched_at: Ms,
+    /// Their labels on this page ("Nhãn": the page's Zalo tags on them), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<String>,
 }
 
 impl Customer {

@@ -45,6 +45,18 @@ pub fn routes() -> Router<AppState> {
         .route("/conversations/{id}/notes", post(add_note))
         .route("/conversations/{id}/colleagues", get(colleagues))
         .route("/conversations/{id}/customer", get(customer_panel))
+        .route(
+            "/conversations/{id}/labels",
+            get(label_choices).post(attach_label),
+        )
+        .route(
+            "/conversations/{id}/labels/{name}",
+            axum::routing::delete(detach_label),
+        )
+        .route(
+            "/connections/{id}/labels/{name}",
+            axum::routing::delete(remove_page_label),
+        )
         .route("/conversations", get(list_conversations))
         .route("/conversations/counts", get(counts))
         .route("/conversations/{id}", get(get_conversation))
@@ -362,6 +374,42 @@ async fn customer_panel(
     Path(id): Path<String>,
 ) -> ApiResult<Json<crate::wire::CustomerPanel>> {
     Ok(Json(app.hub.customer_panel(&caller.0, &id).await?))
+}
+
+async fn label_choices(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<LabelChoices>> {
+    Ok(Json(app.hub.label_choices(&caller.0, &id).await?))
+}
+
+async fn attach_label(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    ApiJson(body): ApiJson<LabelInput>,
+) -> ApiResult<Json<Conversation>> {
+    Ok(Json(
+        app.hub.attach_label(&caller.0, &id, &body.name).await?,
+    ))
+}
+
+async fn detach_label(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((id, name)): Path<(String, String)>,
+) -> ApiResult<Json<Conversation>> {
+    Ok(Json(app.hub.detach_label(&caller.0, &id, &name).await?))
+}
+
+async fn remove_page_label(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path((id, name)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    app.hub.remove_page_label(&caller.0, &id, &name).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn colleagues(

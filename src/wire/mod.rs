@@ -183,6 +183,22 @@ pub struct SharedInfo {
     pub fields: Vec<(String, String)>,
 }
 
+/// The labels to choose from for a conversation's customer (`GET /conversations/{id}/labels`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabelChoices {
+    /// On the customer now.
+    pub attached: Vec<String>,
+    /// Every label of the page, by name.
+    pub page: Vec<String>,
+}
+
+/// A label to put on a customer (`POST /conversations/{id}/labels`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabelInput {
+    pub name: String,
+}
+
 /// A quick reply to create or replace (`POST /quick-replies`, `PUT /quick-replies/{id}`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

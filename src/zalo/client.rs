@@ -35,6 +35,8 @@ pub struct UserProfile {
     pub user_id: String,
     pub display_name: String,
     pub avatar: String,
+    /// The OA's tags on them (`tags_and_notes_info.tag_names`), when Zalo said.
+    pub tag_names: Option<Vec<String>>,
 }
 
 fn network(e: reqwest::Error) -> ZaloError {
@@ -197,6 +199,59 @@ impl ZaloClient {
         .await
     }
 
+    async fn post(&self, token: &str, path: &'static str, body: Value) -> Result<Value, ZaloError> {
+        let req = self
+            .http
+            .post(format!("{}{path}", self.api_base))
+            .header("access_token", token)
+            .json(&body);
+        self.timed(path, async {
+            Self::envelope(req.send().await.map_err(network)?).await
+        })
+        .await
+    }
+
+    /// The OA's tag names (`tag/gettagsofoa`).
+    pub async fn tags_of_oa(&self, token: &str) -> Result<Vec<String>, ZaloError> {
+        let d = self.get(token, "/v2.0/oa/tag/gettagsofoa", None).await?;
+        Ok(Self::rows(d)
+            .iter()
+            .filter_map(|n| n.as_str().map(str::to_string))
+            .collect())
+    }
+
+    /// Puts the tag on a follower (`tag/tagfollower`; Zalo creates a missing tag).
+    pub async fn tag_follower(
+        &self,
+        token: &str,
+        user_id: &str,
+        tag: &str,
+    ) -> Result<(), ZaloError> {
+        let body = json!({"user_id": user_id, "tag_name": tag});
+        self.post(token, "/v2.0/oa/tag/tagfollower", body)
+            .await
+            .map(drop)
+    }
+
+    /// Takes the tag off a follower (`tag/rmfollowerfromtag`).
+    pub async fn untag_follower(
+        &self,
+        token: &str,
+        user_id: &str,
+        tag: &str,
+    ) -> Result<(), ZaloError> {
+        let body = json!({"user_id": user_id, "tag_name": tag});
+        self.post(token, "/v2.0/oa/tag/rmfollowerfromtag", body)
+            .await
+            .map(drop)
+    }
+
+    /// Deletes the OA's tag (`tag/rmtag`).
+    pub async fn remove_tag(&self, token: &str, tag: &str) -> Result<(), ZaloError> {
+        let body = json!({"tag_name": tag});
+        self.post(token, "/v2.0/oa/tag/rmtag", body).await.map(drop)
+    }
+
     pub async fn get_oa(&self, token: &str) -> Result<OaProfile, ZaloError> {
         let d = self.get(token, "/v2.0/oa/getoa", None).await?;
         Ok(OaProfile {
@@ -223,6 +278,14 @@ impl ZaloClient {
                 .or(d["avatar"].as_str())
                 .unwrap_or_default()
                 .to_string(),
+            tag_names: d["tags_and_notes_info"]["tag_names"]
+                .as_array()
+                .map(|names| {
+                    names
+                        .iter()
+                        .filter_map(|n| n.as_str().map(str::to_string))
+                        .collect()
+                }),
         })
     }
 

@@ -33,6 +33,12 @@ pub enum WebhookEvent {
         oa_id: String,
         at: Ms,
     },
+    /// `add_user_to_tag`: a tag put on followers in OA Manager.
+    Tagged {
+        oa_id: String,
+        user_ids: Vec<String>,
+        name: String,
+    },
     Other {
         event_name: String,
         oa_id: Option<String>,
@@ -220,6 +226,23 @@ pub fn parse(v: &Value) -> WebhookEvent {
                         at: timestamp(v),
                     })
             }
+            "add_user_to_tag" => {
+                let tag = &v["tag"];
+                let user_ids: Vec<String> = tag["user_ids"]
+                    .as_array()
+                    .map(|ids| ids.iter().filter_map(id_str).collect())
+                    .unwrap_or_default();
+                match (flat_oa.clone(), tag["name"].as_str()) {
+                    (Some(oa_id), Some(name)) if !user_ids.is_empty() => {
+                        Some(WebhookEvent::Tagged {
+                            oa_id,
+                            user_ids,
+                            name: name.to_string(),
+                        })
+                    }
+                    _ => None,
+                }
+            }
             _ => None,
         }
     };
@@ -312,6 +335,30 @@ mod tests {
                 msg_ids: vec!["a".into()]
             }
         );
+    }
+
+    #[test]
+    fn add_user_to_tag_as_the_reference_shows_it() {
+        let tagged = p(
+            r#"{"app_id":"1","oa_id":"388613280878808645","user_id_by_app":"552177279717587730",
+ "event_name":"add_user_to_tag","tag":{"user_ids":["246845883529197922",2468458835291979223],"name":"Khách VIP"},
+ "timestamp":"1720000000000"}"#,
+        );
+        assert_eq!(
+            tagged,
+            WebhookEvent::Tagged {
+                oa_id: "388613280878808645".into(),
+                user_ids: vec!["246845883529197922".into(), "2468458835291979223".into()],
+                name: "Khách VIP".into(),
+            }
+        );
+        // No one, or no name: kept raw.
+        for bad in [
+            r#"{"event_name":"add_user_to_tag","oa_id":"1","tag":{"user_ids":[],"name":"x"}}"#,
+            r#"{"event_name":"add_user_to_tag","oa_id":"1","tag":{"user_ids":["u"]}}"#,
+        ] {
+            assert!(matches!(p(bad), WebhookEvent::Other { .. }), "{bad}");
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 mod common;
 
 mod customers;
+mod labels;
 mod notes;
 mod quick_replies;
 mod search;

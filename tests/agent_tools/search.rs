@@ -5,7 +5,7 @@
 use crate::common::*;
 use reqwest::StatusCode;
 use serde_json::json;
-use sop_console::model::{Connection, Conversation, Customer};
+use sop_console::model::{Connection, Conversation};
 use sop_console::routing::visibility;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,12 +24,8 @@ async fn customer_says(
         sop_console::server::hub::Ingested::New { conversation, .. } => *conversation,
         other => panic!("{other:?}"),
     };
-    let customer = Customer {
-        user_id: user.into(),
-        display_name: name.into(),
-        ..Default::default()
-    };
-    t.hub.set_customer(&conv.id, customer).await.unwrap();
+    let profile = (name.to_string(), String::new());
+    t.hub.set_profile(&conv.id, profile).await.unwrap();
     conv
 }
 

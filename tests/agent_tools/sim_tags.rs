@@ -1,7 +1,7 @@
 //! The simulator's tag API (reference §4.7), the first brick of labels synced with Zalo: tags on
 //! followers through `tag/*`, read back by `gettagsofoa` and `user/detail`, refused for someone
 //! who does not follow, rate-limited on demand; a tag added in "OA Manager" (the control API)
-//! reaches the hub as an `add_user_to_tag` webhook.
+//! reaches the hub as an `add_user_to_tag` webhook (see `labels.rs` for what the hub makes of it).
 
 use crate::common::*;
 use reqwest::StatusCode;
@@ -79,13 +79,9 @@ async fn tags_go_on_followers_come_back_in_user_detail_and_oa_manager_tags_reach
     let tags = s.sim_get(&format!("/oas/{OA}/tags")).await;
     assert_eq!(tags["Đã mua"], json!(["an"]));
     let db = s.t.hub.db().clone();
-    eventually("the add_user_to_tag webhook stored by the hub", || async {
-        let n = count(
-            &db,
-            "SELECT COUNT(*) FROM raw_events WHERE body LIKE '%add_user_to_tag%'",
-        )
-        .await;
-        (n == 1).then_some(())
+    eventually("the add_user_to_tag webhook applied by the hub", || async {
+        let sql = "SELECT COUNT(*) FROM page_labels WHERE name = 'Đã mua'";
+        (count(&db, sql).await == 1).then_some(())
     })
     .await;
     s.t.stop().await;

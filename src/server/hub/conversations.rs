@@ -299,12 +299,23 @@ impl Hub {
     }
 
     /// Updates the customer's profile (from Zalo's user/detail).
-    pub async fn set_customer(&self, conv_id: &str, customer: Customer) -> HubResult<()> {
+    /// The customer's name and avatar as Zalo's `user/detail` gave them (their labels stay).
+    pub async fn set_profile(
+        &self,
+        conv_id: &str,
+        (name, avatar): (String, String),
+    ) -> HubResult<()> {
         self.write(async |st, tx| {
             let mut conv =
                 st.conversations.get(conv_id).cloned().ok_or_else(|| {
                     HubError::NotFound(format!("conversation {conv_id} not found"))
                 })?;
+            let customer = Customer {
+                display_name: crate::model::text::nfc(&name),
+                avatar,
+                fetched_at: now_ms(),
+                ..conv.customer.clone()
+            };
             if conv.customer != customer {
                 conv.customer = customer;
                 let before = st.conversation_audience(&conv);
@@ -938,6 +949,7 @@ pub(super) async fn ingest(
                     },
                     avatar: String::new(),
                     fetched_at: 0,
+                    labels: vec![],
                 },
                 assignee: None,
                 state: ConvState::Unattended,

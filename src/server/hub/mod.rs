@@ -23,6 +23,7 @@ mod conversations;
 mod customers;
 mod health;
 mod import;
+pub mod labels;
 mod metrics;
 mod notes;
 mod quick_replies;
@@ -451,6 +452,8 @@ pub struct Hub {
     pub metrics: Arc<Metrics>,
     /// Woken when an outbound reply is queued (the Zalo sender listens).
     pub outbox_ready: Arc<Notify>,
+    /// Woken when a label change is queued for Zalo (the tag sender listens).
+    pub tags_ready: Arc<Notify>,
     /// The background workers' heartbeats, for `/healthz`.
     pub health: Health,
     /// Accounts whose token was just replaced: their open streams check theirs and close.
@@ -526,6 +529,7 @@ impl Hub {
             retention: retention.max(1),
             metrics,
             outbox_ready: Arc::new(Notify::new()),
+            tags_ready: Arc::new(Notify::new()),
             health: Health::default(),
             credentials_changed: broadcast::channel(64).0,
             echo_window_ms: std::sync::atomic::AtomicI64::new(600_000),

@@ -330,6 +330,22 @@ async fn apply_one(
                 st.put_connection(tx, conn, None);
             }
         }
+        WebhookEvent::Tagged {
+            oa_id,
+            user_ids,
+            name,
+        } => {
+            let Some(conn_id) = conn_of(st, &oa_id) else {
+                store_raw(tx, n, value, "no connection for this OA");
+                return Ok(());
+            };
+            match super::labels::tagged_in_zalo(st, tx, &conn_id, &user_ids, &name).await {
+                Ok(0) => store_raw(tx, n, value, "tag for customers without a conversation"),
+                Ok(_) => {}
+                Err(HubError::Invalid(why)) => store_raw(tx, n, value, &why),
+                Err(e) => return Err(e),
+            }
+        }
         WebhookEvent::Follow { .. } => store_raw(tx, n, value, "follow"),
         WebhookEvent::Other { .. } => store_raw(tx, n, value, "unknown event"),
     }

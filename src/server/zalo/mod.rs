@@ -1,9 +1,10 @@
 //! The hub's Zalo side: OAuth connect, single-flight token refresh, webhook intake and its worker,
-//! the outbound sender, history sync and customer profiles.
+//! the outbound sender, the tag sender, history sync and customer profiles.
 
 pub mod oauth;
 mod sender;
 pub mod sync;
+mod tags;
 pub mod webhook;
 
 use super::hub::Hub;
@@ -48,6 +49,7 @@ impl ZaloHub {
     pub fn start_workers(self: &Arc<Self>) {
         tokio::spawn(webhook::run_worker(self.clone()));
         tokio::spawn(sender::run(self.clone()));
+        tokio::spawn(tags::run(self.clone()));
     }
 
     async fn connection(&self, conn_id: &str) -> Result<Connection, ZaloError> {
@@ -140,14 +142,14 @@ impl ZaloHub {
                     .await;
                 match profile {
                     Ok(p) => {
-                        let customer = Customer {
-                            user_id: p.user_id,
-                            display_name: crate::model::text::nfc(&p.display_name),
-                            avatar: p.avatar,
-                            fetched_at: now_ms(),
-                        };
-                        if let Err(e) = z.hub.set_customer(&conv_id, customer).await {
+                        let profile = (p.display_name, p.avatar);
+                        if let Err(e) = z.hub.set_profile(&conv_id, profile).await {
                             tracing::warn!(conv_id, "cannot store profile: {e}");
+                        }
+                        if let Some(names) = p.tag_names {
+                            if let Err(e) = z.hub.labels_from_profile(&conv_id, names).await {
+                                tracing::warn!(conv_id, "cannot store the customer's tags: {e}");
+                            }
                         }
                     }
                     Err(e) => tracing::info!(

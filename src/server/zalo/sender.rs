@@ -14,7 +14,7 @@ use std::time::Duration;
 const MAX_ATTEMPTS: u32 = 8;
 
 /// The wait before the next try: `base` doubling, at most a minute.
-fn backoff_ms(base: Ms, attempts: u32) -> Ms {
+pub(super) fn backoff_ms(base: Ms, attempts: u32) -> Ms {
     (base * 2i64.pow(attempts.min(7))).min(60_000)
 }
 

@@ -14,12 +14,33 @@ const MAX_THREADS: u32 = 2000;
 const MAX_MESSAGES_PER_THREAD: u32 = 500;
 
 pub async fn sync_history(z: Arc<ZaloHub>, conn_id: ConnectionId) {
+    sync_labels(&z, &conn_id).await;
     match sync(&z, &conn_id).await {
         Ok((threads, messages)) => tracing::info!(conn_id, threads, messages, "history synced"),
         Err(e) => tracing::warn!(conn_id, "history sync stopped: {e}"),
     }
     if let Err(e) = z.hub.redistribute_old(&conn_id).await {
         tracing::warn!(conn_id, "old-conversation handling failed: {e}");
+    }
+}
+
+/// The page's tags become its labels (those of each customer come with their profile).
+async fn sync_labels(z: &ZaloHub, conn_id: &str) {
+    let names = z
+        .with_token(conn_id, |t| {
+            let client = z.client.clone();
+            async move { client.tags_of_oa(&t).await }
+        })
+        .await;
+    let stored = match names {
+        Ok(names) => z.hub.page_labels_from_zalo(conn_id, names).await,
+        Err(e) => {
+            tracing::warn!(conn_id, "the page's tags not read: {e}");
+            return;
+        }
+    };
+    if let Err(e) = stored {
+        tracing::warn!(conn_id, "the page's tags not stored: {e}");
     }
 }
 

@@ -69,7 +69,7 @@ impl Db {
 
     /// A transaction for taking jobs: SQLite's writer, and on PostgreSQL a plain one (row locks
     /// and `SKIP LOCKED` keep hubs apart; the hub's write lock is not needed).
-    async fn begin_jobs(&self) -> Result<super::write::WriteTx, sqlx::Error> {
+    pub(super) async fn begin_jobs(&self) -> Result<super::write::WriteTx, sqlx::Error> {
         match self {
             Db::Sqlite(_) => self.begin_write().await,
             Db::Postgres(d) => Ok(super::write::WriteTx::Postgres(d.pool.begin().await?)),

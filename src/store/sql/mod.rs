@@ -12,6 +12,7 @@ pub mod conversations;
 pub mod events;
 pub mod feed;
 pub mod jobs;
+pub mod labels;
 pub mod quick_replies;
 pub mod rows;
 pub mod rules;

@@ -61,11 +61,13 @@ pub struct ConversationRow {
     pub waiting_since: Option<i64>,
     pub preview: String,
     pub created_at: i64,
+    /// A JSON array of names.
+    pub customer_labels: String,
 }
 
 pub const CONVERSATION_COLUMNS: &str = "id, connection_id, customer_id, customer_name, \
     customer_avatar, customer_fetched_at, assignee, state, status, origin, last_interaction_at, \
-    last_activity_at, waiting_since, preview, created_at";
+    last_activity_at, waiting_since, preview, created_at, customer_labels";
 
 #[derive(Debug, sqlx::FromRow)]
 pub struct AssignmentRow {
@@ -107,6 +109,7 @@ impl ConversationRow {
                 display_name: self.customer_name,
                 avatar: self.customer_avatar,
                 fetched_at: self.customer_fetched_at,
+                labels: serde_json::from_str(&self.customer_labels)?,
             },
             assignee: self.assignee,
             state: from_name(&self.state)?,

@@ -540,7 +540,7 @@ impl WriteTx {
                     "INSERT INTO conversations (id, connection_id, customer_id, customer_name, \
                      customer_avatar, customer_fetched_at, assignee, state, status, origin, \
                      last_interaction_at, last_activity_at, waiting_since, waiting_at, preview, \
-                     created_at, customer_search) ",
+                     created_at, customer_search, customer_labels) ",
                 );
                 q.push_values(chunk, |mut row, c| {
                     row.push_bind(c.id.as_str())
@@ -559,7 +559,8 @@ impl WriteTx {
                         .push_bind(c.waiting_at())
                         .push_bind(c.preview.as_str())
                         .push_bind(c.created_at)
-                        .push_bind(super::search::customer_text(&c.customer));
+                        .push_bind(super::search::customer_text(&c.customer))
+                        .push_bind(serde_json::to_string(&c.customer.labels).expect("names"));
                 });
                 q.push(
                     " ON CONFLICT (id) DO UPDATE SET customer_name = excluded.customer_name, \
@@ -569,7 +570,8 @@ impl WriteTx {
                      status = excluded.status, last_interaction_at = excluded.last_interaction_at, \
                      last_activity_at = excluded.last_activity_at, \
                      waiting_since = excluded.waiting_since, waiting_at = excluded.waiting_at, \
-                     preview = excluded.preview, customer_search = excluded.customer_search",
+                     preview = excluded.preview, customer_search = excluded.customer_search, \
+                     customer_labels = excluded.customer_labels",
                 );
                 q.build().execute(&mut *conn).await?;
                 for table in ["unread", "assignments"] {
