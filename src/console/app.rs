@@ -212,6 +212,14 @@ impl App {
                     c.loaded(&conversation_id, panel);
                 }
             }
+            NetEvent::Labels {
+                conversation_id,
+                choices,
+            } => {
+                if let Some(Modal::Labels(l)) = &mut self.modal {
+                    l.loaded(&conversation_id, choices);
+                }
+            }
             NetEvent::NoteAdded(note) => {
                 self.inbox.note_added(&note);
                 d.note_added(*note);

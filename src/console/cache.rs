@@ -8,6 +8,11 @@ use anyhow::Result;
 use sha2::Digest;
 use std::path::{Path, PathBuf};
 
+/// Where the snapshot is kept. Postcard is not self-describing: bytes written for another shape
+/// may decode into wrong values rather than fail, so a change to what a snapshot holds (labels on
+/// customers, say) takes a new key, and older caches are left for the hub's snapshot to replace.
+const SNAPSHOT_KEY: &str = "snapshot-2.bin";
+
 pub struct Cache {
     store: SledStore,
 }
@@ -37,7 +42,7 @@ impl Cache {
         // Binary (postcard): a 100,000-conversation snapshot decodes several times faster than JSON.
         let snapshot = self
             .store
-            .get(b"snapshot.bin")
+            .get(SNAPSHOT_KEY.as_bytes())
             .ok()
             .flatten()
             .and_then(|b| {
@@ -56,7 +61,7 @@ impl Cache {
 
     pub fn save_snapshot(&self, s: &Snapshot) -> Result<()> {
         let mut b = Batch::default();
-        b.put("snapshot.bin", postcard::to_stdvec(s)?);
+        b.put(SNAPSHOT_KEY, postcard::to_stdvec(s)?);
         self.store.apply(b)?;
         self.store.flush()
     }

@@ -4,8 +4,8 @@
 use super::data::{OutboxItem, Snapshot};
 use crate::model::*;
 use crate::wire::{
-    AuthorizeResponse, CustomerPanel, Event, OutboundAttachment, Page, RuleInput, SearchHit,
-    TransferTarget,
+    AuthorizeResponse, CustomerPanel, Event, LabelChoices, OutboundAttachment, Page, RuleInput,
+    SearchHit, TransferTarget,
 };
 use crossterm::event::Event as TermEvent;
 
@@ -66,6 +66,11 @@ pub enum NetEvent {
     CustomerPanel {
         conversation_id: ConversationId,
         panel: Box<CustomerPanel>,
+    },
+    /// The labels to choose from for a conversation's customer.
+    Labels {
+        conversation_id: ConversationId,
+        choices: LabelChoices,
     },
     /// Who may see a conversation (whom a note there can mention).
     Colleagues {
@@ -131,6 +136,15 @@ pub enum ApiCall {
     },
     Colleagues(ConversationId),
     CustomerPanel(ConversationId),
+    Labels(ConversationId),
+    AttachLabel {
+        id: ConversationId,
+        name: String,
+    },
+    DetachLabel {
+        id: ConversationId,
+        name: String,
+    },
     Mentions {
         cursor: Option<String>,
     },

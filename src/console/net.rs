@@ -241,6 +241,28 @@ impl Api {
                     Err(e) => send(fail(e)),
                 }
             }
+            ApiCall::Labels(id) => {
+                let path = format!("/conversations/{id}/labels");
+                match self.call(Method::GET, &path, None).await {
+                    Ok(choices) => send(NetEvent::Labels {
+                        conversation_id: id,
+                        choices,
+                    }),
+                    Err(e) => send(fail(e)),
+                }
+            }
+            // The conversation comes back changed through the stream.
+            ApiCall::AttachLabel { id, name } => {
+                let path = format!("/conversations/{id}/labels");
+                self.post_simple(&path, Some(json!({ "name": name })), &send)
+                    .await
+            }
+            ApiCall::DetachLabel { id, name } => {
+                let path = format!("/conversations/{id}/labels/{}", path_segment(&name));
+                if let Err(e) = self.call::<Value>(Method::DELETE, &path, None).await {
+                    send(fail(e));
+                }
+            }
             ApiCall::Colleagues(id) => {
                 let path = format!("/conversations/{id}/colleagues");
                 match self.call(Method::GET, &path, None).await {
@@ -390,6 +412,16 @@ impl Api {
             send(NetEvent::Failed(e.to_string()));
         }
     }
+}
+
+/// `text` as one percent-encoded path segment (label names have spaces and Vietnamese letters).
+fn path_segment(text: &str) -> String {
+    let mut url = url::Url::parse("http://hub/").expect("a valid URL");
+    url.path_segments_mut()
+        .expect("a base URL")
+        .pop_if_empty()
+        .push(text);
+    url.path()[1..].to_string()
 }
 
 /// Reads a file to send: images (png/jpg ≤ 1 MB), gif and documents (≤ 5 MB), as Zalo allows.

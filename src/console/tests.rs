@@ -1757,9 +1757,102 @@ fn the_customer_panel_opens_from_a_thread_and_enter_opens_a_conversation() {
         conversation_id: "c1".into(),
         panel: Box::new(panel),
     }));
+    // Labels put on while the panel is open show in it.
+    labelled(&mut app, 40, "c1", &["VIP", HOSTILE]);
     both_sizes("customer_panel", &app);
     app.update(key(KeyCode::Down));
     app.update(key(KeyCode::Enter));
     assert!(app.modal.is_none());
     assert_eq!(app.inbox.open.as_deref(), Some("c7"));
+}
+
+// ----- labels -----
+
+/// The hub's word that conversation `id`'s customer now has `labels`.
+fn labelled(app: &mut App, seq: u64, id: &str, labels: &[&str]) {
+    let mut c = app.data.conversations.get(id).unwrap().clone();
+    c.customer.labels = labels.iter().map(|l| l.to_string()).collect();
+    app.update(event(seq, EventBody::Conversation { conversation: c }));
+}
+
+fn label_calls(fx: &[Effect]) -> Vec<String> {
+    fx.iter()
+        .filter_map(|e| match e {
+            Effect::Api(ApiCall::AttachLabel { id, name }) => Some(format!("+{id}:{name}")),
+            Effect::Api(ApiCall::DetachLabel { id, name }) => Some(format!("-{id}:{name}")),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn labels_are_put_on_created_and_taken_off_from_the_popup_and_filter_the_inbox() {
+    let mut app = agent_app();
+    let fx = app.update(ch('L'));
+    assert!(fx
+        .iter()
+        .any(|e| matches!(e, Effect::Api(ApiCall::Labels(id)) if id == "c1")));
+    both_sizes("labels_loading", &app);
+    labelled(&mut app, 50, "c1", &["VIP"]);
+    let choices = crate::wire::LabelChoices {
+        attached: vec!["VIP".into()],
+        page: vec!["Khách sỉ".into(), "VIP".into(), HOSTILE.into()],
+    };
+    app.update(Msg::Net(NetEvent::Labels {
+        conversation_id: "c1".into(),
+        choices,
+    }));
+    both_sizes("labels", &app);
+    // Enter on a label the customer has takes it off; on one they lack puts it on.
+    app.update(key(KeyCode::Down));
+    assert_eq!(label_calls(&app.update(key(KeyCode::Enter))), ["-c1:VIP"]);
+    app.update(key(KeyCode::Up));
+    assert_eq!(
+        label_calls(&app.update(key(KeyCode::Enter))),
+        ["+c1:Khách sỉ"]
+    );
+    // Typed without accents: the matching label; a new name: created.
+    typed(&mut app, "khach si");
+    assert_eq!(
+        label_calls(&app.update(key(KeyCode::Enter))),
+        ["+c1:Khách sỉ"]
+    );
+    for _ in 0..8 {
+        app.update(key(KeyCode::Backspace));
+    }
+    typed(&mut app, "Đã mua");
+    both_sizes("labels_create", &app);
+    assert_eq!(
+        label_calls(&app.update(key(KeyCode::Enter))),
+        ["+c1:Đã mua"]
+    );
+    app.update(key(KeyCode::Esc));
+    assert!(app.modal.is_none());
+
+    // The hub's events: labels in the list, and `/#` keeps the conversations with a label.
+    labelled(&mut app, 51, "c1", &["Khách sỉ", "Đã mua"]);
+    labelled(&mut app, 52, "c2", &["VIP"]);
+    both_sizes("inbox_labels", &app);
+    app.update(ch('/'));
+    typed(&mut app, "#da");
+    app.update(key(KeyCode::Enter));
+    let ids: Vec<&str> = app
+        .inbox
+        .visible(&app.data)
+        .iter()
+        .map(|c| c.id.as_str())
+        .collect();
+    assert_eq!(ids, ["c1"]);
+    app.update(key(KeyCode::Esc));
+    app.update(ch('u'));
+    app.update(ch('/'));
+    typed(&mut app, "vip");
+    app.update(key(KeyCode::Enter));
+    let ids: Vec<&str> = app
+        .inbox
+        .visible(&app.data)
+        .iter()
+        .map(|c| c.id.as_str())
+        .collect();
+    assert_eq!(ids, ["c2"]);
 }

@@ -228,7 +228,7 @@ pub struct Customer {
     #[serde(default)]
     pub fetched_at: Ms,
     /// Their labels on this page ("Nhãn": the page's Zalo tags on them), sorted.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     pub labels: Vec<String>,
 }
 

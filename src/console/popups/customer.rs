@@ -90,6 +90,16 @@ impl CustomerCard {
             Span::styled(clean(c.name_or_id()), theme.bold()),
             Span::raw(format!("  Zalo: {}", clean(&c.user_id))),
         ])];
+        // Live: a label put on meanwhile shows here too.
+        let labels = d
+            .conversations
+            .get(&self.conversation_id)
+            .map_or(&c.labels, |conv| &conv.customer.labels);
+        if !labels.is_empty() {
+            let names: Vec<String> = labels.iter().map(|l| format!("#{}", clean(l))).collect();
+            let text = format!("{}: {}", describe(Action::Labels, d.lang), names.join(" "));
+            lines.extend(wrapped_lines(&text, inner, "", "  ", theme.bold()));
+        }
         if !c.avatar.is_empty() {
             lines.extend(wrapped_lines(
                 &clean(&c.avatar),

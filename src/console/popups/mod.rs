@@ -5,6 +5,7 @@ pub mod add_connection;
 pub mod attach;
 pub mod customer;
 pub mod help;
+pub mod labels;
 pub mod palette;
 pub mod rule_editor;
 pub mod search;
@@ -27,6 +28,7 @@ pub enum Modal {
     Attach(attach::Attach),
     Search(search::Search),
     Customer(customer::CustomerCard),
+    Labels(labels::Labels),
     AddConnection(add_connection::AddStep),
     ConfirmRemoveConnection(crate::model::ConnectionId),
     RuleEditor(rule_editor::RuleEditor),
@@ -42,6 +44,7 @@ impl Modal {
             Modal::Attach(a) => a.on_key(k),
             Modal::Search(s) => s.on_key(k),
             Modal::Customer(c) => c.on_key(k),
+            Modal::Labels(l) => l.on_key(d, k),
             Modal::AddConnection(step) => step.on_key(d, k),
             Modal::ConfirmRemoveConnection(id) => add_connection::confirm_remove_key(id, k),
             Modal::RuleEditor(ed) => ed.on_key(d, k),
@@ -56,6 +59,7 @@ impl Modal {
             Modal::Transfer(t) => Some(&mut t.input),
             Modal::Attach(a) => Some(&mut a.input),
             Modal::Search(s) => Some(&mut s.input),
+            Modal::Labels(l) => Some(&mut l.input),
             Modal::RuleEditor(ed) => Some(ed.text_field()),
             _ => None,
         }
@@ -69,6 +73,7 @@ impl Modal {
             Modal::Attach(a) => a.content(d),
             Modal::Search(s) => s.content(d, theme, area),
             Modal::Customer(c) => c.content(d, theme, area),
+            Modal::Labels(l) => l.content(d, theme, area),
             Modal::AddConnection(step) => step.content(d, theme, area),
             Modal::ConfirmRemoveConnection(id) => add_connection::confirm_remove_content(d, id),
             Modal::RuleEditor(ed) => ed.content(d, theme, area),

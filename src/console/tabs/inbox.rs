@@ -7,7 +7,7 @@ use crate::console::i18n::{describe, Strings};
 use crate::console::inbox::{is_unclaimed, view_order};
 use crate::console::keymap::Action;
 use crate::console::msg::{ApiCall, Effect, Link};
-use crate::console::popups::{attach, customer, transfer, Modal};
+use crate::console::popups::{attach, customer, labels, transfer, Modal};
 use crate::console::ui::*;
 use crate::model::text::{char_count, fold, nfc, sanitize_for_terminal};
 use crate::model::QuickReply;
@@ -34,6 +34,7 @@ pub const HELP: &[Action] = &[
     Action::QuoteReply,
     Action::Note,
     Action::Customer,
+    Action::Labels,
     Action::Send,
     Action::Attach,
     Action::Editor,
@@ -514,6 +515,14 @@ impl InboxTab {
                     ..Out::open(Modal::Customer(card))
                 });
             }
+            (Labels, _) => {
+                let id = self.current_conversation(d)?.id.clone();
+                let (popup, fx) = labels::Labels::open(id);
+                return Some(Out {
+                    effects: fx,
+                    ..Out::open(Modal::Labels(popup))
+                });
+            }
             (Attach, Focus::Conversation) => {
                 return Some(Out::open(Modal::Attach(attach::Attach::default())))
             }
@@ -876,8 +885,22 @@ impl InboxTab {
                     None => String::new(),
                 },
             };
-            let sep = if state.is_empty() { "" } else { " · " };
-            let preview = truncate(&format!("  {state}{sep}{}", clean(&c.preview)), w);
+            // Labels as `#name`, so they read as labels without colour.
+            let labels: Vec<String> = c
+                .customer
+                .labels
+                .iter()
+                .map(|l| format!("#{}", clean(l)))
+                .collect();
+            let head: Vec<String> = [state, labels.join(" ")]
+                .into_iter()
+                .filter(|part| !part.is_empty())
+                .collect();
+            let sep = if head.is_empty() { "" } else { " · " };
+            let preview = truncate(
+                &format!("  {}{sep}{}", head.join(" · "), clean(&c.preview)),
+                w,
+            );
             let pstyle = if i == self.selected {
                 theme.selected()
             } else {
@@ -1244,9 +1267,15 @@ fn fuzzy_rank(needle: &str, hay: &str) -> Option<usize> {
     Some(100 + last - first.unwrap_or(0))
 }
 
-/// Accent- and case-insensitive: agents type "vo" for "Võ", "d" for "Đ".
+/// Accent- and case-insensitive: agents type "vo" for "Võ", "d" for "Đ". `#name` keeps the
+/// conversations whose customer has a label starting with `name`.
 fn matches_filter(c: &Conversation, needle: &str) -> bool {
-    fold(&c.customer.display_name).contains(needle)
+    let labels = || c.customer.labels.iter().map(|l| fold(l));
+    if let Some(label) = needle.strip_prefix('#') {
+        return labels().any(|l| l.starts_with(label));
+    }
+    labels().any(|l| l.contains(needle))
+        || fold(&c.customer.display_name).contains(needle)
         || c.customer.user_id.contains(needle)
         || fold(&c.preview).contains(needle)
 }
