@@ -5,7 +5,8 @@
 # history thread reads in time order (found by typing its name without accents) → a quick reply
 # (`/cha` Tab) goes out with its variables filled → search without accents opens the thread at the
 # message found → a second console as the agent HuongNT256 writes a note mentioning CuongLM, whose
-# own second console shows the notification, and hands the conversation over to QueCT3.
+# own second console shows the notification and a tag set in OA Manager live, and creates a label
+# that reaches Zalo; the agent hands the conversation over to QueCT3.
 # Usage: tests/tmux/seed_flow.sh [path/to/sop]
 set -euo pipefail
 SOP=$(realpath "${1:-target/debug/sop}")
@@ -121,6 +122,29 @@ wait_for "✎ Ghi chú nội bộ · " 10; wait_for "┃ @CuongLM xem giúp khá
 step "a private note mentioning CuongLM (completed with Tab) is in the thread"
 T="$S-admin"; wait_for "✉ .*nhắc đến bạn" 10
 step "CuongLM's second console shows the mention"
+# Labels: Trần Văn An is tagged in Zalo's OA Manager (the simulator's control API) while CuongLM's
+# inbox is filtered by that label: the row appears by itself. He then creates and puts on another
+# label from the console (L), which reaches Zalo's tags.
+sim=$(tmux capture-pane -p -J -t "$S" | grep -oE "Zalo simulator: http://[^ )]+" | head -1 | cut -d' ' -f3)
+[ -n "$sim" ] || { echo "FAIL: the demo did not print the simulator's address"; T="$S"; screen; exit 1; }
+oa=1423847451268726170; an=8400000009120000000
+keys A; wait_for "Tất cả"
+keys / ; keys -l "#da"; keys Enter; wait_for "Không có gì ở đây" 10
+curl -fsS -X POST -H 'content-type: application/json' -d '{"name":"Đã mua"}' "$sim/sim/oas/$oa/customers/$an/tags"
+wait_for "#Đã mua" 10; screen | grep -qF "Trần Văn An" || { echo "FAIL: not the tagged customer"; screen; exit 1; }
+step "a tag added in OA Manager shows live (the inbox filtered by #label)"
+keys L; wait_for "Nhãn · Trần Văn An" 10; wait_for "\[x\] Đã mua" 10
+keys -l "VIP"; wait_for "Tạo nhãn “VIP”"; keys Enter
+wait_for "#VIP #Đã mua" 10
+tags=""
+for _ in $(seq 50); do
+  tags=$(curl -fsS "$sim/sim/oas/$oa/tags")
+  echo "$tags" | grep -qF "\"VIP\":[\"$an\"]" && break
+  sleep 0.2
+done
+echo "$tags" | grep -qF "\"VIP\":[\"$an\"]" || { echo "FAIL: Zalo has no VIP tag on the customer: $tags"; screen; exit 1; }
+step "a label created in the console (L) is on the customer at Zalo"
+keys Escape
 keys q
 T="$S-agent"
 keys Escape Enter; keys t; wait_for "Chuyển cho"
