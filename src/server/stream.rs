@@ -141,6 +141,10 @@ async fn run(hub: &Hub, client: &Who, since: Option<u64>, socket: WebSocket) -> 
 
     let oldest = hub.oldest_seq().await?;
     let mut last = match since {
+        // Ahead of this hub: the client saw events another hub committed that this one has not
+        // read from the log yet (it follows it). They come live once it has, the ones the client
+        // has skipped; only a client ahead of the log itself (another database) starts over.
+        Some(s) if s > head && s as i64 <= hub.db().event_head().await? => s,
         Some(s) if s > head || s + 1 < oldest => {
             conn.send(&Frame::Resync { oldest, head }).await?;
             head
