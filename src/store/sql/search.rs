@@ -271,7 +271,7 @@ impl Db {
         let mut filled = 0;
         loop {
             let rows: Vec<(i64, String)> = crate::on_engine!(self, pool => {
-                sqlx::query_as("SELECT seq, text FROM messages WHERE search IS NULL LIMIT 1000")
+                sqlx::query_as("SELECT seq, text FROM messages WHERE search IS NULL ORDER BY seq LIMIT 1000")
                     .fetch_all(pool)
                     .await?
             });
