@@ -923,7 +923,7 @@ async fn healthz_reflects_the_store_and_workers_and_metrics_have_histograms() {
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(
         body["checks"],
-        json!({"store": "ok", "intake": "ok", "sender": "ok"})
+        json!({"store": "ok", "intake": "ok", "sender": "ok", "tags": "ok"})
     );
 
     common::faults::disk_full(s.t.hub.db(), true).await;

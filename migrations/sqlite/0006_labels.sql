@@ -1,6 +1,8 @@
 -- Labels ("Nhãn", issue 11) are Zalo's tags on a page's followers. A customer's labels travel
 -- with their conversation (a JSON array of names, like the other customer fields).
 ALTER TABLE conversations ADD COLUMN customer_labels TEXT NOT NULL DEFAULT '[]';
+-- Whether the customer follows the page (1/0), as Zalo last said; NULL until it has.
+ALTER TABLE conversations ADD COLUMN customer_follows INTEGER;
 
 -- The page's labels as the hub knows them: made here, seen in webhooks and profiles, or read
 -- from Zalo's tag list when the page connects.

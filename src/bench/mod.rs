@@ -1368,6 +1368,7 @@ pub fn console_prepare(dir: &Path, n: usize) -> Result<()> {
                 avatar: String::new(),
                 fetched_at: now,
                 labels: vec![],
+                follows: None,
             },
             assignee: (i % 3 == 0).then(|| "a1".to_string()),
             state: if i % 3 == 0 {

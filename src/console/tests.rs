@@ -55,6 +55,7 @@ fn conv(
             avatar: String::new(),
             fetched_at: NOW,
             labels: vec![],
+            follows: None,
         },
         assignee: assignee.map(str::to_string),
         state,
@@ -1740,6 +1741,7 @@ fn the_customer_panel_opens_from_a_thread_and_enter_opens_a_conversation() {
     let panel = crate::wire::CustomerPanel {
         customer: Customer {
             avatar: "https://s120-ava-talk.zadn.vn/a/b/c/an.jpg".into(),
+            follows: Some(true),
             ..c1.customer.clone()
         },
         shared_info: vec![crate::wire::SharedInfo {

@@ -230,6 +230,10 @@ pub struct Customer {
     /// Their labels on this page ("Nhãn": the page's Zalo tags on them), sorted.
     #[serde(default)]
     pub labels: Vec<String>,
+    /// Whether they follow the page ("người quan tâm"), as Zalo last said (`user/detail`,
+    /// `follow` / `unfollow`); `None` until it has.
+    #[serde(default)]
+    pub follows: Option<bool>,
 }
 
 impl Customer {

@@ -37,6 +37,8 @@ pub struct UserProfile {
     pub avatar: String,
     /// The OA's tags on them (`tags_and_notes_info.tag_names`), when Zalo said.
     pub tag_names: Option<Vec<String>>,
+    /// `user_is_follower`, when Zalo said.
+    pub follows: Option<bool>,
 }
 
 fn network(e: reqwest::Error) -> ZaloError {
@@ -278,6 +280,7 @@ impl ZaloClient {
                 .or(d["avatar"].as_str())
                 .unwrap_or_default()
                 .to_string(),
+            follows: d["user_is_follower"].as_bool(),
             tag_names: d["tags_and_notes_info"]["tag_names"]
                 .as_array()
                 .map(|names| {

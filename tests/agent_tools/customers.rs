@@ -1,6 +1,7 @@
 //! The customer panel through the API, against the simulator, on the engine `SOP_TEST_ENGINE`
-//! picks: the profile, what the customer shared with `user_submit_info`, the staff's notes, their
-//! conversations — only for someone who may see the conversation.
+//! picks: the profile (and whether they follow the page), what the customer shared with
+//! `user_submit_info`, the staff's notes, their conversations — only for someone who may see the
+//! conversation.
 
 use crate::common::*;
 use reqwest::StatusCode;
@@ -72,6 +73,22 @@ async fn the_panel_shows_what_the_customer_shared_and_what_the_staff_noted() {
         .map(|c| c["id"].as_str().unwrap())
         .collect();
     assert_eq!(convs, [conv.as_str()]);
+
+    // Whether they follow the page: from their profile (user/detail), then from Zalo's unfollow.
+    let follows = || async {
+        let (_, panel) = s.t.get(&path, &agent).await;
+        panel["customer"]["follows"].clone()
+    };
+    eventually("the profile says the customer follows", || async {
+        (follows().await == json!(true)).then_some(())
+    })
+    .await;
+    s.sim_post(&format!("/oas/{OA}/customers/an/unfollow"), json!({}))
+        .await;
+    eventually("the unfollow webhook applied", || async {
+        (follows().await == json!(false)).then_some(())
+    })
+    .await;
 
     // Someone who may not see the conversation learns nothing of its customer.
     assert_eq!(s.t.get(&path, &stranger).await.0, StatusCode::NOT_FOUND);

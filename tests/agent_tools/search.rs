@@ -24,7 +24,7 @@ async fn customer_says(
         sop_console::server::hub::Ingested::New { conversation, .. } => *conversation,
         other => panic!("{other:?}"),
     };
-    let profile = (name.to_string(), String::new());
+    let profile = (name.to_string(), String::new(), None);
     t.hub.set_profile(&conv.id, profile).await.unwrap();
     conv
 }

@@ -90,11 +90,20 @@ impl CustomerCard {
             Span::styled(clean(c.name_or_id()), theme.bold()),
             Span::raw(format!("  Zalo: {}", clean(&c.user_id))),
         ])];
-        // Live: a label put on meanwhile shows here too.
-        let labels = d
+        // Live: a label put on (or an unfollow) meanwhile shows here too.
+        let live = d
             .conversations
             .get(&self.conversation_id)
-            .map_or(&c.labels, |conv| &conv.customer.labels);
+            .map_or(c, |conv| &conv.customer);
+        let follows = match live.follows.or(c.follows) {
+            Some(true) => Some(s.follower),
+            Some(false) => Some(s.not_follower),
+            None => None,
+        };
+        if let Some(text) = follows {
+            lines.push(Line::from(Span::raw(text)));
+        }
+        let labels = &live.labels;
         if !labels.is_empty() {
             let names: Vec<String> = labels.iter().map(|l| format!("#{}", clean(l))).collect();
             let text = format!("{}: {}", describe(Action::Labels, d.lang), names.join(" "));

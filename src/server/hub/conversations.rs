@@ -298,12 +298,12 @@ impl Hub {
         .await
     }
 
-    /// Updates the customer's profile (from Zalo's user/detail).
-    /// The customer's name and avatar as Zalo's `user/detail` gave them (their labels stay).
+    /// The customer's name, avatar and whether they follow the page, as Zalo's `user/detail`
+    /// gave them (their labels stay; an unknown follow stays as it was).
     pub async fn set_profile(
         &self,
         conv_id: &str,
-        (name, avatar): (String, String),
+        (name, avatar, follows): (String, String, Option<bool>),
     ) -> HubResult<()> {
         self.write(async |st, tx| {
             let mut conv =
@@ -314,6 +314,7 @@ impl Hub {
                 display_name: crate::model::text::nfc(&name),
                 avatar,
                 fetched_at: now_ms(),
+                follows: follows.or(conv.customer.follows),
                 ..conv.customer.clone()
             };
             if conv.customer != customer {
@@ -950,6 +951,7 @@ pub(super) async fn ingest(
                     avatar: String::new(),
                     fetched_at: 0,
                     labels: vec![],
+                    follows: None,
                 },
                 assignee: None,
                 state: ConvState::Unattended,

@@ -346,7 +346,25 @@ async fn apply_one(
                 Err(e) => return Err(e),
             }
         }
-        WebhookEvent::Follow { .. } => store_raw(tx, n, value, "follow"),
+        WebhookEvent::Follow {
+            oa_id,
+            user_id,
+            follow,
+        } => {
+            let conv = conn_of(st, &oa_id)
+                .and_then(|page| st.by_customer.get(&(page, user_id)))
+                .and_then(|id| st.conversations.get(id))
+                .cloned();
+            match conv {
+                Some(mut conv) if conv.customer.follows != Some(follow) => {
+                    conv.customer.follows = Some(follow);
+                    let before = st.conversation_audience(&conv);
+                    st.put_conversation(tx, conv, before);
+                }
+                Some(_) => {}
+                None => store_raw(tx, n, value, "follow of a customer without a conversation"),
+            }
+        }
         WebhookEvent::Other { .. } => store_raw(tx, n, value, "unknown event"),
     }
     Ok(())

@@ -142,7 +142,7 @@ impl ZaloHub {
                     .await;
                 match profile {
                     Ok(p) => {
-                        let profile = (p.display_name, p.avatar);
+                        let profile = (p.display_name, p.avatar, p.follows);
                         if let Err(e) = z.hub.set_profile(&conv_id, profile).await {
                             tracing::warn!(conv_id, "cannot store profile: {e}");
                         }

@@ -63,11 +63,12 @@ pub struct ConversationRow {
     pub created_at: i64,
     /// A JSON array of names.
     pub customer_labels: String,
+    pub customer_follows: Option<i32>,
 }
 
 pub const CONVERSATION_COLUMNS: &str = "id, connection_id, customer_id, customer_name, \
     customer_avatar, customer_fetched_at, assignee, state, status, origin, last_interaction_at, \
-    last_activity_at, waiting_since, preview, created_at, customer_labels";
+    last_activity_at, waiting_since, preview, created_at, customer_labels, customer_follows";
 
 #[derive(Debug, sqlx::FromRow)]
 pub struct AssignmentRow {
@@ -110,6 +111,7 @@ impl ConversationRow {
                 avatar: self.customer_avatar,
                 fetched_at: self.customer_fetched_at,
                 labels: serde_json::from_str(&self.customer_labels)?,
+                follows: self.customer_follows.map(|f| f != 0),
             },
             assignee: self.assignee,
             state: from_name(&self.state)?,

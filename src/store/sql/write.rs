@@ -88,7 +88,7 @@ macro_rules! execute {
     };
 }
 
-/// Rows per multi-row statement: well under SQLite's 32,766 parameters at 17 columns.
+/// Rows per multi-row statement: well under SQLite's 32,766 parameters at 19 columns.
 const ROWS: usize = 500;
 
 /// Everything the hub keeps in memory, read in one transaction (see `Db::load`).
@@ -540,7 +540,7 @@ impl WriteTx {
                     "INSERT INTO conversations (id, connection_id, customer_id, customer_name, \
                      customer_avatar, customer_fetched_at, assignee, state, status, origin, \
                      last_interaction_at, last_activity_at, waiting_since, waiting_at, preview, \
-                     created_at, customer_search, customer_labels) ",
+                     created_at, customer_search, customer_labels, customer_follows) ",
                 );
                 q.push_values(chunk, |mut row, c| {
                     row.push_bind(c.id.as_str())
@@ -560,7 +560,8 @@ impl WriteTx {
                         .push_bind(c.preview.as_str())
                         .push_bind(c.created_at)
                         .push_bind(super::search::customer_text(&c.customer))
-                        .push_bind(serde_json::to_string(&c.customer.labels).expect("names"));
+                        .push_bind(serde_json::to_string(&c.customer.labels).expect("names"))
+                        .push_bind(c.customer.follows.map(i32::from));
                 });
                 q.push(
                     " ON CONFLICT (id) DO UPDATE SET customer_name = excluded.customer_name, \
@@ -571,7 +572,8 @@ impl WriteTx {
                      last_activity_at = excluded.last_activity_at, \
                      waiting_since = excluded.waiting_since, waiting_at = excluded.waiting_at, \
                      preview = excluded.preview, customer_search = excluded.customer_search, \
-                     customer_labels = excluded.customer_labels",
+                     customer_labels = excluded.customer_labels, \
+                     customer_follows = excluded.customer_follows",
                 );
                 q.build().execute(&mut *conn).await?;
                 for table in ["unread", "assignments"] {
