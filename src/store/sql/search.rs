@@ -61,16 +61,40 @@ impl PgSearch<'_> {
     /// Up to `limit` matches before `before`, newest first, among the newest `search_recent`
     /// messages (`recent`) or among those older than them.
     async fn pass(&self, limit: i64, recent: bool, way: Way) -> Result<Vec<MessageRow>> {
-        let (words, seq) = match way {
-            Way::Walk => ("coalesce(search_words, '')", "seq"),
-            Way::Index => ("search_words", "seq + 0"),
+        let mut q = QueryBuilder::new(format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE "));
+        let seq = match way {
+            Way::Walk => {
+                // A walk tests each row: the conversation first (a hashed list, cheap), then the
+                // words, and the query parsed once in a sub-select (a prepared statement's
+                // generic plan, which PostgreSQL picks after five runs, would parse it again for
+                // each row: 20,000 parses, 60 ms). PostgreSQL orders `AND`ed tests by its own
+                // estimate of their cost, so the order is spelt with CASE (an agent's walk:
+                // 46 → 32 ms).
+                if let Some(ids) = self.within {
+                    q.push("CASE WHEN conversation_id IN (");
+                    let mut list = q.separated(", ");
+                    for id in ids {
+                        list.push_bind(id.as_str());
+                    }
+                    q.push(") THEN ");
+                }
+                q.push("coalesce(search_words, '') @@ (SELECT to_tsquery('simple', ")
+                    .push_bind(self.query.clone())
+                    .push("))");
+                if self.within.is_some() {
+                    q.push(" ELSE false END");
+                }
+                "seq"
+            }
+            Way::Index => {
+                q.push("search_words @@ to_tsquery('simple', ")
+                    .push_bind(self.query.clone())
+                    .push(")");
+                push_within(&mut q, "conversation_id", self.within);
+                "seq + 0"
+            }
         };
-        let mut q = QueryBuilder::new(format!(
-            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE {words} @@ to_tsquery('simple', "
-        ));
-        q.push_bind(self.query.clone())
-            .push(format!(") AND {seq} < "))
-            .push_bind(self.before);
+        q.push(format!(" AND {seq} < ")).push_bind(self.before);
         // The edge between the newest `search_recent` messages and the older ones.
         q.push(if recent {
             " AND seq >= (SELECT LEAST(MAX(seq) + 1, ".to_string()
@@ -79,7 +103,6 @@ impl PgSearch<'_> {
         })
         .push_bind(self.before)
         .push(format!(") - {} FROM messages)", self.d.search_recent));
-        push_within(&mut q, "conversation_id", self.within);
         q.push(format!(" ORDER BY {seq} DESC LIMIT "))
             .push_bind(limit);
         Ok(q.build_query_as().fetch_all(&self.d.pool).await?)
