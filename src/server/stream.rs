@@ -155,6 +155,10 @@ async fn run(hub: &Hub, client: &Who, since: Option<u64>, socket: WebSocket) -> 
     conn.send(&Frame::Live { seq: last }).await?;
 
     let mut ping = tokio::time::interval(PING_EVERY);
+    // After a stall (a client that stopped reading, whose sends blocked) the next ping comes a
+    // full period later: the default burst of missed ticks would send a ping and give up on the
+    // pong at once, closing a stream that just caught up.
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ping.tick().await;
     let mut awaiting_pong = false;
     loop {
