@@ -470,6 +470,8 @@ struct FaultSettings {
     #[serde(default)]
     rate_limit_next: Option<u32>,
     #[serde(default)]
+    rate_limit_path: Option<String>,
+    #[serde(default)]
     duplicate_next: Option<u32>,
     #[serde(default)]
     reorder_next: Option<u32>,
@@ -488,6 +490,7 @@ async fn set_faults(State(sim): State<Arc<Sim>>, Json(f): Json<FaultSettings>) -
         let mut st = sim.state.lock();
         if let Some(n) = f.rate_limit_next {
             st.faults.rate_limit_next = n;
+            st.faults.rate_limit_path = f.rate_limit_path.clone().unwrap_or_default();
         }
         if let Some(a) = f.auto_receipts {
             st.faults.auto_receipts = a;
@@ -516,7 +519,7 @@ fn faults_json(sim: &Sim) -> Json<Value> {
     let st = sim.state.lock();
     let c = sim.webhooks.ctl.lock();
     Json(
-        json!({"rate_limit_next": st.faults.rate_limit_next, "auto_receipts": st.faults.auto_receipts, "garble_next_send": st.faults.garble_next_send,
+        json!({"rate_limit_next": st.faults.rate_limit_next, "rate_limit_path": st.faults.rate_limit_path, "auto_receipts": st.faults.auto_receipts, "garble_next_send": st.faults.garble_next_send,
                 "duplicate_next": c.duplicate_next, "reorder_next": c.reorder_next, "delay_ms": c.delay_ms, "webhook_down": c.down}),
     )
 }

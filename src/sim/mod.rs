@@ -138,6 +138,9 @@ struct AccessToken {
 pub struct Faults {
     /// The next N OA API calls answer `-32` (rate limit).
     pub rate_limit_next: u32,
+    /// Only calls to this path count for `rate_limit_next` (a test aiming at one call while the
+    /// hub makes others in the background); any call when empty.
+    pub rate_limit_path: String,
     /// After each OA send, deliver `user_received_message` then `user_seen_message`.
     pub auto_receipts: bool,
     /// The next N accepted sends reach the customer (and are echoed) but are answered 200 with

@@ -69,7 +69,8 @@ impl axum::extract::FromRequestParts<Arc<Sim>> for Authorized {
             Some(t) if t.expires_at > now_ms() && !st.revoked.contains(&t.oa_id) => t.oa_id.clone(),
             _ => return Err(zalo_error(-216, "Access token is invalid")),
         };
-        if st.faults.rate_limit_next > 0 {
+        let aimed = &st.faults.rate_limit_path;
+        if st.faults.rate_limit_next > 0 && (aimed.is_empty() || *aimed == parts.uri.path()) {
             st.faults.rate_limit_next -= 1;
             return Err(zalo_error(-32, "Your OA reached limit call api"));
         }

@@ -111,7 +111,8 @@ async fn labels_reach_zalo_are_retried_taken_back_when_refused_and_come_back_fro
     assert_eq!(calls(&s, "/v2.0/oa/tag/tagfollower", "ok").await, before);
 
     // Zalo asks to wait once (-32): sent again once, and both sides agree afterwards.
-    s.sim_post("/faults", json!({"rate_limit_next": 1})).await;
+    let aimed = json!({"rate_limit_next": 1, "rate_limit_path": "/v2.0/oa/tag/tagfollower"});
+    s.sim_post("/faults", aimed).await;
     let (status, _) = attach(&an, "Khách sỉ").await;
     assert_eq!(status, StatusCode::OK);
     settled(&s).await;

@@ -55,7 +55,8 @@ async fn tags_go_on_followers_come_back_in_user_detail_and_oa_manager_tags_reach
     let r = call("/v2.0/oa/tag/tagfollower", Some(json!({"user_id": "an"}))).await;
     assert_eq!(r["error"], -201, "{r}");
     // Rate limited once (-32), then taken.
-    s.sim_post("/faults", json!({"rate_limit_next": 1})).await;
+    let aimed = json!({"rate_limit_next": 1, "rate_limit_path": "/v2.0/oa/tag/tagfollower"});
+    s.sim_post("/faults", aimed).await;
     let r = call("/v2.0/oa/tag/tagfollower", Some(tag("an", "Khách sỉ"))).await;
     assert_eq!(r["error"], -32, "{r}");
     let r = call("/v2.0/oa/tag/tagfollower", Some(tag("an", "Khách sỉ"))).await;
