@@ -275,6 +275,15 @@ fn ctrl(c: char) -> Msg {
         KeyModifiers::CONTROL,
     )))
 }
+/// The ids of the conversations the inbox lists now, in order.
+fn listed(app: &App) -> Vec<&str> {
+    app.inbox
+        .visible(&app.data)
+        .iter()
+        .map(|c| c.id.as_str())
+        .collect()
+}
+
 fn typed(app: &mut App, text: &str) {
     for c in text.chars() {
         app.update(ch(c));
@@ -881,12 +890,7 @@ fn conversations_that_leave_my_sight_leave_the_console() {
     app.update(ev(11, EventBody::Rule { rule }));
     let c3 = app.data.conversations.get("c3").unwrap().clone();
     app.update(ev(12, EventBody::Conversation { conversation: c3 }));
-    let ids: Vec<&str> = app
-        .inbox
-        .visible(&app.data)
-        .iter()
-        .map(|c| c.id.as_str())
-        .collect();
+    let ids = listed(&app);
     assert_eq!(ids, ["c2"], "c3 was dropped once the hub said so");
     // Handed over to a colleague: gone from Mine, messages too.
     let mut c1 = app.data.conversations.get("c1").unwrap().clone();
@@ -1019,12 +1023,7 @@ fn filter_ignores_accents_and_case_as_agents_type() {
         app.update(ch('/'));
         typed(&mut app, typed_text);
         app.update(key(KeyCode::Enter));
-        let ids: Vec<&str> = app
-            .inbox
-            .visible(&app.data)
-            .iter()
-            .map(|c| c.id.as_str())
-            .collect();
+        let ids = listed(&app);
         assert_eq!(ids, ["c3"], "{typed_text:?}");
         app.update(key(KeyCode::Esc));
     }
@@ -1838,23 +1837,13 @@ fn labels_are_put_on_created_and_taken_off_from_the_popup_and_filter_the_inbox()
     app.update(ch('/'));
     typed(&mut app, "#da");
     app.update(key(KeyCode::Enter));
-    let ids: Vec<&str> = app
-        .inbox
-        .visible(&app.data)
-        .iter()
-        .map(|c| c.id.as_str())
-        .collect();
+    let ids = listed(&app);
     assert_eq!(ids, ["c1"]);
     app.update(key(KeyCode::Esc));
     app.update(ch('u'));
     app.update(ch('/'));
     typed(&mut app, "vip");
     app.update(key(KeyCode::Enter));
-    let ids: Vec<&str> = app
-        .inbox
-        .visible(&app.data)
-        .iter()
-        .map(|c| c.id.as_str())
-        .collect();
+    let ids = listed(&app);
     assert_eq!(ids, ["c2"]);
 }

@@ -222,30 +222,22 @@ impl ZaloClient {
             .collect())
     }
 
-    /// Puts the tag on a follower (`tag/tagfollower`; Zalo creates a missing tag).
+    /// Puts the tag on a follower (`tag/tagfollower`; Zalo creates a missing tag) or takes it
+    /// off (`tag/rmfollowerfromtag`).
     pub async fn tag_follower(
         &self,
         token: &str,
         user_id: &str,
         tag: &str,
+        on: bool,
     ) -> Result<(), ZaloError> {
+        let path = if on {
+            "/v2.0/oa/tag/tagfollower"
+        } else {
+            "/v2.0/oa/tag/rmfollowerfromtag"
+        };
         let body = json!({"user_id": user_id, "tag_name": tag});
-        self.post(token, "/v2.0/oa/tag/tagfollower", body)
-            .await
-            .map(drop)
-    }
-
-    /// Takes the tag off a follower (`tag/rmfollowerfromtag`).
-    pub async fn untag_follower(
-        &self,
-        token: &str,
-        user_id: &str,
-        tag: &str,
-    ) -> Result<(), ZaloError> {
-        let body = json!({"user_id": user_id, "tag_name": tag});
-        self.post(token, "/v2.0/oa/tag/rmfollowerfromtag", body)
-            .await
-            .map(drop)
+        self.post(token, path, body).await.map(drop)
     }
 
     /// Deletes the OA's tag (`tag/rmtag`).

@@ -49,8 +49,7 @@ impl Hub {
         })
     }
 
-    /// Puts a label on the conversation's customer (new names become the page's); Zalo is told
-    /// by the tag sender. Already there: nothing changes.
+    /// Puts a label on the conversation's customer (a new name becomes the page's).
     pub async fn attach_label(
         &self,
         who: &Account,
@@ -58,27 +57,7 @@ impl Hub {
         name: &str,
     ) -> HubResult<Conversation> {
         let name = label_name(name)?;
-        let conversation = self
-            .write(async |st, tx| {
-                let mut conv = visible_conversation(st, who, conv_id)?;
-                if conv.customer.labels.contains(&name) {
-                    return Ok(conv);
-                }
-                let page = conv.connection_id.clone();
-                tx.db
-                    .add_page_labels(&page, std::slice::from_ref(&name))
-                    .await
-                    .map_err(store_error)?;
-                let user = conv.customer.user_id.clone();
-                queue(tx, &page, &user, TagOp::Tag, &name).await?;
-                insert_sorted(&mut conv.customer.labels, name.clone());
-                let before = st.conversation_audience(&conv);
-                st.put_conversation(tx, conv.clone(), before);
-                Ok(conv)
-            })
-            .await?;
-        self.tags_ready.notify_one();
-        Ok(conversation)
+        self.set_label(who, conv_id, name, true).await
     }
 
     /// Takes a label off the conversation's customer (the page keeps it).
@@ -88,16 +67,34 @@ impl Hub {
         conv_id: &str,
         name: &str,
     ) -> HubResult<Conversation> {
-        let name = nfc(name.trim());
+        self.set_label(who, conv_id, nfc(name.trim()), false).await
+    }
+
+    /// The label on (or off) the customer, with the job that tells Zalo in the same change.
+    /// Already so: nothing changes.
+    async fn set_label(
+        &self,
+        who: &Account,
+        conv_id: &str,
+        name: String,
+        on: bool,
+    ) -> HubResult<Conversation> {
         let conversation = self
             .write(async |st, tx| {
                 let mut conv = visible_conversation(st, who, conv_id)?;
-                if !conv.customer.labels.contains(&name) {
+                if conv.customer.labels.contains(&name) == on {
                     return Ok(conv);
                 }
                 let (page, user) = (conv.connection_id.clone(), conv.customer.user_id.clone());
-                queue(tx, &page, &user, TagOp::Untag, &name).await?;
-                conv.customer.labels.retain(|l| *l != name);
+                if on {
+                    let page_knows = tx.db.add_page_labels(&page, std::slice::from_ref(&name));
+                    page_knows.await.map_err(store_error)?;
+                    insert_sorted(&mut conv.customer.labels, name.clone());
+                } else {
+                    conv.customer.labels.retain(|l| *l != name);
+                }
+                let op = if on { TagOp::Tag } else { TagOp::Untag };
+                queue(tx, &page, &user, op, &name).await?;
                 let before = st.conversation_audience(&conv);
                 st.put_conversation(tx, conv.clone(), before);
                 Ok(conv)

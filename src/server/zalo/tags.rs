@@ -55,8 +55,8 @@ async fn send(z: &ZaloHub, job: TagJob) {
             let op = job.op();
             async move {
                 match op {
-                    TagOp::Tag => client.tag_follower(&t, &user, &name).await,
-                    TagOp::Untag => client.untag_follower(&t, &user, &name).await,
+                    TagOp::Tag => client.tag_follower(&t, &user, &name, true).await,
+                    TagOp::Untag => client.tag_follower(&t, &user, &name, false).await,
                     TagOp::Remove => client.remove_tag(&t, &name).await,
                 }
             }
