@@ -24,7 +24,10 @@ async fn customer_says(
         sop_console::server::hub::Ingested::New { conversation, .. } => *conversation,
         other => panic!("{other:?}"),
     };
-    let profile = (name.to_string(), String::new(), None);
+    let profile = sop_console::zalo::client::UserProfile {
+        display_name: name.to_string(),
+        ..Default::default()
+    };
     t.hub.set_profile(&conv.id, profile).await.unwrap();
     conv
 }

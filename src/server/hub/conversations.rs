@@ -298,29 +298,33 @@ impl Hub {
         .await
     }
 
-    /// The customer's name, avatar and whether they follow the page, as Zalo's `user/detail`
-    /// gave them (their labels stay; an unknown follow stays as it was).
+    /// The customer as Zalo's `user/detail` gave them: name, avatar, whether they follow the
+    /// page (unknown: as it was) and their tags (see `labels::labels_from_profile`), in one
+    /// change.
     pub async fn set_profile(
         &self,
         conv_id: &str,
-        (name, avatar, follows): (String, String, Option<bool>),
+        profile: crate::zalo::client::UserProfile,
     ) -> HubResult<()> {
         self.write(async |st, tx| {
-            let mut conv =
+            let conv =
                 st.conversations.get(conv_id).cloned().ok_or_else(|| {
                     HubError::NotFound(format!("conversation {conv_id} not found"))
                 })?;
-            let customer = Customer {
-                display_name: crate::model::text::nfc(&name),
-                avatar,
+            let mut changed = conv.clone();
+            changed.customer = Customer {
+                display_name: crate::model::text::nfc(&profile.display_name),
+                avatar: profile.avatar,
                 fetched_at: now_ms(),
-                follows: follows.or(conv.customer.follows),
+                follows: profile.follows.or(conv.customer.follows),
                 ..conv.customer.clone()
             };
-            if conv.customer != customer {
-                conv.customer = customer;
-                let before = st.conversation_audience(&conv);
-                st.put_conversation(tx, conv, before);
+            if let Some(names) = &profile.tag_names {
+                super::labels::labels_from_profile(tx, &mut changed, names).await?;
+            }
+            if changed != conv {
+                let before = st.conversation_audience(&changed);
+                st.put_conversation(tx, changed, before);
             }
             Ok(())
         })

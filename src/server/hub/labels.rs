@@ -197,33 +197,29 @@ impl Hub {
         })
         .await
     }
+}
 
-    /// The customer's tags as Zalo's `user/detail` gave them, unless changes made here are
-    /// still on their way to Zalo (then the hub's are the newer).
-    pub async fn labels_from_profile(&self, conv_id: &str, names: Vec<String>) -> HubResult<()> {
-        let mut names: Vec<String> = names.iter().filter_map(|n| label_name(n).ok()).collect();
-        names.sort();
-        names.dedup();
-        self.write(async |st, tx| {
-            let Some(mut conv) = st.conversations.get(conv_id).cloned() else {
-                return Ok(());
-            };
-            let (page, user) = (conv.connection_id.clone(), conv.customer.user_id.clone());
-            let pending = tx.db.tag_jobs_pending(&page, &user).await;
-            if conv.customer.labels == names || pending.map_err(store_error)? {
-                return Ok(());
-            }
-            tx.db
-                .add_page_labels(&page, &names)
-                .await
-                .map_err(store_error)?;
-            conv.customer.labels = names;
-            let before = st.conversation_audience(&conv);
-            st.put_conversation(tx, conv, before);
-            Ok(())
-        })
-        .await
+/// The customer's tags as Zalo's `user/detail` gave them (the names become the page's too),
+/// unless changes made here are still on their way to Zalo: then the hub's are the newer.
+pub(super) async fn labels_from_profile(
+    tx: &mut Tx,
+    conv: &mut Conversation,
+    names: &[String],
+) -> HubResult<()> {
+    let mut names: Vec<String> = names.iter().filter_map(|n| label_name(n).ok()).collect();
+    names.sort();
+    names.dedup();
+    let (page, user) = (conv.connection_id.clone(), conv.customer.user_id.clone());
+    let pending = tx.db.tag_jobs_pending(&page, &user).await;
+    if conv.customer.labels == names || pending.map_err(store_error)? {
+        return Ok(());
     }
+    tx.db
+        .add_page_labels(&page, &names)
+        .await
+        .map_err(store_error)?;
+    conv.customer.labels = names;
+    Ok(())
 }
 
 /// `add_user_to_tag` from Zalo (a tag set in OA Manager): the label on each of those customers

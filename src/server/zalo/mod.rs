@@ -142,14 +142,8 @@ impl ZaloHub {
                     .await;
                 match profile {
                     Ok(p) => {
-                        let profile = (p.display_name, p.avatar, p.follows);
-                        if let Err(e) = z.hub.set_profile(&conv_id, profile).await {
+                        if let Err(e) = z.hub.set_profile(&conv_id, p).await {
                             tracing::warn!(conv_id, "cannot store profile: {e}");
-                        }
-                        if let Some(names) = p.tag_names {
-                            if let Err(e) = z.hub.labels_from_profile(&conv_id, names).await {
-                                tracing::warn!(conv_id, "cannot store the customer's tags: {e}");
-                            }
                         }
                     }
                     Err(e) => tracing::info!(
