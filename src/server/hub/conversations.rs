@@ -929,11 +929,8 @@ pub(super) async fn ingest(
         }
     }
     let now = now_ms();
-    let key = (conn.id.clone(), msg.customer_user_id.clone());
     let existing = st
-        .by_customer
-        .get(&key)
-        .and_then(|id| st.conversations.get(id))
+        .customer_conversation(&conn.id, &msg.customer_user_id)
         .cloned();
     let is_new = existing.is_none();
     let mut conv = match existing {

@@ -171,11 +171,7 @@ impl Hub {
                 "Zalo refused the label, taken off again: {why}"
             );
             self.write(async |st, tx| {
-                let key = (job.connection_id.clone(), job.user_id.clone());
-                let conv = st
-                    .by_customer
-                    .get(&key)
-                    .and_then(|id| st.conversations.get(id));
+                let conv = st.customer_conversation(&job.connection_id, &job.user_id);
                 if let Some(mut conv) = conv.cloned() {
                     conv.customer.labels.retain(|l| *l != job.name);
                     let before = st.conversation_audience(&conv);
@@ -238,13 +234,7 @@ pub(super) async fn tagged_in_zalo(
         .map_err(store_error)?;
     let mut labelled = 0;
     for user in user_ids {
-        let key = (conn_id.to_string(), user.clone());
-        let Some(mut conv) = st
-            .by_customer
-            .get(&key)
-            .and_then(|id| st.conversations.get(id))
-            .cloned()
-        else {
+        let Some(mut conv) = st.customer_conversation(conn_id, user).cloned() else {
             continue;
         };
         labelled += 1;

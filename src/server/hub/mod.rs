@@ -846,6 +846,14 @@ impl State {
     pub fn conversation(&self, id: &str) -> Option<&Conversation> {
         self.conversations.get(id)
     }
+
+    /// The conversation with Zalo user `user` on page `page`, if they have one.
+    pub fn customer_conversation(&self, page: &str, user: &str) -> Option<&Conversation> {
+        let id = self
+            .by_customer
+            .get(&(page.to_string(), user.to_string()))?;
+        self.conversations.get(id)
+    }
     pub fn conversations(&self) -> impl Iterator<Item = &Conversation> {
         self.conversations.values()
     }

@@ -352,8 +352,7 @@ async fn apply_one(
             follow,
         } => {
             let conv = conn_of(st, &oa_id)
-                .and_then(|page| st.by_customer.get(&(page, user_id)))
-                .and_then(|id| st.conversations.get(id))
+                .and_then(|page| st.customer_conversation(&page, &user_id))
                 .cloned();
             match conv {
                 Some(mut conv) if conv.customer.follows != Some(follow) => {
