@@ -121,7 +121,7 @@ proptest! {
     /// Zalo's `conversation` rows (history sync) of any shape become a message or are skipped.
     #[test]
     fn history_rows_never_panic(v in arb_json()) {
-        let row = sop_console::server::zalo::sync::history_row("p1", "u1", "Lan", &v);
+        let row = sop_console::server::zalo::sync::history_row("p1", "u1", "Lan", &v, 0);
         if let Some(m) = row {
             prop_assert!(m.zalo_msg_id.is_some());
         }

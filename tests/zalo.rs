@@ -597,6 +597,90 @@ async fn messages_total(s: &Stack, convs: &[Value]) -> usize {
     n
 }
 
+/// A customer who writes while the page's history is being read: the history sync may store
+/// the message before its webhook arrives. It is still a live message: routed by the rule,
+/// unread, and stored once (the webhook is then a duplicate). Only what was said before the
+/// page connected is history.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_while_history_syncs_is_routed_once() {
+    let s = start_stack().await;
+    s.sim_oa(
+        OA,
+        OA_NAME,
+        &[("old", "Khách cũ", 1), ("new", "Khách mới", 0)],
+    )
+    .await;
+    let before = sop_console::model::now_ms() - 60_000;
+    s.sim_post(
+        &format!("/oas/{OA}/customers/old/history"),
+        json!({"messages": [{"src": 1, "text": "hôm qua", "time": before}]}),
+    )
+    .await;
+    // The sync waits at its first history call; webhooks wait until the sync has read.
+    s.sim_post(
+        "/faults",
+        json!({"hold_path": "/v2.0/oa/listrecentchat", "webhook_down": true}),
+    )
+    .await;
+    assert_eq!(
+        s.connect(OA, "zalo-admin-1", "allow").await.0,
+        StatusCode::OK
+    );
+    let (_, agent_token) = s.t.account("HuongNT256", "agent").await;
+    let conn =
+        s.t.hub
+            .read(|st| st.connections().next().unwrap().clone())
+            .await;
+    s.t.rule("r", &[&conn], &["HuongNT256"], "round_robin")
+        .await;
+    s.customer_says(OA, "new", "Shop ơi").await;
+    s.sim_post("/faults", json!({"hold_path": ""})).await;
+    let all = eventually("both conversations from the history", || async {
+        let all = conversations(&s, &s.t.admin_token, "all").await;
+        (all.len() == 2).then_some(all)
+    })
+    .await;
+    s.sim_post("/faults", json!({"webhook_down": false})).await;
+    eventually("the webhook, a duplicate", || async {
+        let metrics = s.t.metrics().await;
+        metrics
+            .contains(r#"sop_webhooks_total{result="duplicate"} 1"#)
+            .then_some(())
+    })
+    .await;
+
+    let by_user = |u: &str| {
+        all.iter()
+            .find(|c| c["customer"]["user_id"] == u)
+            .unwrap()
+            .clone()
+    };
+    let old = by_user("old");
+    assert_eq!(old["origin"], "history");
+    assert_eq!(
+        old["assignee"],
+        Value::Null,
+        "old conversations: Không chia"
+    );
+    let mine = conversations(&s, &agent_token, "mine").await;
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    let new = &mine[0];
+    assert_eq!(new["id"], by_user("new")["id"]);
+    assert_eq!(new["origin"], "live");
+    assert_eq!(new["unread"][&new["assignee"].as_str().unwrap()], 1);
+    let ms = messages(&s, new["id"].as_str().unwrap()).await;
+    assert_eq!(ms.len(), 1, "stored once: {ms:?}");
+    eventually(
+        "the new customer's profile, read once the webhook came",
+        || async {
+            let mine = conversations(&s, &agent_token, "mine").await;
+            (mine[0]["customer"]["fetched_at"].as_i64() > Some(0)).then_some(())
+        },
+    )
+    .await;
+    s.t.stop().await;
+}
+
 /// Sends finish together, their outcomes recorded in one transaction: one outcome that can never
 /// be recorded must not hold back the others' (they are recorded one by one then).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

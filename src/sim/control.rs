@@ -483,6 +483,8 @@ struct FaultSettings {
     auto_receipts: Option<bool>,
     #[serde(default)]
     garble_next_send: Option<u32>,
+    #[serde(default)]
+    hold_path: Option<String>,
 }
 
 async fn set_faults(State(sim): State<Arc<Sim>>, Json(f): Json<FaultSettings>) -> Json<Value> {
@@ -497,6 +499,9 @@ async fn set_faults(State(sim): State<Arc<Sim>>, Json(f): Json<FaultSettings>) -
         }
         if let Some(n) = f.garble_next_send {
             st.faults.garble_next_send = n;
+        }
+        if let Some(p) = &f.hold_path {
+            st.faults.hold_path = p.clone();
         }
         let mut c = sim.webhooks.ctl.lock();
         if let Some(n) = f.duplicate_next {
@@ -519,7 +524,7 @@ fn faults_json(sim: &Sim) -> Json<Value> {
     let st = sim.state.lock();
     let c = sim.webhooks.ctl.lock();
     Json(
-        json!({"rate_limit_next": st.faults.rate_limit_next, "rate_limit_path": st.faults.rate_limit_path, "auto_receipts": st.faults.auto_receipts, "garble_next_send": st.faults.garble_next_send,
+        json!({"rate_limit_next": st.faults.rate_limit_next, "rate_limit_path": st.faults.rate_limit_path, "auto_receipts": st.faults.auto_receipts, "garble_next_send": st.faults.garble_next_send, "hold_path": st.faults.hold_path,
                 "duplicate_next": c.duplicate_next, "reorder_next": c.reorder_next, "delay_ms": c.delay_ms, "webhook_down": c.down}),
     )
 }

@@ -147,6 +147,9 @@ pub struct Faults {
     /// an HTML page instead of Zalo's envelope, as a proxy in between might: the sender cannot
     /// tell whether they went.
     pub garble_next_send: u32,
+    /// OA API calls to this path wait until it is cleared (a test ordering the hub's background
+    /// calls against what it does meanwhile); none when empty.
+    pub hold_path: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -58,6 +58,9 @@ impl axum::extract::FromRequestParts<Arc<Sim>> for Authorized {
         parts: &mut axum::http::request::Parts,
         sim: &Arc<Sim>,
     ) -> Result<Self, Response> {
+        while sim.state.lock().faults.hold_path == parts.uri.path() {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
         let mut st = sim.state.lock();
         st.stats.api_calls += 1;
         let token = parts

@@ -214,7 +214,10 @@ async fn apply_one(
                 return Ok(());
             };
             let inbound = to_inbound(&conn_id, &m, Direction::Inbound, String::new(), None);
-            if let Ingested::New { conversation, .. } = ingest(st, tx, inbound, metrics).await? {
+            ingest(st, tx, inbound, metrics).await?;
+            // A duplicate too: the history sync may have stored the message first, and it
+            // reads no profiles.
+            if let Some(conversation) = st.customer_conversation(&conn_id, &m.user_id) {
                 if conversation.customer.fetched_at < now_ms() - PROFILE_TTL_MS
                     && !out.profiles_to_fetch.iter().any(|p| p.0 == conversation.id)
                 {

@@ -1,6 +1,9 @@
 //! History sync on connect: recent threads (`listrecentchat`) and their messages
 //! (`conversation`), paged by 10 as Zalo requires, stored as `history` conversations — no unread,
 //! no bell — then the page's rule's old-conversation handling applies.
+//!
+//! Customers keep writing while the sync reads, and their webhooks race it: a message sent since
+//! the page connected is stored as live (routed, unread) whichever of the two stores it first.
 
 use super::ZaloHub;
 use crate::model::*;
@@ -59,6 +62,7 @@ fn customer_of(row: &Value) -> Option<(String, String)> {
 }
 
 async fn sync(z: &ZaloHub, conn_id: &str) -> Result<(usize, usize), crate::zalo::ZaloError> {
+    let connected_at = z.connection(conn_id).await?.last_connected_at;
     let mut users: Vec<(String, String)> = Vec::new();
     let mut offset = 0;
     while offset < MAX_THREADS {
@@ -94,7 +98,7 @@ async fn sync(z: &ZaloHub, conn_id: &str) -> Result<(usize, usize), crate::zalo:
                 break;
             }
             for row in rows {
-                let Some(inbound) = history_row(conn_id, user_id, name, &row) else {
+                let Some(inbound) = history_row(conn_id, user_id, name, &row, connected_at) else {
                     continue;
                 };
                 if let Err(e) = z.hub.ingest(inbound).await {
@@ -110,8 +114,15 @@ async fn sync(z: &ZaloHub, conn_id: &str) -> Result<(usize, usize), crate::zalo:
 }
 
 /// One row of Zalo's `conversation` answer as a message to store; `None` without a message id.
-/// Zalo's answers are untrusted input: any shape is tolerated (fuzzed in tests/fuzz.rs).
-pub fn history_row(conn_id: &str, user_id: &str, name: &str, row: &Value) -> Option<Inbound> {
+/// Rows from `connected_at` on are live messages. Zalo's answers are untrusted input: any shape
+/// is tolerated (fuzzed in tests/fuzz.rs).
+pub fn history_row(
+    conn_id: &str,
+    user_id: &str,
+    name: &str,
+    row: &Value,
+    connected_at: Ms,
+) -> Option<Inbound> {
     let from_customer = row["src"].as_i64() == Some(1) || row["src"].as_str() == Some("1");
     let msg_id = id_str(&row["message_id"])?;
     let kind = MessageKind::from_zalo(row["type"].as_str().unwrap_or("text"));
@@ -120,6 +131,10 @@ pub fn history_row(conn_id: &str, user_id: &str, name: &str, row: &Value) -> Opt
         .or(row["thumb"].as_str())
         .unwrap_or_default()
         .to_string();
+    let at = row["time"]
+        .as_i64()
+        .or_else(|| id_str(&row["time"]).and_then(|s| s.parse().ok()))
+        .unwrap_or(0);
     Some(Inbound {
         connection_id: conn_id.to_string(),
         customer_user_id: user_id.to_string(),
@@ -147,11 +162,12 @@ pub fn history_row(conn_id: &str, user_id: &str, name: &str, row: &Value) -> Opt
             }]
         },
         quote_msg_id: None,
-        at: row["time"]
-            .as_i64()
-            .or_else(|| id_str(&row["time"]).and_then(|s| s.parse().ok()))
-            .unwrap_or(0),
-        origin: Origin::History,
+        at,
+        origin: if at >= connected_at {
+            Origin::Live
+        } else {
+            Origin::History
+        },
         raw: None,
     })
 }
