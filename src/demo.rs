@@ -233,21 +233,32 @@ async fn seed_quick_replies(hub: &Hub, admin: &Account) -> Result<()> {
     if !existing.map_err(|e| anyhow::anyhow!("{e}"))?.is_empty() {
         return Ok(());
     }
-    for (shortcut, title, text) in [
+    use base64::Engine;
+    // The office's map, sent with the address.
+    let map = crate::wire::OutboundAttachment {
+        kind: crate::wire::OutboundKind::Image,
+        name: "ban-do.png".into(),
+        content_base64: base64::engine::general_purpose::STANDARD
+            .encode(include_bytes!("../assets/demo/ban-do.png")),
+    };
+    for (shortcut, title, text, attachment) in [
         (
             "chao",
             "Chào khách",
             "Dạ {ten_trang} xin chào {ten_khach}, em là {ten_nhan_vien}. Em có thể giúp gì ạ?",
+            None,
         ),
         (
             "gia",
             "Báo giá tư vấn",
             "Dạ phí tư vấn hợp đồng là 500.000đ/giờ ạ. {ten_khach} muốn đặt lịch hẹn không ạ?",
+            None,
         ),
         (
             "diachi",
             "Địa chỉ văn phòng",
             "Văn phòng {ten_trang}: 12 Hàng Bài, Hoàn Kiếm, Hà Nội (8:00–17:30, thứ Hai–thứ Bảy).",
+            Some(map.clone()),
         ),
     ] {
         let input = crate::wire::QuickReplyInput {
@@ -255,6 +266,7 @@ async fn seed_quick_replies(hub: &Hub, admin: &Account) -> Result<()> {
             title: title.into(),
             text: text.into(),
             shared: true,
+            attachment: Some(attachment),
         };
         hub.create_quick_reply(admin, input)
             .await

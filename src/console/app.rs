@@ -235,7 +235,10 @@ impl App {
             }
             NetEvent::Failed(text) | NetEvent::Info(text) => d.notice(text),
             NetEvent::EditorDone(text) => self.inbox.editor_done(&text),
-            NetEvent::Attachment(att) => fx.extend(self.inbox.attachment(d, att)),
+            NetEvent::Attachment {
+                conversation,
+                attachment,
+            } => fx.extend(self.inbox.attachment(d, conversation, attachment)),
         }
         self.clamp_selection();
         fx

@@ -92,7 +92,11 @@ pub enum NetEvent {
     Failed(String),
     Info(String),
     EditorDone(String),
-    Attachment(OutboundAttachment),
+    /// A file to send as its own reply in this conversation (read from disk or a quick reply's).
+    Attachment {
+        conversation: ConversationId,
+        attachment: OutboundAttachment,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +128,12 @@ pub enum ApiCall {
     DeleteConnection(ConnectionId),
     LoadAttachment {
         path: String,
+        conversation: ConversationId,
+    },
+    /// A quick reply's image or file, to send in `conversation`.
+    QuickReplyFile {
+        id: String,
+        conversation: ConversationId,
     },
     Search {
         query: String,

@@ -400,9 +400,26 @@ impl Api {
                 Ok(_) => {}
                 Err(e) => send(fail(e)),
             },
-            ApiCall::LoadAttachment { path } => match load_attachment(&path).await {
-                Ok(a) => send(NetEvent::Attachment(a)),
+            ApiCall::LoadAttachment { path, conversation } => match load_attachment(&path).await {
+                Ok(attachment) => send(NetEvent::Attachment {
+                    conversation,
+                    attachment,
+                }),
                 Err(e) => send(NetEvent::Failed(e)),
+            },
+            ApiCall::QuickReplyFile { id, conversation } => match self
+                .call::<OutboundAttachment>(
+                    Method::GET,
+                    &format!("/quick-replies/{id}/attachment"),
+                    None,
+                )
+                .await
+            {
+                Ok(attachment) => send(NetEvent::Attachment {
+                    conversation,
+                    attachment,
+                }),
+                Err(e) => send(fail(e)),
             },
         }
     }

@@ -13,7 +13,10 @@ use super::tabs::inbox::{in_view, Focus};
 use super::tabs::Tab;
 use super::ui::Theme;
 use crate::model::*;
-use crate::wire::{AuthorizeResponse, ConnectionView, Event, EventBody, TransferTarget, View};
+use crate::wire::{
+    AuthorizeResponse, ConnectionView, Event, EventBody, OutboundAttachment, OutboundKind,
+    TransferTarget, View,
+};
 use crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
 use ratatui::backend::TestBackend;
 use ratatui::Terminal;
@@ -1619,6 +1622,7 @@ fn quick(id: &str, shortcut: &str, title: &str, text: &str, owner: Option<&str>)
         shortcut: shortcut.into(),
         title: title.into(),
         text: text.into(),
+        attachment: None,
         updated_at: NOW,
     }
 }
@@ -1639,13 +1643,21 @@ fn with_quick_replies(app: &mut App) {
             "Dạ em chào {ten_khach} ạ",
             Some("a2"),
         ),
-        quick(
-            "q3",
-            "diachi",
-            "Địa chỉ văn phòng",
-            "Văn phòng ở 12 Hàng Bài ạ",
-            None,
-        ),
+        QuickReply {
+            attachment: Some(Attachment {
+                kind: "image".into(),
+                url: String::new(),
+                name: "ban-do.png".into(),
+                size: Some(228),
+            }),
+            ..quick(
+                "q3",
+                "diachi",
+                "Địa chỉ văn phòng",
+                "Văn phòng ở 12 Hàng Bài ạ",
+                None,
+            )
+        },
     ] {
         app.data.quick_replies.insert(q.id.clone(), q);
     }
@@ -1693,6 +1705,62 @@ fn slash_letters_offer_quick_replies_and_tab_inserts_one_filled() {
     // A shared one removed elsewhere leaves the list.
     app.update(event(11, EventBody::QuickReplyRemoved { id: "q1".into() }));
     assert!(!app.data.quick_replies.contains_key("q1"));
+}
+
+/// A quick reply with an image: Tab shows the file on the composer, Enter sends the text and
+/// asks the hub for the file, which goes out in that thread even if another is open by then;
+/// Esc drops it.
+#[test]
+fn a_quick_reply_file_is_sent_after_its_text_in_its_own_thread() {
+    let mut app = agent_app();
+    with_quick_replies(&mut app);
+    app.update(ch('r'));
+    let conv = app.inbox.open.clone().unwrap();
+    typed(&mut app, "/diachi");
+    app.update(key(KeyCode::Tab));
+    assert_eq!(app.inbox.composer.value(), "Văn phòng ở 12 Hàng Bài ạ");
+    both_sizes("quick_reply_file", &app);
+    let fx = app.update(key(KeyCode::Enter));
+    let calls: Vec<&ApiCall> = fx
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Api(call) => Some(call),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        matches!(calls.as_slice(), [ApiCall::Reply(o), ApiCall::QuickReplyFile { id, conversation }]
+            if o.text == "Văn phòng ở 12 Hàng Bài ạ" && id == "q3" && *conversation == conv),
+        "{calls:?}"
+    );
+    assert!(app.inbox.quick_file.is_none());
+
+    // The file arrives after the agent moved on: it still goes to the thread it was for.
+    app.inbox.open = None;
+    let attachment = OutboundAttachment {
+        kind: OutboundKind::Image,
+        name: "ban-do.png".into(),
+        content_base64: "iVBORw0KGgo=".into(),
+    };
+    let fx = app.update(Msg::Net(NetEvent::Attachment {
+        conversation: conv.clone(),
+        attachment,
+    }));
+    assert!(
+        fx.iter().any(|e| matches!(e, Effect::Api(ApiCall::Reply(o))
+            if o.conversation_id == conv && o.attachment.is_some() && o.text.is_empty())),
+        "{fx:?}"
+    );
+
+    // Esc in the composer drops the file with the reply.
+    app.inbox.open = Some(conv);
+    app.update(key(KeyCode::Esc));
+    app.update(ch('r'));
+    typed(&mut app, "/diachi");
+    app.update(key(KeyCode::Tab));
+    assert!(app.inbox.quick_file.is_some());
+    app.update(key(KeyCode::Esc));
+    assert!(app.inbox.quick_file.is_none());
 }
 
 #[test]

@@ -143,6 +143,10 @@ pub struct QuickReply {
     pub shortcut: String,
     pub title: String,
     pub text: String,
+    /// An image or file sent with the text: its kind (`image`, `gif`, `file`), name and size;
+    /// the bytes are fetched apart (`GET /quick-replies/{id}/attachment`).
+    #[serde(default)]
+    pub attachment: Option<Attachment>,
     pub updated_at: Ms,
 }
 

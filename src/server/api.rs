@@ -42,6 +42,10 @@ pub fn routes() -> Router<AppState> {
             "/quick-replies/{id}",
             put(update_quick_reply).delete(delete_quick_reply),
         )
+        .route(
+            "/quick-replies/{id}/attachment",
+            get(quick_reply_attachment),
+        )
         .route("/conversations/{id}/notes", post(add_note))
         .route("/conversations/{id}/colleagues", get(colleagues))
         .route("/conversations/{id}/customer", get(customer_panel))
@@ -342,6 +346,14 @@ async fn update_quick_reply(
     Ok(Json(
         app.hub.update_quick_reply(&caller.0, &id, body).await?,
     ))
+}
+
+async fn quick_reply_attachment(
+    State(app): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<crate::wire::OutboundAttachment>> {
+    Ok(Json(app.hub.quick_reply_attachment(&caller.0, &id).await?))
 }
 
 async fn delete_quick_reply(

@@ -209,6 +209,20 @@ pub struct QuickReplyInput {
     /// For everyone (admins only); else the caller's own.
     #[serde(default)]
     pub shared: bool,
+    /// An image or file to send with it: a new one, or `null` for none; left out, a replaced
+    /// quick reply keeps its file.
+    #[serde(default, deserialize_with = "present")]
+    pub attachment: Option<Option<OutboundAttachment>>,
+}
+
+/// A field that is there (even as `null`) as `Some`; `#[serde(default)]` makes an absent one
+/// `None`.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// A private note in a thread (`POST /conversations/{id}/notes`); `@username` mentions a
@@ -239,6 +253,20 @@ pub enum OutboundKind {
 }
 
 impl OutboundKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboundKind::Image => "image",
+            OutboundKind::Gif => "gif",
+            OutboundKind::File => "file",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OutboundKind> {
+        [OutboundKind::Image, OutboundKind::Gif, OutboundKind::File]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+
     /// The largest attachment of this kind Zalo takes.
     pub fn upload_limit(self) -> usize {
         match self {

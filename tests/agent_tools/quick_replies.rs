@@ -146,3 +146,152 @@ async fn shared_and_personal_quick_replies_reach_exactly_who_may_use_them() {
     );
     t.stop().await;
 }
+
+/// A quick reply with an image: listed with what the file is, its bytes for those who may use
+/// it, sent to Zalo as a reply sends any image; kept, replaced or removed by a PUT; checked as
+/// a reply's attachment is; gone with its quick reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quick_reply_with_an_image_reaches_zalo() {
+    use base64::Engine;
+    const OA: &str = "oa-quick";
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let map = include_bytes!("../../assets/demo/ban-do.png");
+    let s = start_stack().await;
+    s.sim_oa(OA, "Luật Minh Khuê", &[("an", "Trần Văn An", 0)])
+        .await;
+    assert_eq!(
+        s.connect(OA, "zalo-admin-1", "allow").await.0,
+        StatusCode::OK
+    );
+    let (admin, t) = (s.t.admin_token.clone(), &s.t);
+    let (_, huong) = t.account("HuongNT256", "agent").await;
+    let (_, que) = t.account("QueCT3", "agent").await;
+
+    let (status, q) = t
+        .post(
+            "/api/v1/quick-replies",
+            &admin,
+            json!({"shortcut": "diachi", "title": "Địa chỉ", "shared": true,
+                   "text": "Văn phòng {ten_trang}: 12 Hàng Bài",
+                   "attachment": {"kind": "image", "name": "../ban-do.png", "content_base64": b64(map)}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{q}");
+    let expected = json!({"kind": "image", "url": "", "name": "ban-do.png", "size": map.len()});
+    assert_eq!(q["attachment"], expected, "no path in the name");
+    let id = q["id"].as_str().unwrap().to_string();
+    let (_, list) = t.get("/api/v1/quick-replies", &huong).await;
+    assert_eq!(list[0]["attachment"], expected);
+    let file_path = format!("/api/v1/quick-replies/{id}/attachment");
+    let (status, file) = t.get(&file_path, &huong).await;
+    assert_eq!(status, StatusCode::OK, "{file}");
+    assert_eq!(
+        file,
+        json!({"kind": "image", "name": "ban-do.png", "content_base64": b64(map)})
+    );
+
+    // The console sends the text, then the file as its own reply: Zalo gets an image.
+    s.customer_says(OA, "an", "Văn phòng ở đâu ạ?").await;
+    let conv = eventually("the conversation", || async {
+        let (_, page) = t.get("/api/v1/conversations?view=all", &admin).await;
+        page["items"][0]["id"].as_str().map(str::to_string)
+    })
+    .await;
+    let (status, m) = t
+        .post(
+            &format!("/api/v1/conversations/{conv}/reply"),
+            &admin,
+            json!({"client_key": "qr-file", "text": "", "attachment": file}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{m}");
+    let sent = eventually("the image at Zalo", || async {
+        let sent = s.sim_get("/sent").await;
+        let first = sent.as_array()?.first()?.clone();
+        Some(first)
+    })
+    .await;
+    assert_eq!(sent["kind"], "image", "{sent}");
+    assert!(sent["attachment_id"].is_string(), "{sent}");
+
+    // A PUT without `attachment` keeps the file; with `null` removes it.
+    let path = format!("/api/v1/quick-replies/{id}");
+    let edit =
+        json!({"shortcut": "diachi", "title": "Địa chỉ VP", "text": "12 Hàng Bài", "shared": true});
+    let (status, kept) = t
+        .call(Method::PUT, &path, Some(&admin), Some(edit.clone()))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{kept}");
+    assert_eq!(kept["attachment"], expected);
+    assert_eq!(t.get(&file_path, &huong).await.1, file);
+    let mut without = edit.clone();
+    without["attachment"] = Value::Null;
+    let (status, plain) = t
+        .call(Method::PUT, &path, Some(&admin), Some(without))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{plain}");
+    assert!(plain["attachment"].is_null(), "{plain}");
+    assert_eq!(t.get(&file_path, &huong).await.0, StatusCode::NOT_FOUND);
+    let db = t.hub.db().clone();
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM quick_reply_files").await,
+        0
+    );
+
+    // Checked as a reply's attachment; a file alone needs no text, nothing at all does.
+    let big = vec![0u8; (1 << 20) + 1];
+    for (attachment, text, words) in [
+        (
+            json!({"kind": "image", "name": "to.png", "content_base64": b64(&big)}),
+            "x",
+            "larger than Zalo takes",
+        ),
+        (
+            json!({"kind": "file", "name": "a.pdf", "content_base64": "không phải base64"}),
+            "x",
+            "base64",
+        ),
+        (Value::Null, "", "text"),
+    ] {
+        let (status, body) = t
+            .post(
+                "/api/v1/quick-replies",
+                &huong,
+                json!({"shortcut": "f", "title": "f", "text": text, "attachment": attachment}),
+            )
+            .await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(words), "{message}");
+    }
+
+    // Huong's own file: hers alone, and gone with the quick reply.
+    let (status, own) = t
+        .post(
+            "/api/v1/quick-replies",
+            &huong,
+            json!({"shortcut": "hd", "title": "Hợp đồng mẫu", "text": "",
+                   "attachment": {"kind": "file", "name": "hop-dong.pdf", "content_base64": b64(b"%PDF-1.4 mau")}}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{own}");
+    let own_file = format!(
+        "/api/v1/quick-replies/{}/attachment",
+        own["id"].as_str().unwrap()
+    );
+    assert_eq!(t.get(&own_file, &huong).await.0, StatusCode::OK);
+    assert_eq!(t.get(&own_file, &que).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(t.get(&own_file, &admin).await.0, StatusCode::NOT_FOUND);
+    let own_path = format!("/api/v1/quick-replies/{}", own["id"].as_str().unwrap());
+    assert_eq!(
+        t.call(Method::DELETE, &own_path, Some(&huong), None)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        count(&db, "SELECT COUNT(*) FROM quick_reply_files").await,
+        0
+    );
+    s.t.stop().await;
+}

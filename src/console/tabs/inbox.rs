@@ -81,6 +81,9 @@ pub struct InboxTab {
     pending_note: Option<String>,
     /// The quick reply picked in the list `/` + letters opens in the composer.
     pub quick_selected: usize,
+    /// The image or file of the quick reply inserted in the composer (its id and how it is
+    /// shown): sent as its own reply after the text.
+    pub quick_file: Option<(String, String)>,
     /// The message the thread was opened at (a search result): shown marked, the thread
     /// scrolled to it; older pages are loaded until it is there.
     pub anchor: Option<Anchor>,
@@ -129,6 +132,7 @@ impl Default for InboxTab {
             colleagues: None,
             pending_note: None,
             quick_selected: 0,
+            quick_file: None,
             anchor: None,
         }
     }
@@ -342,12 +346,20 @@ impl InboxTab {
         self.focus = Focus::Composer;
     }
 
-    /// A file picked for the open thread goes out as its own reply.
-    pub fn attachment(&self, d: &Data, att: OutboundAttachment) -> Vec<Effect> {
-        let Some(conv) = self.open.clone() else {
-            return vec![];
+    /// A file read for a thread (picked, or a quick reply's) goes out as its own reply there,
+    /// quoting what its thread's composer quotes if that thread is still open.
+    pub fn attachment(
+        &self,
+        d: &Data,
+        conversation: ConversationId,
+        att: OutboundAttachment,
+    ) -> Vec<Effect> {
+        let quote = if self.open.as_ref() == Some(&conversation) {
+            self.quote.clone()
+        } else {
+            None
         };
-        let item = d.new_outbox_item(conv, String::new(), self.quote.clone(), Some(att));
+        let item = d.new_outbox_item(conversation, String::new(), quote, Some(att));
         vec![Effect::Api(ApiCall::Reply(item))]
     }
 
@@ -369,6 +381,7 @@ impl InboxTab {
                 KeyCode::Esc => {
                     self.focus = Focus::Conversation;
                     self.quote = None;
+                    self.quick_file = None;
                     self.compose = Compose::Reply;
                     Out::none()
                 }
@@ -524,7 +537,8 @@ impl InboxTab {
                 });
             }
             (Attach, Focus::Conversation) => {
-                return Some(Out::open(Modal::Attach(attach::Attach::default())))
+                let conversation = self.open.clone()?;
+                return Some(Out::open(Modal::Attach(attach::Attach::new(conversation))));
             }
             (Editor, Focus::Conversation) => {
                 vec![Effect::OpenEditor(self.composer.value().to_string())]
@@ -680,6 +694,7 @@ impl InboxTab {
             .unwrap_or(0);
         self.composer = Input::new(format!("{}{filled}", &text[..word_start]));
         self.quick_selected = 0;
+        self.quick_file = q.attachment.as_ref().map(|a| (q.id.clone(), file_label(a)));
     }
 
     /// The hub took a note: when it is the one being sent from here, the composer is done.
@@ -763,9 +778,11 @@ impl InboxTab {
         })]
     }
 
+    /// Enter in a reply: the text, then the inserted quick reply's file (fetched from the hub,
+    /// sent as its own reply).
     fn send_composer(&mut self, d: &mut Data) -> Vec<Effect> {
         let text = nfc(self.composer.value().trim());
-        if text.is_empty() {
+        if text.is_empty() && self.quick_file.is_none() {
             return vec![];
         }
         let n = char_count(&text);
@@ -776,13 +793,23 @@ impl InboxTab {
         let Some(conv) = self.open.clone() else {
             return vec![];
         };
-        let item = d.new_outbox_item(conv, text, self.quote.take(), None);
-        d.outbox.push(item.clone());
-        self.composer = Input::default();
-        if d.link != Link::Connected {
-            d.notice(d.s().offline_queued);
+        let mut fx = vec![];
+        if !text.is_empty() {
+            let item = d.new_outbox_item(conv.clone(), text, self.quote.take(), None);
+            d.outbox.push(item.clone());
+            if d.link != Link::Connected {
+                d.notice(d.s().offline_queued);
+            }
+            fx.push(Effect::Api(ApiCall::Reply(item)));
         }
-        vec![Effect::Api(ApiCall::Reply(item))]
+        if let Some((id, _)) = self.quick_file.take() {
+            fx.push(Effect::Api(ApiCall::QuickReplyFile {
+                id,
+                conversation: conv,
+            }));
+        }
+        self.composer = Input::default();
+        fx
     }
 
     // ----- view -----
@@ -1115,7 +1142,8 @@ impl InboxTab {
             .iter()
             .enumerate()
             .map(|(i, q)| {
-                let head = format!("/{} · {} — ", clean(&q.shortcut), clean(&q.title));
+                let file = q.attachment.as_ref().map(file_label).unwrap_or_default();
+                let head = format!("/{} · {}{file} — ", clean(&q.shortcut), clean(&q.title));
                 let text = truncate(
                     &format!("{head}{}", clean(&q.text)),
                     width.saturating_sub(2),
@@ -1143,7 +1171,13 @@ impl InboxTab {
         let count = char_count(&nfc(self.composer.value()));
         let quote = if self.quote.is_some() { "↪ " } else { "" };
         let title = match self.compose {
-            Compose::Reply => format!("{quote}{}/{}", count, MAX_TEXT_CHARS),
+            Compose::Reply => {
+                let file = self.quick_file.as_ref().map(|f| f.1.as_str());
+                format!(
+                    "{quote}{count}/{MAX_TEXT_CHARS}{}",
+                    file.unwrap_or_default()
+                )
+            }
             Compose::Note => {
                 let names: Vec<String> = self
                     .mention_candidates()
@@ -1299,4 +1333,9 @@ fn window_of(
     let window = &mut rest[..end];
     window.sort_unstable_by(&order);
     window.to_vec()
+}
+
+/// An attachment as the composer and the quick reply list show it: ` + [image] name`.
+fn file_label(a: &Attachment) -> String {
+    format!(" + [{}] {}", clean(&a.kind), clean(&a.name))
 }

@@ -147,23 +147,8 @@ impl Hub {
 
     /// Decodes an attachment and stores it as a blob, within the pending-attachment cap.
     async fn store_attachment(&self, a: OutboundAttachment) -> HubResult<JobAttachment> {
-        use base64::Engine;
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(&a.content_base64)
-            .map_err(|_| {
-                HubError::Invalid("attachment content_base64 is not valid base64".into())
-            })?;
-        drop(a.content_base64);
+        let (kind, name, bytes) = attachment_bytes(a)?;
         let size = bytes.len() as u64;
-        // Refused now rather than failing at Zalo when it is sent.
-        let limit = a.kind.upload_limit() as u64;
-        if size > limit {
-            return Err(HubError::Invalid(format!(
-                "Tệp vượt quá giới hạn của Zalo / larger than Zalo takes ({} KB; at most {} MB)",
-                size >> 10,
-                limit >> 20
-            )));
-        }
         let pending = self.blobs.total_bytes();
         let cap = self.max_pending_attachment_bytes();
         if pending + size > cap {
@@ -182,8 +167,8 @@ impl Hub {
             .await
             .map_err(anyhow::Error::from)??;
         Ok(JobAttachment {
-            kind: a.kind,
-            name: crate::model::text::file_name(&a.name),
+            kind,
+            name,
             blob,
             size,
         })
@@ -897,6 +882,26 @@ pub(super) fn colleagues_where(
         .collect();
     out.sort_by_key(|a| a.username.to_lowercase());
     out
+}
+
+/// An attachment as it came (base64): its kind, a file name fit to show, and its bytes; refused
+/// when it is not base64 or larger than Zalo takes (now rather than when it is sent).
+pub(super) fn attachment_bytes(
+    a: OutboundAttachment,
+) -> HubResult<(wire::OutboundKind, String, Vec<u8>)> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(&a.content_base64)
+        .map_err(|_| HubError::Invalid("attachment content_base64 is not valid base64".into()))?;
+    let limit = a.kind.upload_limit();
+    if bytes.len() > limit {
+        return Err(HubError::Invalid(format!(
+            "Tệp vượt quá giới hạn của Zalo / larger than Zalo takes ({} KB; at most {} MB)",
+            bytes.len() >> 10,
+            limit >> 20
+        )));
+    }
+    Ok((a.kind, crate::model::text::file_name(&a.name), bytes))
 }
 
 pub(crate) fn preview_of(m: &Message) -> String {

@@ -4,8 +4,8 @@
 
 use super::*;
 use crate::model::text::{char_count, nfc};
-use crate::model::{QuickReply, QUICK_REPLY_VARIABLES};
-use crate::wire::QuickReplyInput;
+use crate::model::{Attachment, QuickReply, QUICK_REPLY_VARIABLES};
+use crate::wire::{OutboundAttachment, OutboundKind, QuickReplyInput};
 
 impl Hub {
     pub async fn quick_replies(&self, who: &Account) -> HubResult<Vec<QuickReply>> {
@@ -18,10 +18,11 @@ impl Hub {
     pub async fn create_quick_reply(
         &self,
         who: &Account,
-        input: QuickReplyInput,
+        mut input: QuickReplyInput,
     ) -> HubResult<QuickReply> {
         let id = format!("q{:016x}", rand::random::<u64>());
-        self.write(async |_, tx| save(tx, who, id, input).await)
+        let file = new_file(&mut input)?;
+        self.write(async |_, tx| save(tx, who, id, input, file, None).await)
             .await
     }
 
@@ -29,8 +30,9 @@ impl Hub {
         &self,
         who: &Account,
         id: &str,
-        input: QuickReplyInput,
+        mut input: QuickReplyInput,
     ) -> HubResult<QuickReply> {
+        let file = new_file(&mut input)?;
         self.write(async |_, tx| {
             let current = editable(tx, who, id).await?;
             if current.owner.is_none() != input.shared {
@@ -38,9 +40,38 @@ impl Hub {
                     "a quick reply stays shared or personal; create another instead".into(),
                 ));
             }
-            save(tx, who, id.to_string(), input).await
+            save(tx, who, id.to_string(), input, file, current.attachment).await
         })
         .await
+    }
+
+    /// A quick reply's image or file, as a reply sends it, for who may use the quick reply.
+    pub async fn quick_reply_attachment(
+        &self,
+        who: &Account,
+        id: &str,
+    ) -> HubResult<OutboundAttachment> {
+        use base64::Engine;
+        let usable = self
+            .db
+            .quick_replies_for(&who.id)
+            .await
+            .map_err(store_error)?
+            .into_iter()
+            .find(|q| q.id == id);
+        let not_found = || HubError::NotFound(format!("quick reply {id} has no attachment"));
+        let file = usable.and_then(|q| q.attachment).ok_or_else(not_found)?;
+        let bytes = self
+            .db
+            .quick_reply_file(id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(not_found)?;
+        Ok(OutboundAttachment {
+            kind: OutboundKind::parse(&file.kind).unwrap_or(OutboundKind::File),
+            name: file.name,
+            content_base64: base64::engine::general_purpose::STANDARD.encode(bytes),
+        })
     }
 
     pub async fn delete_quick_reply(&self, who: &Account, id: &str) -> HubResult<()> {
@@ -76,11 +107,36 @@ async fn editable(tx: &mut Tx, who: &Account, id: &str) -> HubResult<QuickReply>
     }
 }
 
+/// What the input says of the file: nothing (keep it), none, or a new one, decoded and checked
+/// (before the write, which holds the database's write lock).
+type NewFile = Option<Option<(Attachment, Vec<u8>)>>;
+
+fn new_file(input: &mut QuickReplyInput) -> HubResult<NewFile> {
+    Ok(match input.attachment.take() {
+        None => None,
+        Some(None) => Some(None),
+        Some(Some(a)) => {
+            let (kind, name, bytes) = super::conversations::attachment_bytes(a)?;
+            let meta = Attachment {
+                kind: kind.as_str().to_string(),
+                url: String::new(),
+                name,
+                size: Some(bytes.len() as u64),
+            };
+            Some(Some((meta, bytes)))
+        }
+    })
+}
+
+/// Checks and stores a quick reply; `kept` is the file it has now, which stays unless the input
+/// names another or none.
 async fn save(
     tx: &mut Tx,
     who: &Account,
     id: String,
     input: QuickReplyInput,
+    new_file: NewFile,
+    kept: Option<Attachment>,
 ) -> HubResult<QuickReply> {
     if input.shared && !who.is_admin() {
         return Err(HubError::Forbidden(
@@ -102,10 +158,15 @@ async fn save(
     if title.is_empty() || char_count(&title) > 100 {
         return Err(HubError::Invalid("title: 1-100 characters".into()));
     }
+    let (attachment, file) = match new_file {
+        None => (kept, None),
+        Some(None) => (None, None),
+        Some(Some((meta, bytes))) => (Some(meta), Some(bytes)),
+    };
     let text = nfc(input.text.trim());
-    if text.is_empty() || char_count(&text) > MAX_TEXT_CHARS {
+    if (text.is_empty() && attachment.is_none()) || char_count(&text) > MAX_TEXT_CHARS {
         return Err(HubError::Invalid(format!(
-            "text: 1-{MAX_TEXT_CHARS} characters (what Zalo accepts)"
+            "text: 1-{MAX_TEXT_CHARS} characters (what Zalo accepts), or none with an attachment"
         )));
     }
     let unknown: Vec<&str> = text
@@ -126,9 +187,13 @@ async fn save(
         shortcut,
         title,
         text,
+        attachment,
         updated_at: now_ms(),
     };
-    tx.db.save_quick_reply(&q).await.map_err(store_error)?;
+    tx.db
+        .save_quick_reply(&q, file.as_deref())
+        .await
+        .map_err(store_error)?;
     tx.emit(
         EventBody::QuickReply {
             quick_reply: q.clone(),

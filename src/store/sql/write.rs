@@ -195,7 +195,21 @@ pub fn message_of(r: MessageRow) -> Result<Message> {
 }
 
 /// A quick reply's row, in `QuickReply`'s field order.
-pub type QuickReplyRow = (String, Option<String>, String, String, String, i64);
+/// The columns of `QuickReplyRow`.
+pub const QUICK_REPLY_COLUMNS: &str =
+    "id, owner, shortcut, title, text, updated_at, file_kind, file_name, file_size";
+
+pub type QuickReplyRow = (
+    String,
+    Option<String>,
+    String,
+    String,
+    String,
+    i64,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+);
 
 pub fn quick_reply_of(r: QuickReplyRow) -> QuickReply {
     QuickReply {
@@ -205,6 +219,12 @@ pub fn quick_reply_of(r: QuickReplyRow) -> QuickReply {
         title: r.3,
         text: r.4,
         updated_at: r.5,
+        attachment: r.6.map(|kind| Attachment {
+            kind,
+            url: String::new(),
+            name: r.7.unwrap_or_default(),
+            size: r.8.map(|n| n as u64),
+        }),
     }
 }
 
@@ -773,15 +793,19 @@ impl WriteTx {
             .await?))
     }
 
-    /// Creates or replaces a quick reply.
-    pub async fn save_quick_reply(&mut self, q: &QuickReply) -> Result<()> {
+    /// Creates or replaces a quick reply; its file's bytes when `file` is given (a new file),
+    /// none when it has no attachment, else the stored ones are kept.
+    pub async fn save_quick_reply(&mut self, q: &QuickReply, file: Option<&[u8]>) -> Result<()> {
+        let a = q.attachment.as_ref();
         execute!(
             self,
             sqlx::query(
-                "INSERT INTO quick_replies (id, owner, shortcut, title, text, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id) DO UPDATE SET \
-                 owner = excluded.owner, shortcut = excluded.shortcut, title = excluded.title, \
-                 text = excluded.text, updated_at = excluded.updated_at"
+                "INSERT INTO quick_replies (id, owner, shortcut, title, text, updated_at, \
+                 file_kind, file_name, file_size) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (id) DO UPDATE SET owner = excluded.owner, \
+                 shortcut = excluded.shortcut, title = excluded.title, text = excluded.text, \
+                 updated_at = excluded.updated_at, file_kind = excluded.file_kind, \
+                 file_name = excluded.file_name, file_size = excluded.file_size"
             )
             .bind(&q.id)
             .bind(q.owner.as_deref())
@@ -789,7 +813,26 @@ impl WriteTx {
             .bind(&q.title)
             .bind(&q.text)
             .bind(q.updated_at)
+            .bind(a.map(|a| a.kind.as_str()))
+            .bind(a.map(|a| a.name.as_str()))
+            .bind(a.and_then(|a| a.size).map(|n| n as i64))
         );
+        if a.is_none() || file.is_some() {
+            execute!(
+                self,
+                sqlx::query("DELETE FROM quick_reply_files WHERE quick_reply_id = $1").bind(&q.id)
+            );
+        }
+        if let Some(bytes) = file {
+            execute!(
+                self,
+                sqlx::query(
+                    "INSERT INTO quick_reply_files (quick_reply_id, content) VALUES ($1, $2)"
+                )
+                .bind(&q.id)
+                .bind(bytes)
+            );
+        }
         Ok(())
     }
 
@@ -803,9 +846,8 @@ impl WriteTx {
 
     /// A quick reply as this transaction sees it.
     pub async fn quick_reply(&mut self, id: &str) -> Result<Option<QuickReply>> {
-        let sql = "SELECT id, owner, shortcut, title, text, updated_at FROM quick_replies \
-                   WHERE id = $1";
-        let row: Option<QuickReplyRow> = on_tx!(self, conn => sqlx::query_as(sql)
+        let sql = format!("SELECT {QUICK_REPLY_COLUMNS} FROM quick_replies WHERE id = $1");
+        let row: Option<QuickReplyRow> = on_tx!(self, conn => sqlx::query_as(&sql)
             .bind(id)
             .fetch_optional(&mut *conn)
             .await?);
