@@ -202,6 +202,9 @@ pub struct State {
     rules: BTreeMap<RuleId, Rule>,
     conversations: HashMap<ConversationId, Conversation>,
     by_customer: HashMap<(ConnectionId, String), ConversationId>,
+    /// Each account's assigned conversations (an agent's search reads its 2,000 of 20,000
+    /// without visiting every conversation).
+    by_assignee: HashMap<AccountId, HashSet<ConversationId>>,
     counters: Counters,
     /// The last event this cache includes.
     applied: u64,
@@ -223,6 +226,7 @@ impl State {
             rules: s.rules.into_iter().map(|r| (r.id.clone(), r)).collect(),
             conversations: HashMap::new(),
             by_customer: HashMap::new(),
+            by_assignee: HashMap::new(),
             counters: Counters::default(),
             applied: s.head.max(0) as u64,
             stale: false,
@@ -231,11 +235,7 @@ impl State {
             st.counters.set(name, (*value).max(0) as u64);
         }
         for c in s.conversations {
-            st.by_customer.insert(
-                (c.connection_id.clone(), c.customer.user_id.clone()),
-                c.id.clone(),
-            );
-            st.conversations.insert(c.id.clone(), c);
+            st.keep_conversation(c);
         }
         st
     }
@@ -243,13 +243,7 @@ impl State {
     /// Brings the cache up to a committed event (another hub's, or this one's own).
     fn apply(&mut self, event: &Event) {
         match &event.body {
-            EventBody::Conversation { conversation: c } => {
-                self.by_customer.insert(
-                    (c.connection_id.clone(), c.customer.user_id.clone()),
-                    c.id.clone(),
-                );
-                self.conversations.insert(c.id.clone(), c.clone());
-            }
+            EventBody::Conversation { conversation: c } => self.keep_conversation(c.clone()),
             EventBody::Message { .. } => {}
             EventBody::Connection { connection: v, .. } => {
                 let conn = Connection {
@@ -294,6 +288,32 @@ impl State {
         self.connections.remove(id);
         self.conversations.retain(|_, c| c.connection_id != id);
         self.by_customer.retain(|(page, _), _| page != id);
+        let kept = &self.conversations;
+        for assigned in self.by_assignee.values_mut() {
+            assigned.retain(|c| kept.contains_key(c));
+        }
+    }
+
+    /// The cache's copy of a conversation, with the indexes that find it.
+    fn keep_conversation(&mut self, c: Conversation) {
+        let before = self
+            .conversations
+            .get(&c.id)
+            .and_then(|b| b.assignee.as_ref());
+        if let Some(a) = before.filter(|&a| Some(a) != c.assignee.as_ref()) {
+            if let Some(assigned) = self.by_assignee.get_mut(a) {
+                assigned.remove(&c.id);
+            }
+        }
+        if let Some(a) = &c.assignee {
+            let assigned = self.by_assignee.entry(a.clone()).or_default();
+            assigned.insert(c.id.clone());
+        }
+        self.by_customer.insert(
+            (c.connection_id.clone(), c.customer.user_id.clone()),
+            c.id.clone(),
+        );
+        self.conversations.insert(c.id.clone(), c);
     }
 }
 
@@ -966,17 +986,13 @@ impl State {
         audience.sort();
         audience.dedup();
         tx.conversations.insert(conv.id.clone(), conv.clone());
-        self.by_customer.insert(
-            (conv.connection_id.clone(), conv.customer.user_id.clone()),
-            conv.id.clone(),
-        );
         tx.emit(
             EventBody::Conversation {
                 conversation: conv.clone(),
             },
             audience,
         );
-        self.conversations.insert(conv.id.clone(), conv);
+        self.keep_conversation(conv);
     }
 
     fn put_connection(&mut self, tx: &mut Tx, conn: Connection, started_by: Option<AccountId>) {

@@ -43,12 +43,25 @@ impl Hub {
         };
         let within = within.as_deref();
         let mut items = Vec::new();
-        if before.is_none() {
-            let ids = self
-                .db
-                .search_customers(&terms, (CUSTOMERS * 5) as i64, within)
-                .await
-                .map_err(store_error)?;
+        // The first page's customers and its first messages are read at once (two connections):
+        // an agent's search waits for the slower of them, not for both in turn.
+        let mut asked = limit + 1;
+        let customers = async {
+            match before {
+                None => self
+                    .db
+                    .search_customers(&terms, (CUSTOMERS * 5) as i64, within)
+                    .await
+                    .map(Some),
+                Some(_) => Ok(None),
+            }
+        };
+        let messages = self
+            .db
+            .search_messages(&terms, before, asked as i64, within);
+        let (customers, messages) = tokio::join!(customers, messages);
+        let mut batch = Some(messages.map_err(store_error)?);
+        if let Some(ids) = customers.map_err(store_error)? {
             let found = self
                 .read(|st| {
                     ids.iter()
@@ -65,15 +78,18 @@ impl Hub {
             items.extend(found);
         }
         let mut scanned = 0;
-        let mut asked = 0;
         loop {
-            let missing = limit.saturating_sub(items.len()).max(1);
-            asked = (missing + 1).max(asked * 4).min(MAX_BATCH);
-            let batch = self
-                .db
-                .search_messages(&terms, before, asked as i64, within)
-                .await
-                .map_err(store_error)?;
+            let batch = match batch.take() {
+                Some(first) => first,
+                None => {
+                    let missing = limit.saturating_sub(items.len()).max(1);
+                    asked = (missing + 1).max(asked * 4).min(MAX_BATCH);
+                    self.db
+                        .search_messages(&terms, before, asked as i64, within)
+                        .await
+                        .map_err(store_error)?
+                }
+            };
             let exhausted = batch.len() < asked;
             scanned += batch.len();
             let (hits, last) = self
@@ -119,33 +135,48 @@ impl Hub {
 
 /// The ids of the conversations `who` may see, at most `cap` (`None` beyond). The views' policy
 /// (`visibility::conversation_audience`) gives a conversation to its assignee and to whom its
-/// page gives it in its state (waiting or not), so it is asked once per page and state, for an
-/// unassigned conversation, instead of once per conversation (20,000 conversations: the bulk
-/// of an agent's search).
+/// page gives it in its state (waiting or not): the pages are asked once per state, with a
+/// probe, and every conversation is visited only when some page gives `who` any (an agent who
+/// sees only their own: their 2,000 ids from the index instead of a visit to 20,000
+/// conversations, 4 ms).
 fn visible_ids(st: &State, who: &Account, cap: usize) -> Option<Vec<String>> {
-    let mut by_page: HashMap<&str, [bool; 2]> = HashMap::new();
-    let mut ids = Vec::new();
-    for c in st.conversations.values() {
-        let waiting = c.state == ConvState::Unclaimed;
-        let page_gives = by_page.entry(c.connection_id.as_str()).or_insert_with(|| {
+    let mut ids: Vec<String> = st
+        .by_assignee
+        .get(&who.id)
+        .map(|assigned| assigned.iter().cloned().collect())
+        .unwrap_or_default();
+    let Some(template) = st.conversations.values().next() else {
+        return Some(ids);
+    };
+    let gives: HashMap<&str, [bool; 2]> = st
+        .connections
+        .keys()
+        .map(|page| {
             let probe = |state| {
                 let unassigned = Conversation {
+                    connection_id: page.clone(),
                     state,
                     assignee: None,
-                    ..c.clone()
+                    ..template.clone()
                 };
                 st.may_see_conversation(who, &unassigned)
             };
-            [probe(ConvState::Assigned), probe(ConvState::Unclaimed)]
-        });
-        if c.assignee.as_deref() == Some(who.id.as_str()) || page_gives[waiting as usize] {
-            if ids.len() == cap {
-                return None;
+            let given = [probe(ConvState::Assigned), probe(ConvState::Unclaimed)];
+            (page.as_str(), given)
+        })
+        .collect();
+    if gives.values().flatten().any(|&given| given) {
+        for c in st.conversations.values() {
+            let waiting = c.state == ConvState::Unclaimed;
+            let given = gives
+                .get(c.connection_id.as_str())
+                .is_some_and(|g| g[waiting as usize]);
+            if given && c.assignee.as_deref() != Some(who.id.as_str()) {
+                ids.push(c.id.clone());
             }
-            ids.push(c.id.clone());
         }
     }
-    Some(ids)
+    (ids.len() <= cap).then_some(ids)
 }
 
 fn parse_search_cursor(c: &str) -> HubResult<i64> {
