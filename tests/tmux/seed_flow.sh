@@ -3,8 +3,8 @@
 # add connection → share → new round-robin rule with the three agents → a customer message arrives
 # → claim → reply → delivered → a reply composed in $EDITOR (which gets every keystroke) → a synced
 # history thread reads in time order (found by typing its name without accents) → a quick reply
-# (`/cha` Tab) goes out with its variables filled → search without accents opens the thread at the
-# message found → a second console as the agent HuongNT256 writes a note mentioning CuongLM, whose
+# (`/cha` Tab) goes out with its variables filled, `/dia` with the office's map after its text →
+# search without accents opens the thread at the message found → a second console as the agent HuongNT256 writes a note mentioning CuongLM, whose
 # own second console shows the notification and a tag set in OA Manager live, and creates a label
 # that reaches Zalo; the agent hands the conversation over to QueCT3.
 # Usage: tests/tmux/seed_flow.sh [path/to/sop]
@@ -74,6 +74,15 @@ wait_for "giúp gì ạ\?" 15
 if screen | grep -qF "{ten_"; then echo "FAIL: a variable left unfilled"; screen; exit 1; fi
 screen | grep -qF "em là Lê Mạnh Cường" || { echo "FAIL: the agent's name not filled in"; screen; exit 1; }
 step "quick reply /chao inserted with its variables filled and sent"
+
+keys -l "/dia"; wait_for "/diachi · Địa chỉ văn phòng \+ \[image\]"
+keys Tab; wait_for "[0-9]+/2000 \+ \[image\] ban-do.png"
+keys Enter
+wait_for "│  \[image\] ban-do.png" 15
+wait_for "Hàng Bài, Hoàn Kiếm" 15
+text=$(line_of "Hàng Bài, Hoàn Kiếm"); image=$(line_of "[image] ban-do.png")
+[ "$text" -lt "$image" ] || { echo "FAIL: the map went before its text"; screen; exit 1; }
+step "quick reply /diachi sends its text, then the office's map (image)"
 
 keys Escape; wait_for "r Trả lời"
 keys E; wait_for "EDITOR>"
