@@ -274,20 +274,7 @@ async fn agents_hand_over_to_the_eligible_targets_the_hub_lists() {
 /// for an agent who owns the customer's conversation (round robin, one member).
 async fn connected_page_with_agent(s: &Stack) -> (String, String) {
     s.sim_oa(OA, "Trang", &[("an", "Trần Văn An", 0)]).await;
-    assert_eq!(
-        s.connect(OA, "zalo-admin-1", "allow").await.0,
-        StatusCode::OK
-    );
-    let (_, agent_token) = s.t.account("HuongNT256", "agent").await;
-    let conn =
-        s.t.hub
-            .read(|st| st.connections().next().unwrap().clone())
-            .await;
-    let (status, body) = s
-        .t
-        .post("/api/v1/rules", &s.t.admin_token, json!({"name": "r", "sources": [conn.id], "members": ["HuongNT256"], "method": "round_robin", "old_conversations": "none"}))
-        .await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let (_, agent_token) = s.page_for_agent(OA, "HuongNT256").await;
     s.customer_says(OA, "an", "Chào shop").await;
     let conv = eventually("the agent's conversation", || async {
         let (_, b) =

@@ -388,17 +388,7 @@ async fn conversations_of_one_agent(s: &Stack, n: usize) -> (String, Vec<Value>)
     let users: Vec<String> = (0..n).map(|i| format!("u{i:02}")).collect();
     let cust: Vec<(&str, &str, i64)> = users.iter().map(|u| (u.as_str(), "Khách", 0)).collect();
     s.sim_oa(OA, OA_NAME, &cust).await;
-    assert_eq!(
-        s.connect(OA, "zalo-admin-1", "allow").await.0,
-        StatusCode::OK
-    );
-    let (_, agent_token) = s.t.account("HuongNT256", "agent").await;
-    let conn =
-        s.t.hub
-            .read(|st| st.connections().next().unwrap().clone())
-            .await;
-    s.t.rule("r", &[&conn], &["HuongNT256"], "round_robin")
-        .await;
+    let (_, agent_token) = s.page_for_agent(OA, "HuongNT256").await;
     for u in &users {
         s.customer_says(OA, u, "Alo").await;
     }
@@ -622,17 +612,7 @@ async fn a_message_sent_while_history_syncs_is_routed_once() {
         json!({"hold_path": "/v2.0/oa/listrecentchat", "webhook_down": true}),
     )
     .await;
-    assert_eq!(
-        s.connect(OA, "zalo-admin-1", "allow").await.0,
-        StatusCode::OK
-    );
-    let (_, agent_token) = s.t.account("HuongNT256", "agent").await;
-    let conn =
-        s.t.hub
-            .read(|st| st.connections().next().unwrap().clone())
-            .await;
-    s.t.rule("r", &[&conn], &["HuongNT256"], "round_robin")
-        .await;
+    let (_, agent_token) = s.page_for_agent(OA, "HuongNT256").await;
     s.customer_says(OA, "new", "Shop ơi").await;
     s.sim_post("/faults", json!({"hold_path": ""})).await;
     let all = eventually("both conversations from the history", || async {

@@ -54,6 +54,12 @@ pub fn clean(s: &str) -> String {
     sanitize_for_terminal(s, false)
 }
 
+/// A customer's labels as `#name #other`, so they read as labels without colour.
+pub fn hashtags(labels: &[String]) -> String {
+    let tags: Vec<String> = labels.iter().map(|l| format!("#{}", clean(l))).collect();
+    tags.join(" ")
+}
+
 pub fn fmt_time(t: &Theme, ms: Ms, with_date: bool) -> String {
     let Some(dt) = chrono::DateTime::from_timestamp_millis(ms + t.utc_offset_min as i64 * 60_000)
     else {

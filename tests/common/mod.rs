@@ -405,6 +405,20 @@ impl Stack {
         .await
     }
 
+    /// Connects the simulator's OA (allowed by its admin) and shares it with one agent by a
+    /// round-robin rule: the page and the agent's token.
+    pub async fn page_for_agent(&self, oa_id: &str, agent: &str) -> (Connection, String) {
+        assert_eq!(
+            self.connect(oa_id, "zalo-admin-1", "allow").await.0,
+            StatusCode::OK
+        );
+        let (_, token) = self.t.account(agent, "agent").await;
+        let page = self.t.hub.read(|st| st.connection_by_oa(oa_id).cloned());
+        let page = page.await.expect("the page connected");
+        self.t.rule("r", &[&page], &[agent], "round_robin").await;
+        (page, token)
+    }
+
     /// A customer writes to the OA through the simulator (a signed webhook follows).
     pub async fn customer_says(&self, oa_id: &str, user: &str, text: &str) -> String {
         let r = self

@@ -105,8 +105,7 @@ impl CustomerCard {
         }
         let labels = &live.labels;
         if !labels.is_empty() {
-            let names: Vec<String> = labels.iter().map(|l| format!("#{}", clean(l))).collect();
-            let text = format!("{}: {}", describe(Action::Labels, d.lang), names.join(" "));
+            let text = format!("{}: {}", describe(Action::Labels, d.lang), hashtags(labels));
             lines.extend(wrapped_lines(&text, inner, "", "  ", theme.bold()));
         }
         if !c.avatar.is_empty() {

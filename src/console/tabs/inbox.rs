@@ -912,14 +912,7 @@ impl InboxTab {
                     None => String::new(),
                 },
             };
-            // Labels as `#name`, so they read as labels without colour.
-            let labels: Vec<String> = c
-                .customer
-                .labels
-                .iter()
-                .map(|l| format!("#{}", clean(l)))
-                .collect();
-            let head: Vec<String> = [state, labels.join(" ")]
+            let head: Vec<String> = [state, hashtags(&c.customer.labels)]
                 .into_iter()
                 .filter(|part| !part.is_empty())
                 .collect();
