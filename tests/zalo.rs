@@ -536,6 +536,16 @@ async fn history_sync_pages_and_each_old_conversation_option() {
     assert!(all.iter().all(|c| c["origin"] == "history"
         && c["state"] == "unattended"
         && c["unread"] == json!({})));
+    // Each synced customer's profile is read too (whether they follow the page, their tags).
+    eventually("the synced customers' profiles", || async {
+        let all = conversations(&s, &s.t.admin_token, "all").await;
+        all.iter()
+            .all(|c| {
+                c["customer"]["fetched_at"].as_i64() > Some(0) && c["customer"]["follows"] == true
+            })
+            .then_some(())
+    })
+    .await;
 
     let (_, agent_token) = s.t.account("HuongNT256", "agent").await;
     let conn =

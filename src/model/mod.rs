@@ -241,6 +241,12 @@ pub struct Customer {
 }
 
 impl Customer {
+    /// Whether their profile is worth reading (again) from Zalo's `user/detail`: never read, or
+    /// read more than a day ago.
+    pub fn profile_stale(&self, now: Ms) -> bool {
+        self.fetched_at < now - DAY_MS
+    }
+
     /// The name the customer is shown by: their Zalo name, else their Zalo id.
     pub fn name_or_id(&self) -> &str {
         if self.display_name.is_empty() {

@@ -39,9 +39,6 @@ pub struct DeadWebhook {
     pub body: String,
 }
 
-/// Profiles older than this are refreshed when the customer writes again.
-const PROFILE_TTL_MS: Ms = DAY_MS;
-
 /// A webhook's identity: its body's hash (Zalo's retries and other hubs see the same bytes).
 fn webhook_key(body: &[u8]) -> String {
     use sha2::Digest;
@@ -218,7 +215,7 @@ async fn apply_one(
             // A duplicate too: the history sync may have stored the message first, and it
             // reads no profiles.
             if let Some(conversation) = st.customer_conversation(&conn_id, &m.user_id) {
-                if conversation.customer.fetched_at < now_ms() - PROFILE_TTL_MS
+                if conversation.customer.profile_stale(now_ms())
                     && !out.profiles_to_fetch.iter().any(|p| p.0 == conversation.id)
                 {
                     out.profiles_to_fetch.push((
