@@ -117,7 +117,6 @@ T="$S-agent"
 wait_for "HuongNT256 \(agent\).*Vắng mặt.*Đã kết nối" 20; step "agent console opened (away)"
 keys a; wait_for "HuongNT256 \(agent\).*Sẵn sàng" 10
 keys m; wait_for "Của tôi \([1-9]" 20; step "available: the queue is handed to her"
-mine_before=$(screen | grep -oE "Của tôi \([0-9]+\)" | grep -oE "[0-9]+")
 # CuongLM opens a console again, then Huong mentions him in a private note: his console says so.
 admin_attach=$(tmux capture-pane -p -J -t "$S" | grep -F "# CuongLM" | grep -oE "sop console --server [^ ]+ --token [^ ]+" | head -1 || true)
 [ -n "$admin_attach" ] || { echo "FAIL: no attach line for CuongLM"; T="$S"; screen; exit 1; }
@@ -156,10 +155,19 @@ step "a label created in the console (L) is on the customer at Zalo"
 keys Escape
 keys q
 T="$S-agent"
-keys Escape Enter; keys t; wait_for "Chuyển cho"
+keys Escape Enter; wait_for "Phụ trách: HuongNT256"
+# The customer of the open thread (the pane's title): counts move as the demo's customers write.
+customer=$(screen | sed -n 3p | awk -F'│' '{print $2}' | sed 's/ · .*//')
+keys t; wait_for "Chuyển cho"
 wait_for "QueCT3 · Cao Thị Quế · Vắng mặt" 10; step "transfer dialog lists her colleagues with availability"
 keys -l "que"; keys Tab Enter
-wait_for "Của tôi \($((mine_before - 1))\)" 10; step "handed over to QueCT3 (no longer hers)"
+gone=""
+for _ in $(seq 100); do
+  screen | awk -F'│' '{print $1}' | grep -qF -- "$customer" || { gone=yes; break; }
+  sleep 0.1
+done
+[ -n "$gone" ] || { echo "FAIL: $customer still in her inbox after the transfer"; screen; exit 1; }
+step "handed over to QueCT3 ($customer is no longer in her inbox)"
 screen
 keys q
 echo "tmux seed flow: all steps passed"
