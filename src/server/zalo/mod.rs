@@ -133,27 +133,32 @@ impl ZaloHub {
             }
             let z = self.clone();
             tokio::spawn(async move {
-                let profile = z
-                    .with_token(&conn_id, |t| {
-                        let client = z.client.clone();
-                        let user_id = user_id.clone();
-                        async move { client.user_detail(&t, &user_id).await }
-                    })
-                    .await;
-                match profile {
-                    Ok(p) => {
-                        if let Err(e) = z.hub.set_profile(&conv_id, p).await {
-                            tracing::warn!(conv_id, "cannot store profile: {e}");
-                        }
-                    }
-                    Err(e) => tracing::info!(
-                        conv_id,
-                        "profile not fetched: {}",
-                        human_reason(e.code, &e.message)
-                    ),
-                }
+                z.read_profile(&conv_id, &conn_id, &user_id).await;
                 z.profiles_in_flight.lock().remove(&conv_id);
             });
+        }
+    }
+
+    /// Reads a customer's profile (user/detail) and stores it on their conversation; a profile
+    /// Zalo will not give is logged and left out.
+    pub async fn read_profile(&self, conv_id: &str, conn_id: &str, user_id: &str) {
+        let profile = self
+            .with_token(conn_id, |t| {
+                let client = self.client.clone();
+                async move { client.user_detail(&t, user_id).await }
+            })
+            .await;
+        match profile {
+            Ok(p) => {
+                if let Err(e) = self.hub.set_profile(conv_id, p).await {
+                    tracing::warn!(conv_id, "cannot store profile: {e}");
+                }
+            }
+            Err(e) => tracing::info!(
+                conv_id,
+                "profile not fetched: {}",
+                human_reason(e.code, &e.message)
+            ),
         }
     }
 }

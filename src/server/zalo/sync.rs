@@ -109,39 +109,16 @@ async fn sync(z: &ZaloHub, conn_id: &str) -> Result<(usize, usize), crate::zalo:
             }
             offset += PAGE;
         }
-        read_profile(z, conn_id, user_id).await;
+        // One thread after another, not all at once: Zalo limits calls per OA.
+        let stale = z.hub.read(|st| {
+            let c = st.customer_conversation(conn_id, user_id)?;
+            c.customer.profile_stale(now_ms()).then(|| c.id.clone())
+        });
+        if let Some(conv_id) = stale.await {
+            z.read_profile(&conv_id, conn_id, user_id).await;
+        }
     }
     Ok((users.len(), messages))
-}
-
-/// The customer's profile (avatar, follower or not, tags) for their synced conversation, one
-/// thread after another as the history is read (not all at once: Zalo limits calls per OA).
-/// A profile Zalo will not give is left out; the sync goes on.
-async fn read_profile(z: &ZaloHub, conn_id: &str, user_id: &str) {
-    let stale = z.hub.read(|st| {
-        let c = st.customer_conversation(conn_id, user_id)?;
-        c.customer.profile_stale(now_ms()).then(|| c.id.clone())
-    });
-    let Some(conv_id) = stale.await else {
-        return;
-    };
-    let profile = z
-        .with_token(conn_id, |t| {
-            let client = z.client.clone();
-            async move { client.user_detail(&t, user_id).await }
-        })
-        .await;
-    let stored = match profile {
-        Ok(p) => z
-            .hub
-            .set_profile(&conv_id, p)
-            .await
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    if let Err(e) = stored {
-        tracing::info!(conv_id, "profile of a synced customer not read: {e}");
-    }
 }
 
 /// One row of Zalo's `conversation` answer as a message to store; `None` without a message id.
