@@ -52,24 +52,15 @@ impl Hub {
         id: &str,
     ) -> HubResult<OutboundAttachment> {
         use base64::Engine;
-        let usable = self
+        let (kind, name, bytes) = self
             .db
-            .quick_replies_for(&who.id)
+            .quick_reply_file(id, &who.id)
             .await
             .map_err(store_error)?
-            .into_iter()
-            .find(|q| q.id == id);
-        let not_found = || HubError::NotFound(format!("quick reply {id} has no attachment"));
-        let file = usable.and_then(|q| q.attachment).ok_or_else(not_found)?;
-        let bytes = self
-            .db
-            .quick_reply_file(id)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(not_found)?;
+            .ok_or_else(|| HubError::NotFound(format!("quick reply {id} has no attachment")))?;
         Ok(OutboundAttachment {
-            kind: OutboundKind::parse(&file.kind).unwrap_or(OutboundKind::File),
-            name: file.name,
+            kind: OutboundKind::parse(&kind).unwrap_or(OutboundKind::File),
+            name,
             content_base64: base64::engine::general_purpose::STANDARD.encode(bytes),
         })
     }

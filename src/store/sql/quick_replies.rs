@@ -18,11 +18,18 @@ impl Db {
         Ok(rows.into_iter().map(quick_reply_of).collect())
     }
 
-    /// The bytes of a quick reply's file, if it has one.
-    pub async fn quick_reply_file(&self, id: &str) -> Result<Option<Vec<u8>>> {
-        let sql = "SELECT content FROM quick_reply_files WHERE quick_reply_id = $1";
+    /// A quick reply's file (kind, name, bytes), if it has one and `account` may use it (a
+    /// shared one, or their own).
+    pub async fn quick_reply_file(
+        &self,
+        id: &str,
+        account: &str,
+    ) -> Result<Option<(String, String, Vec<u8>)>> {
+        let sql = "SELECT q.file_kind, q.file_name, f.content FROM quick_replies q \
+                   JOIN quick_reply_files f ON f.quick_reply_id = q.id \
+                   WHERE q.id = $1 AND (q.owner IS NULL OR q.owner = $2)";
         Ok(crate::on_engine!(readers self, pool => {
-            sqlx::query_scalar(sql).bind(id).fetch_optional(pool).await?
+            sqlx::query_as(sql).bind(id).bind(account).fetch_optional(pool).await?
         }))
     }
 }
