@@ -43,25 +43,12 @@ impl Hub {
         };
         let within = within.as_deref();
         let mut items = Vec::new();
-        // The first page's customers and its first messages are read at once (two connections):
-        // an agent's search waits for the slower of them, not for both in turn.
-        let mut asked = limit + 1;
-        let customers = async {
-            match before {
-                None => self
-                    .db
-                    .search_customers(&terms, (CUSTOMERS * 5) as i64, within)
-                    .await
-                    .map(Some),
-                Some(_) => Ok(None),
-            }
-        };
-        let messages = self
-            .db
-            .search_messages(&terms, before, asked as i64, within);
-        let (customers, messages) = tokio::join!(customers, messages);
-        let mut batch = Some(messages.map_err(store_error)?);
-        if let Some(ids) = customers.map_err(store_error)? {
+        if before.is_none() {
+            let ids = self
+                .db
+                .search_customers(&terms, (CUSTOMERS * 5) as i64, within)
+                .await
+                .map_err(store_error)?;
             let found = self
                 .read(|st| {
                     ids.iter()
@@ -78,18 +65,15 @@ impl Hub {
             items.extend(found);
         }
         let mut scanned = 0;
+        let mut asked = 0;
         loop {
-            let batch = match batch.take() {
-                Some(first) => first,
-                None => {
-                    let missing = limit.saturating_sub(items.len()).max(1);
-                    asked = (missing + 1).max(asked * 4).min(MAX_BATCH);
-                    self.db
-                        .search_messages(&terms, before, asked as i64, within)
-                        .await
-                        .map_err(store_error)?
-                }
-            };
+            let missing = limit.saturating_sub(items.len()).max(1);
+            asked = (missing + 1).max(asked * 4).min(MAX_BATCH);
+            let batch = self
+                .db
+                .search_messages(&terms, before, asked as i64, within)
+                .await
+                .map_err(store_error)?;
             let exhausted = batch.len() < asked;
             scanned += batch.len();
             let (hits, last) = self
